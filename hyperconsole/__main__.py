@@ -1,0 +1,3 @@
+from hyperconsole.cli import main
+
+raise SystemExit(main())

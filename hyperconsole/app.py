@@ -1,0 +1,196 @@
+"""The Textual app: panes by number key, polling that never overlaps, libvirt events as messages."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.timer import Timer
+
+from hyperconsole.commands import ActionsProvider
+from hyperconsole.config import Config
+from hyperconsole.errors import HyperconsoleError
+from hyperconsole.host.metrics import HostSampler
+from hyperconsole.messages import (
+    ActionDone, ConnectionChanged, DataChanged, DomainLifecycle, DomainsSampled, HostSampled,
+    PollFailed,
+)
+from hyperconsole.screens.dashboard import DashboardScreen
+from hyperconsole.screens.help import HelpScreen
+from hyperconsole.screens.vms import VmsScreen
+from hyperconsole.viewstate import ViewState
+from hyperconsole.virt import inventory
+from hyperconsole.virt.connection import ConnectionManager, LifecycleEvent, StateChanged
+from hyperconsole.virt.models import ConnectionState
+from hyperconsole.virt.sampler import DomainSampler
+
+log = logging.getLogger(__name__)
+
+
+class HyperconsoleApp(App):
+    TITLE = "hyperconsole"
+    CSS_PATH = Path(__file__).with_name("hyperconsole.tcss")
+    MODES = {"dashboard": DashboardScreen, "vms": VmsScreen}
+    DEFAULT_MODE = "vms"
+    COMMANDS = App.COMMANDS | {ActionsProvider}
+    BINDINGS = [
+        Binding("1", "switch_mode('dashboard')", "Dashboard", id="app.dashboard"),
+        Binding("2", "switch_mode('vms')", "VMs", id="app.vms"),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("ctrl+r", "reconnect", "Reconnect", show=False, id="app.reconnect"),
+    ]
+
+    def __init__(self, manager: ConnectionManager, config: Config, *, demo: bool = False,
+                 host_sampler: HostSampler | None = None) -> None:
+        super().__init__()
+        self.manager = manager
+        self.config = config
+        self.sampler = DomainSampler(manager)
+        self.host_sampler = host_sampler or HostSampler()
+        self.view = ViewState(uri=manager.uri, demo=demo, readonly=manager.readonly,
+                              readonly_reason=manager.readonly_reason, connection=manager.state)
+        self._domain_timer: Timer | None = None
+        self._host_timer: Timer | None = None
+        self._domains_busy = False
+        self._poll_again = False
+
+    # -- start-up ----------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        if self.config.keymap:
+            self.set_keymap(self.config.keymap)
+        self.manager.add_listener(self._from_libvirt)
+        self.poll_domains()
+        self.poll_host()
+        self._load_node()
+
+    def _from_libvirt(self, event: object) -> None:
+        """Runs on libvirt's event thread or the reconnect thread: only post messages here."""
+        if isinstance(event, StateChanged):
+            self.post_message(ConnectionChanged(event))
+        elif isinstance(event, LifecycleEvent):
+            self.post_message(DomainLifecycle(event))
+
+    # -- polling: a tick is armed only after the previous one finished -------------------------
+    def poll_domains(self) -> None:
+        """Poll now, or right after the tick in flight (never two at once)."""
+        if self._domains_busy:
+            self._poll_again = True
+            return
+        if self._domain_timer is not None:
+            self._domain_timer.stop()
+            self._domain_timer = None
+        self._domains_busy = True
+        self._collect_domains()
+
+    @work(thread=True, group="poll-domains", exit_on_error=False, description="sample domains")
+    def _collect_domains(self) -> None:
+        try:
+            tick = self.sampler.tick()
+        except HyperconsoleError as exc:
+            self.post_message(PollFailed(str(exc)))
+            return
+        self.post_message(DomainsSampled(tick))
+
+    @on(DomainsSampled)
+    def _domains_sampled(self, message: DomainsSampled) -> None:
+        tick = message.tick
+        self.view.domains = tick.domains
+        self.view.last_tick_seconds = tick.seconds
+        self.view.last_tick_calls = tick.calls
+        self.view.poll_error = ""
+        self._tick_finished()
+        if not tick.diff.empty:
+            self._notify_screen("domains")
+
+    @on(PollFailed)
+    def _poll_failed(self, message: PollFailed) -> None:
+        # Background errors go to the status bar and the log, never a dialog from nowhere.
+        log.info("domain poll failed: %s", message.error)
+        self.view.poll_error = message.error
+        self._tick_finished()
+        self._notify_screen("connection")
+
+    @on(DomainLifecycle)
+    def _lifecycle(self, message: DomainLifecycle) -> None:
+        self.sampler.mark_dirty(message.event.uuid)
+        self.poll_domains()
+
+    def _tick_finished(self) -> None:
+        self._domains_busy = False
+        if self._poll_again:
+            self._poll_again = False
+            self.poll_domains()
+        else:
+            self._domain_timer = self.set_timer(self.config.refresh, self.poll_domains)
+
+    def poll_host(self) -> None:
+        self._collect_host()
+
+    @work(thread=True, group="poll-host", exit_on_error=False, description="sample host")
+    def _collect_host(self) -> None:
+        self.post_message(HostSampled(self.host_sampler.sample()))
+
+    @on(HostSampled)
+    def _host_sampled(self, message: HostSampled) -> None:
+        self.view.record_host(message.sample)
+        self._notify_screen("host")
+        self._host_timer = self.set_timer(self.config.refresh, self.poll_host)
+
+    @work(thread=True, group="node", exit_on_error=False, description="node info")
+    def _load_node(self) -> None:
+        try:
+            node = inventory.node_info(self.manager)
+        except HyperconsoleError as exc:
+            log.info("node info unavailable: %s", exc)
+            return
+        self.call_from_thread(self._set_node, node)
+
+    def _set_node(self, node) -> None:
+        self.view.node = node
+        self._notify_screen("node")
+
+    # -- connection ----------------------------------------------------------------------------
+    @on(ConnectionChanged)
+    def _connection_changed(self, message: ConnectionChanged) -> None:
+        change = message.change
+        was_readonly = self.view.readonly
+        self.view.connection = change.state
+        self.view.connection_message = change.message
+        self.view.readonly = change.readonly
+        if change.readonly != was_readonly:
+            self.refresh_bindings()
+        if change.state is ConnectionState.ACTIVE:
+            self.sampler.mark_dirty()
+            self.poll_domains()
+            if self.view.node is None:
+                self._load_node()
+        self._notify_screen("connection")
+
+    def action_reconnect(self) -> None:
+        self.manager.retry_now()
+
+    # -- operator jobs ----------------------------------------------------------------------------
+    @on(ActionDone)
+    def _action_done(self, message: ActionDone) -> None:
+        if message.error:
+            self.notify(message.error, title=message.label, severity="error", timeout=8, markup=False)
+        else:
+            self.notify(message.detail or "done", title=message.label, timeout=4, markup=False)
+        self.sampler.mark_dirty(message.uuid)
+        self.poll_domains()
+
+    def _notify_screen(self, kind: str) -> None:
+        # Only the visible pane renders; hidden ones catch up in on_screen_resume.
+        self.screen.post_message(DataChanged(frozenset({kind})))
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.screen))
+
+    def on_unmount(self) -> None:
+        self.manager.close()

@@ -1,0 +1,144 @@
+"""Command line: the TUI by default, plus non-interactive subcommands for every host change."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+
+from hyperconsole import __version__, config as config_mod, paths
+from hyperconsole.config import Config
+from hyperconsole.errors import HyperconsoleError
+
+log = logging.getLogger("hyperconsole")
+
+
+def _refresh(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not 0.2 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be between 0.2 and 3600 seconds")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    # In subcommands the defaults are suppressed so `hyperconsole --demo profile list`
+    # and `hyperconsole profile list --demo` mean the same thing.
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--nixos-dir", metavar="DIR", default=default,
+                        help="the host's NixOS configuration directory (default /etc/nixos)")
+    parser.add_argument("--rebuild-cmd", metavar="CMD", default=default,
+                        help="rebuild command; the action is passed as its last argument")
+    parser.add_argument("--revert-cmd", metavar="CMD", default=default,
+                        help="command that re-activates the previous system when a change is not confirmed")
+    parser.add_argument("--demo", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="use the shipped test-driver host and a scratch NixOS directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hyperconsole",
+        description="Keyboard-driven console for a NixOS virtualisation host.",
+    )
+    parser.add_argument("--version", action="version", version=f"hyperconsole {__version__}")
+    parser.add_argument("--connect", "-c", metavar="URI", help="libvirt URI (default qemu:///system)")
+    parser.add_argument("--readonly", action="store_true", help="open read-only; hide every mutating action")
+    parser.add_argument("--refresh", type=_refresh, metavar="SECONDS", help="refresh interval (default 2)")
+    parser.add_argument("--config", metavar="FILE", action="append", type=Path,
+                        help="config file to read instead of the system and user ones (repeatable)")
+    _add_common(parser, suppress=False)
+    sub_common = argparse.ArgumentParser(add_help=False)
+    _add_common(sub_common, suppress=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    tui = subparsers.add_parser("tui", parents=[sub_common], help="the console (default)")
+    tui.set_defaults(func=run_tui)
+    try:
+        from hyperconsole.nixos import commands as nixos_commands
+    except ImportError:  # pragma: no cover - the nixos package is part of the distribution
+        nixos_commands = None
+    if nixos_commands is not None:
+        nixos_commands.register(subparsers, sub_common)
+    parser.set_defaults(func=run_tui)
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> Config:
+    """Config files, then flags; --demo points everything at scratch places."""
+    config = config_mod.load(args.config)
+    changes: dict = {}
+    if args.refresh is not None:
+        changes["refresh"] = args.refresh
+    if args.connect:
+        changes["connections"] = {**config.connections, "cli": args.connect}
+        changes["default_connection"] = "cli"
+    if args.demo:
+        from hyperconsole.virt.demo import demo_uri
+
+        changes["connections"] = {**config.connections, "demo": demo_uri()}
+        changes["default_connection"] = "demo"
+        changes["nixos_dir"] = str(paths.demo_dir() / "nixos")
+    if args.nixos_dir:
+        changes["nixos_dir"] = str(Path(args.nixos_dir).resolve())
+    if args.rebuild_cmd:
+        changes["rebuild_command"] = args.rebuild_cmd
+    if args.revert_cmd:
+        changes["revert_command"] = args.revert_cmd
+    config = config.replace(**changes)
+    if args.demo:
+        from hyperconsole.nixos import demo
+
+        # Scratch NixOS dir and a rebuild that really evaluates the fragments with nix-instantiate.
+        config = demo.demo_config(config)
+    return config
+
+
+def _setup_logging() -> None:
+    log_dir = paths.state_dir()
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(log_dir / "hyperconsole.log", encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+
+
+def run_tui(args: argparse.Namespace, config: Config) -> int:
+    from hyperconsole.virt.connection import ConnectionManager
+
+    manager = ConnectionManager(config.uri, readonly=args.readonly)
+    try:
+        manager.connect()
+    except HyperconsoleError as exc:
+        print(f"hyperconsole: {exc}", file=sys.stderr)
+        return 1
+    if args.demo:
+        from hyperconsole.virt import demo
+
+        demo.prepare(manager)
+    from hyperconsole.app import HyperconsoleApp
+
+    HyperconsoleApp(manager, config, demo=args.demo).run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for key, value in (("demo", False), ("nixos_dir", None), ("rebuild_cmd", None), ("revert_cmd", None)):
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    _setup_logging()
+    try:
+        config = resolve(args)
+        return int(args.func(args, config) or 0)
+    except HyperconsoleError as exc:
+        print(f"hyperconsole: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""The local machine: metrics, interfaces, systemd. No Textual/Rich here."""

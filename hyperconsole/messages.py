@@ -1,0 +1,64 @@
+"""Messages that cross screens: data refreshed, connection state, results of operator actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from hyperconsole.host.metrics import HostSample
+from hyperconsole.virt.connection import LifecycleEvent, StateChanged
+from hyperconsole.virt.sampler import Tick
+
+
+@dataclass
+class DomainsSampled(Message):
+    """A sampler tick finished (posted from the worker thread)."""
+
+    tick: Tick
+
+
+@dataclass
+class PollFailed(Message):
+    """A background tick failed; shown in the status bar, not as a dialog."""
+
+    error: str
+
+
+@dataclass
+class HostSampled(Message):
+    sample: HostSample
+
+
+@dataclass
+class ConnectionChanged(Message):
+    change: StateChanged
+
+
+@dataclass
+class DomainLifecycle(Message):
+    event: LifecycleEvent
+
+    def can_replace(self, message: Message) -> bool:
+        # A burst of events for the same domain needs one refresh, not one each.
+        return isinstance(message, DomainLifecycle) and message.event.uuid == self.event.uuid
+
+
+@dataclass
+class DataChanged(Message):
+    """The app's view state changed; the active screen re-renders what it shows."""
+
+    kinds: frozenset[str]
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, DataChanged) and message.kinds <= self.kinds
+
+
+@dataclass
+class ActionDone(Message):
+    """An operator-triggered job finished; `error` is one line or None."""
+
+    label: str
+    error: str | None = None
+    detail: str = ""
+    uuid: str | None = None

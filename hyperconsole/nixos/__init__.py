@@ -1,0 +1,11 @@
+"""NixOS integration: render/read Nix values, the fragment store, rebuilds, confirm-or-revert.
+
+Public API (all blocking; call from a thread worker in the UI):
+
+- render.render_value / render_fragment / parse / read_meta
+- store.FragmentStore (read, prepare, commit, history), ChangeSet.diff()
+- rebuild.RebuildRunner.run(action, on_line=..., timeout=..., cancel=...) -> RebuildResult;
+  list_generations, diff_generations, rollback_argvs
+- revert.ConfirmOrRevert (apply, confirm, revert_now, pending, last_revert)
+- demo.demo_config / prepare_demo_nixos for --demo
+"""

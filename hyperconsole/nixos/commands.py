@@ -1,0 +1,435 @@
+"""CLI subcommands for fragments, rebuilds, confirm-or-revert and security profiles.
+
+`register(subparsers, common)` is called by hyperconsole.cli; every handler is
+`handler(args, config) -> int` and turns HyperconsoleError into one `error:` line on stderr.
+`python -m hyperconsole.nixos.commands …` runs the same commands standalone (used by tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from hyperconsole import paths
+from hyperconsole import profiles as profiles_mod
+from hyperconsole.config import Config
+from hyperconsole.errors import HyperconsoleError, ValidationError
+from hyperconsole.nixos import demo
+from hyperconsole.nixos.rebuild import (
+    ACTIONS, RebuildLine, RebuildResult, RebuildRunner, diff_generations, find_generation, list_generations,
+    rollback_argvs,
+)
+from hyperconsole.nixos.revert import ConfirmOrRevert
+from hyperconsole.nixos.store import FragmentStore, atomic_write
+
+MAX_CONFIRM_TIMEOUT = 86400
+_IMPORT_RE = re.compile(r"(?<![\w/.-])\./hyperconsole(?:/default\.nix)?(?![\w/.-])")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _err(text: str) -> None:
+    print(f"error: {text}", file=sys.stderr, flush=True)
+
+
+def guarded(handler: Callable[[argparse.Namespace, Config], int]) -> Callable[[argparse.Namespace, Config], int]:
+    """Operator-facing errors become one line and exit status 1; never a traceback."""
+
+    @functools.wraps(handler)
+    def wrapper(args: argparse.Namespace, config: Config) -> int:
+        try:
+            if getattr(args, "demo", False):
+                config = demo.demo_config(config)
+            return handler(args, config)
+        except HyperconsoleError as exc:
+            _err(str(exc))
+            return 1
+        except KeyboardInterrupt:
+            _err("interrupted")
+            return 130
+
+    return wrapper
+
+
+def _print_line(line: RebuildLine) -> None:
+    print(f"[{line.elapsed:6.1f}s] {line.text}", flush=True)
+
+
+def _report_failure(result: RebuildResult) -> None:
+    _err(f"{result.action} {result.status} after {result.duration:.1f}s (log: {result.log_path})")
+    for line in result.summary(tail=10):
+        print(f"  {line}", file=sys.stderr)
+
+
+def _is_demo(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "demo", False))
+
+
+def make_runner(args: argparse.Namespace, config: Config) -> RebuildRunner:
+    # The demo's "rebuild" is a local evaluation; running it in a transient unit adds nothing.
+    return RebuildRunner.from_config(config, use_systemd=False if _is_demo(args) else None)
+
+
+def make_controller(args: argparse.Namespace, config: Config) -> ConfirmOrRevert:
+    runner = make_runner(args, config)
+    return ConfirmOrRevert(
+        FragmentStore(config.nixos_dir), runner, config.revert_command, use_systemd=False if _is_demo(args) else None
+    )
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _ask_within(prompt: str, seconds: float) -> str | None:
+    """Read a line from the terminal, giving up after `seconds` (None on timeout/EOF)."""
+    print(prompt, end="", flush=True)
+    ready, _, _ = select.select([sys.stdin], [], [], max(0.0, seconds))
+    if not ready:
+        print()
+        return None
+    answer = sys.stdin.readline()
+    return answer.strip() if answer else None
+
+
+def confirm_timeout_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be whole seconds, not {text!r}") from None
+    if not 0 <= value <= MAX_CONFIRM_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_CONFIRM_TIMEOUT} seconds")
+    return value
+
+
+# -- profile ------------------------------------------------------------------------------------
+
+
+@guarded
+def cmd_profile_list(args: argparse.Namespace, config: Config) -> int:
+    catalog = profiles_mod.load_catalog()
+    for problem in catalog.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    try:
+        current = profiles_mod.current_selection(FragmentStore(config.nixos_dir))
+    except HyperconsoleError:
+        current = None
+    print("Profiles:")
+    for name in sorted(catalog.profiles):
+        mark = "*" if current and current.profile == name else " "
+        print(f" {mark} {name:<12} {catalog.profiles[name].summary}")
+    print("Toggles:")
+    for name in sorted(catalog.toggles):
+        mark = "*" if current and name in current.toggles else " "
+        print(f" {mark} {name:<16} {catalog.toggles[name].summary}")
+    if current:
+        print(f"Applied: {current.profile}" + (f" + {', '.join(current.toggles)}" if current.toggles else ""))
+    return 0
+
+
+@guarded
+def cmd_profile_show(args: argparse.Namespace, config: Config) -> int:
+    catalog = profiles_mod.load_catalog()
+    profile = catalog.profile(args.name)
+    print(f"{profile.name}: {profile.summary}")
+    print(f"console: libvirt {profile.libvirt_access}")
+    print(f"source: {profile.source}")
+    print()
+    print(profiles_mod.render_profile_fragment(catalog, args.name, args.toggle or ()), end="")
+    return 0
+
+
+@guarded
+def cmd_profile_apply(args: argparse.Namespace, config: Config) -> int:
+    catalog = profiles_mod.load_catalog()
+    store = FragmentStore(config.nixos_dir)
+    changeset = profiles_mod.prepare_profile_change(store, catalog, args.name, args.toggle or ())
+    if changeset.is_empty:
+        print(f"profile {args.name} with these toggles is already written; nothing to change")
+        return 0
+    print(changeset.diff(), end="")
+    if _interactive() and not args.yes:
+        answer = _ask_within("Apply this change? [y/N] ", 3600)
+        if (answer or "").lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+    timeout = config.confirm_timeout if args.confirm_timeout is None else args.confirm_timeout
+    controller = make_controller(args, config)
+    outcome = controller.apply(
+        changeset, timeout=timeout, description=changeset.message.removeprefix("hyperconsole: "),
+        rebuild=not args.no_rebuild, on_line=_print_line,
+    )
+    for warning in outcome.commit.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {', '.join(n + '.nix' for n in outcome.commit.written)} (history: {outcome.commit.history})")
+    if outcome.rebuild is None:
+        print("not rebuilt (--no-rebuild); run `hyperconsole rebuild switch` to activate")
+        return 0
+    if outcome.reverted:
+        _report_failure(outcome.rebuild)
+        print("the fragment files were restored and the previous configuration re-activated", file=sys.stderr)
+        return 1
+    if not outcome.rebuild.ok:
+        _report_failure(outcome.rebuild)
+        return 1
+    if outcome.pending is None:
+        print(f"applied with {outcome.rebuild.action} in {outcome.rebuild.duration:.1f}s")
+        return 0
+    pending = outcome.pending
+    print(
+        f"trial configuration active; run `hyperconsole confirm` within {pending.timeout}s to keep it, "
+        "otherwise it reverts by itself"
+    )
+    if not _interactive():
+        return 0
+    answer = _ask_within(f"Keep this configuration? Type 'yes' within {pending.timeout}s: ", pending.remaining())
+    if answer and answer.lower() in ("y", "yes"):
+        return _confirm(args, config)
+    print("not confirmed: the change will revert by itself when the timer runs out")
+    return 0
+
+
+# -- rebuild / confirm / generations / rollback --------------------------------------------------
+
+
+@guarded
+def cmd_rebuild(args: argparse.Namespace, config: Config) -> int:
+    runner = make_runner(args, config)
+    result = runner.run(args.action, on_line=_print_line)
+    if not result.ok:
+        _report_failure(result)
+        return 1
+    print(f"{args.action} succeeded in {result.duration:.1f}s")
+    return 0
+
+
+def _confirm(args: argparse.Namespace, config: Config) -> int:
+    controller = make_controller(args, config)
+    result = controller.confirm(on_line=_print_line)
+    if not result.ok:
+        _report_failure(result)
+        print("the trial configuration stays active but is not permanent; fix and run `hyperconsole rebuild switch`", file=sys.stderr)
+        return 1
+    print(f"confirmed: switched in {result.duration:.1f}s")
+    return 0
+
+
+@guarded
+def cmd_confirm(args: argparse.Namespace, config: Config) -> int:
+    return _confirm(args, config)
+
+
+def _profiles_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+    if _is_demo(args):
+        return demo.demo_profiles_dir(), demo.demo_booted_link()
+    from hyperconsole.nixos.rebuild import BOOTED_SYSTEM, SYSTEM_PROFILES
+
+    return SYSTEM_PROFILES, BOOTED_SYSTEM
+
+
+@guarded
+def cmd_generations(args: argparse.Namespace, config: Config) -> int:
+    profiles_dir, booted = _profiles_dirs(args)
+    generations = list_generations(profiles_dir, booted)
+    if args.diff:
+        a, b = (find_generation(generations, n) for n in args.diff)
+        print(diff_generations(a, b), end="")
+        return 0
+    for gen in generations:
+        flags = ", ".join(f for f, on in (("current", gen.current), ("booted", gen.booted)) if on)
+        print(f"{gen.number:>5}  {gen.date.astimezone().strftime('%Y-%m-%d %H:%M:%S')}  {flags}".rstrip())
+    if not generations:
+        print("no generations")
+    return 0
+
+
+@guarded
+def cmd_rollback(args: argparse.Namespace, config: Config) -> int:
+    controller = make_controller(args, config)
+    if controller.pending() is not None:
+        raise HyperconsoleError("a change is waiting for confirmation", hint="confirm it or let it revert first")
+    if args.generation is not None:
+        profiles_dir, booted = _profiles_dirs(args)
+        find_generation(list_generations(profiles_dir, booted), args.generation)
+    runner = controller.runner
+    for argv in rollback_argvs(config.rebuild_command, Path(config.nixos_dir), args.generation):
+        result = runner.run_argv(argv, "rollback", on_line=_print_line)
+        if not result.ok:
+            _report_failure(result)
+            return 1
+    print("rolled back" + (f" to generation {args.generation}" if args.generation is not None else ""))
+    # A rollback changes the running system, not the configuration files.
+    print("note: the fragment files are unchanged; the next rebuild applies them again")
+    return 0
+
+
+# -- nixos status -------------------------------------------------------------------------------
+
+
+def imports_fragments(text: str) -> bool:
+    """Whether Nix text (comments ignored) mentions ./hyperconsole as a path."""
+    without_comments = re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL)
+    without_comments = "\n".join(line.split("#", 1)[0] for line in without_comments.splitlines())
+    return bool(_IMPORT_RE.search(without_comments))
+
+
+def add_import(text: str) -> str:
+    """configuration.nix with `./hyperconsole` added to its imports; raises when the file's shape
+    is not one we can edit safely (the operator then adds the line by hand)."""
+    match = re.search(r"\bimports\s*=\s*\[", text)
+    if match:
+        return text[: match.end()] + "\n    ./hyperconsole" + text[match.end():]
+    match = re.search(r"\}\s*:\s*\{", text) or re.match(r"\s*(?:#[^\n]*\n\s*)*\{", text)
+    if match:
+        return text[: match.end()] + "\n  imports = [ ./hyperconsole ];" + text[match.end():]
+    raise ValidationError("cannot find where to add the import", hint="add `imports = [ ./hyperconsole ];` by hand")
+
+
+@guarded
+def cmd_nixos_status(args: argparse.Namespace, config: Config) -> int:
+    nixos_dir = Path(config.nixos_dir)
+    store = FragmentStore(nixos_dir)
+    print(f"NixOS dir: {nixos_dir}{' (demo)' if _is_demo(args) else ''}")
+    print(f"rebuild command: {config.rebuild_command}")
+    print(f"revert command: {config.revert_command}")
+    names = store.names()
+    print(f"fragments ({store.dir}): {', '.join(names) if names else 'none'}")
+    try:
+        selection = profiles_mod.current_selection(store)
+    except HyperconsoleError:
+        selection = None
+    if selection:
+        print(f"security profile: {selection.profile}" + (f" + {', '.join(selection.toggles)}" if selection.toggles else ""))
+    controller = make_controller(args, config)
+    pending = controller.pending()
+    if pending:
+        print(f"PENDING: {pending.description} ({pending.state}); reverts in {pending.remaining():.0f}s unless `hyperconsole confirm`")
+    last = controller.last_revert()
+    if last:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.get("reverted_at", 0)))
+        print(f"last revert: {last.get('description')} at {when} ({last.get('reason')})")
+    configuration = nixos_dir / "configuration.nix"
+    flake = nixos_dir / "flake.nix"
+    found = False
+    for path in (configuration, flake):
+        if path.is_file():
+            imported = imports_fragments(path.read_text(encoding="utf-8", errors="replace"))
+            found = found or imported
+            print(f"{path.name}: {'imports ./hyperconsole' if imported else 'does NOT import ./hyperconsole'}")
+    if found:
+        return 0
+    if not args.add_import:
+        print("the fragments are not used until the configuration imports them; run "
+              "`hyperconsole nixos status --add-import` to add `./hyperconsole` to configuration.nix")
+        return 0
+    if not configuration.is_file():
+        raise HyperconsoleError(f"{configuration} does not exist", hint="with a flake, add ./hyperconsole to the host's modules by hand")
+    old = configuration.read_text(encoding="utf-8")
+    new = add_import(old)
+    nix = shutil.which("nix-instantiate")
+    if nix:
+        check = subprocess.run([nix, "--parse", "-E", new], capture_output=True, text=True, check=False)
+        if check.returncode != 0:
+            raise ValidationError("adding the import would break configuration.nix; nothing changed",
+                                  hint="add `imports = [ ./hyperconsole ];` by hand")
+    import difflib
+
+    print("".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "a/configuration.nix", "b/configuration.nix")), end="")
+    try:
+        atomic_write(configuration, new.encode("utf-8"), mode=configuration.stat().st_mode & 0o7777)
+    except OSError as exc:
+        raise HyperconsoleError(f"cannot write {configuration}: {exc.strerror or exc}") from exc
+    print("added ./hyperconsole to configuration.nix imports")
+    return 0
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    profile = subparsers.add_parser("profile", help="security profiles", parents=[common])
+    profile_sub = profile.add_subparsers(dest="profile_command", required=True, metavar="{list,show,apply}")
+    p = profile_sub.add_parser("list", help="list profiles and toggles", parents=[common])
+    p.set_defaults(func=cmd_profile_list)
+    p = profile_sub.add_parser("show", help="show a profile and the fragment it writes", parents=[common])
+    p.add_argument("name")
+    p.add_argument("--toggle", action="append", metavar="T", help="hardening toggle (repeatable)")
+    p.set_defaults(func=cmd_profile_show)
+    p = profile_sub.add_parser("apply", help="write a profile's fragment and rebuild with confirm-or-revert", parents=[common])
+    p.add_argument("name")
+    p.add_argument("--toggle", action="append", metavar="T", help="hardening toggle (repeatable)")
+    p.add_argument("--no-rebuild", action="store_true", help="only write the fragment")
+    p.add_argument("--confirm-timeout", type=confirm_timeout_arg, metavar="N",
+                   help="seconds to confirm before it reverts (0: switch directly; default from config, 120)")
+    p.add_argument("--yes", action="store_true", help="do not ask before applying (the diff is still shown)")
+    p.set_defaults(func=cmd_profile_apply)
+
+    p = subparsers.add_parser("rebuild", help="run the rebuild command", parents=[common])
+    p.add_argument("action", choices=ACTIONS)
+    p.set_defaults(func=cmd_rebuild)
+    p = subparsers.add_parser("confirm", help="keep the trial configuration (switch) and cancel the revert", parents=[common])
+    p.set_defaults(func=cmd_confirm)
+    p = subparsers.add_parser("generations", help="list system generations", parents=[common])
+    p.add_argument("--diff", nargs=2, type=int, metavar=("A", "B"), help="diff two generations")
+    p.set_defaults(func=cmd_generations)
+    p = subparsers.add_parser("rollback", help="roll back to the previous (or a given) generation", parents=[common])
+    p.add_argument("generation", nargs="?", type=int, metavar="GEN")
+    p.set_defaults(func=cmd_rollback)
+    nixos = subparsers.add_parser("nixos", help="NixOS integration", parents=[common])
+    nixos_sub = nixos.add_subparsers(dest="nixos_command", required=True, metavar="{status}")
+    p = nixos_sub.add_parser("status", help="fragments, pending change, whether the config imports them", parents=[common])
+    p.add_argument("--add-import", action="store_true", help="add ./hyperconsole to configuration.nix imports")
+    p.set_defaults(func=cmd_nixos_status)
+
+
+# -- standalone entry (tests, and scripting without the full CLI) ------------------------------
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """The shared options, as hyperconsole.cli defines them."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--nixos-dir", default=argparse.SUPPRESS)
+    common.add_argument("--rebuild-cmd", default=argparse.SUPPRESS)
+    common.add_argument("--revert-cmd", default=argparse.SUPPRESS)
+    common.add_argument("--demo", action="store_true", default=argparse.SUPPRESS)
+    return common
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hyperconsole import config as config_mod
+
+    common = common_parser()
+    parser = argparse.ArgumentParser(prog="hyperconsole", parents=[common])
+    register(parser.add_subparsers(dest="command", required=True), common)
+    args = parser.parse_args(argv)
+    try:
+        config = config_mod.load()
+    except HyperconsoleError as exc:
+        _err(str(exc))
+        return 1
+    demo_mode = getattr(args, "demo", False)
+    args.demo = demo_mode
+    changes = {}
+    if hasattr(args, "nixos_dir"):
+        changes["nixos_dir"] = os.path.abspath(args.nixos_dir)
+    elif demo_mode:
+        changes["nixos_dir"] = str(paths.demo_dir() / "nixos")
+    if hasattr(args, "rebuild_cmd"):
+        changes["rebuild_command"] = args.rebuild_cmd
+    if hasattr(args, "revert_cmd"):
+        changes["revert_command"] = args.revert_cmd
+    return args.func(args, config.replace(**changes))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

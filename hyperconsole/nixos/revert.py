@@ -1,0 +1,392 @@
+"""Confirm-or-revert: activate a risky change on trial and undo it by itself unless confirmed.
+
+Sequence of `ConfirmOrRevert.apply(changeset, timeout=N)`:
+1. write the fragments (FragmentStore.commit, lost-update checked);
+2. record a PendingChange in `<nixos-dir>/hyperconsole/.pending-change.json` (previous fragment
+   texts, revert command, deadline) and arm the revert timer *before* the trial rebuild, so a
+   console killed mid-rebuild still leaves a timer behind;
+3. run the rebuild command with `test`; on success push the deadline to now + N and return;
+   on failure restore the files and run the revert command at once.
+
+`confirm()` removes the record (which disarms the timer) and runs `switch`. The timer is a detached
+process (or, under systemd, a transient timer unit) running `python -m hyperconsole.nixos.revert`:
+it polls the record until its deadline, then restores the files and runs the revert command. The
+record lives in the NixOS dir, not in a user's home, so any later session on the host sees it.
+Every state transition happens under `.pending.lock`, so confirm and the timer cannot both win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from hyperconsole import paths
+from hyperconsole.errors import HyperconsoleError
+from hyperconsole.nixos.rebuild import RebuildLine, RebuildResult, RebuildRunner, split_command, under_systemd
+from hyperconsole.nixos.store import ChangeSet, CommitResult, FragmentStore, atomic_write
+
+PENDING_NAME = ".pending-change.json"
+LAST_REVERT_NAME = ".last-revert.json"
+LOCK_NAME = ".pending.lock"
+DEFAULT_TEST_TIMEOUT = 3600.0  # the trial rebuild may legitimately build for a long time
+REVERT_LOCK_WAIT = 3600.0  # the revert waits for an in-flight rebuild rather than give up
+POLL_INTERVAL = 0.25
+
+# Fragments whose change can cut the operator off default to confirm-or-revert.
+RISKY_OPTION_ROOTS = ("networking.firewall", "services.openssh", "users", "networking.bridges", "security")
+
+
+class NoPendingChange(HyperconsoleError):
+    """Confirm was asked for but nothing is waiting for confirmation."""
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    change_id: str
+    description: str
+    created: float
+    deadline: float
+    timeout: int
+    state: str  # "testing" (trial rebuild running), "armed" (waiting for confirm), "reverting"
+    nixos_dir: str
+    previous_texts: dict[str, str | None]
+    revert_argv: list[str]
+    timer: dict = field(default_factory=dict)  # {"kind": "process", "pid": N} or {"kind": "systemd", "unit": U}
+
+    def remaining(self, now: float | None = None) -> float:
+        return max(0.0, self.deadline - (time.time() if now is None else now))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "PendingChange":
+        data = json.loads(text)
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    commit: CommitResult
+    rebuild: RebuildResult | None  # None with --no-rebuild
+    pending: PendingChange | None  # set when waiting for confirmation
+    reverted: bool = False  # the trial failed and the files were restored
+    revert_result: RebuildResult | None = None
+
+
+@dataclass(frozen=True)
+class RevertOutcome:
+    change_id: str
+    restored: list[str]
+    result: RebuildResult | None
+    reason: str
+
+
+def timer_argv(nixos_dir: Path, change_id: str, state_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "hyperconsole.nixos.revert",
+        "--nixos-dir", str(nixos_dir), "--id", change_id, "--state-dir", str(state_dir),
+    ]
+
+
+def systemd_timer_argv(unit: str, delay_seconds: int, command: list[str]) -> list[str]:
+    """A transient timer unit that runs `command` once after the delay; it survives the console."""
+    return [
+        "systemd-run", f"--unit={unit}", f"--on-active={max(1, int(delay_seconds))}s",
+        "--timer-property=AccuracySec=1s", "--collect", "--quiet",
+        "--description=hyperconsole: revert unconfirmed change", "--", *command,
+    ]
+
+
+class ConfirmOrRevert:
+    def __init__(
+        self,
+        store: FragmentStore,
+        runner: RebuildRunner,
+        revert_command: str,
+        *,
+        state_dir: Path | None = None,
+        use_systemd: bool | None = None,
+        test_timeout: float = DEFAULT_TEST_TIMEOUT,
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.revert_argv = split_command(revert_command, "revert command")
+        self.state_dir = state_dir or runner.state_dir or paths.state_dir()
+        self.use_systemd = under_systemd() if use_systemd is None else use_systemd
+        self.test_timeout = test_timeout
+
+    # -- the record ---------------------------------------------------------------------------
+
+    @property
+    def pending_path(self) -> Path:
+        return self.store.dir / PENDING_NAME
+
+    @contextmanager
+    def _locked(self, wait: float = 30.0) -> Iterator[None]:
+        self.store.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.store.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise HyperconsoleError("another hyperconsole process is confirming or reverting") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)
+
+    def pending(self) -> PendingChange | None:
+        """The change waiting for confirmation, if any (what a new session should show)."""
+        return load_pending(self.store.dir)
+
+    def last_revert(self) -> dict | None:
+        try:
+            return json.loads((self.store.dir / LAST_REVERT_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _save(self, record: PendingChange) -> None:
+        atomic_write(self.pending_path, record.to_json().encode("utf-8"), mode=0o644)
+
+    def _drop(self) -> None:
+        self.pending_path.unlink(missing_ok=True)
+
+    # -- apply ----------------------------------------------------------------------------------
+
+    def apply(
+        self,
+        changeset: ChangeSet,
+        *,
+        timeout: int,
+        description: str,
+        rebuild: bool = True,
+        on_line: Callable[[RebuildLine], None] | None = None,
+        rebuild_timeout: float | None = None,
+    ) -> ApplyOutcome:
+        if self.pending() is not None:
+            raise HyperconsoleError(
+                "another change is waiting for confirmation", hint="run `hyperconsole confirm` or wait for it to revert"
+            )
+        if not rebuild:
+            return ApplyOutcome(self.store.commit(changeset), None, None)
+        if timeout <= 0:
+            commit = self.store.commit(changeset)
+            result = self.runner.run("switch", on_line=on_line, timeout=rebuild_timeout)
+            return ApplyOutcome(commit, result, None)
+
+        change_id = uuid.uuid4().hex[:12]
+        now = time.time()
+        record = PendingChange(
+            change_id=change_id, description=description, created=now,
+            deadline=now + self.test_timeout + timeout, timeout=int(timeout), state="testing",
+            nixos_dir=str(self.store.nixos_dir), previous_texts=changeset.previous_texts(),
+            revert_argv=list(self.revert_argv),
+        )
+        with self._locked():
+            if self.pending_path.exists():
+                raise HyperconsoleError("another change is waiting for confirmation", hint="run `hyperconsole confirm`")
+            commit = self.store.commit(changeset)
+            self._save(record)
+        try:
+            record = self._arm_timer(record)
+        except BaseException:
+            self.revert_now(change_id, reason="the revert timer could not be started", on_line=on_line)
+            raise
+        result = self.runner.run("test", on_line=on_line, timeout=rebuild_timeout)
+        if not result.ok:
+            outcome = self.revert_now(change_id, reason=f"trial rebuild {result.status}", on_line=on_line)
+            return ApplyOutcome(commit, result, None, reverted=True, revert_result=outcome.result if outcome else None)
+        with self._locked():
+            current = self.pending()
+            if current is None or current.change_id != change_id:
+                # The timer already reverted (the trial outlived test_timeout + timeout).
+                return ApplyOutcome(commit, result, None, reverted=True)
+            armed = PendingChange(**{**asdict(current), "state": "armed", "deadline": time.time() + timeout})
+            self._save(armed)
+        return ApplyOutcome(commit, result, armed)
+
+    def _arm_timer(self, record: PendingChange) -> PendingChange:
+        command = timer_argv(self.store.nixos_dir, record.change_id, self.state_dir)
+        if self.use_systemd:
+            unit = f"hyperconsole-revert-{record.change_id}"
+            argv = systemd_timer_argv(unit, record.timeout, command)
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise HyperconsoleError(f"cannot start the revert timer: {(done.stderr or '').strip()[:200]}")
+            timer = {"kind": "systemd", "unit": unit}
+        else:
+            log_dir = self.state_dir / "rebuilds"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            with open(log_dir / f"revert-timer-{record.change_id}.log", "ab") as log:
+                # A new session and no inherited pipes: the timer must outlive this console and
+                # must not keep a caller's stdout open.
+                proc = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    start_new_session=True, close_fds=True, cwd="/",
+                )
+            timer = {"kind": "process", "pid": proc.pid}
+        armed = PendingChange(**{**asdict(record), "timer": timer})
+        with self._locked():
+            self._save(armed)
+        return armed
+
+    # -- confirm ----------------------------------------------------------------------------------
+
+    def confirm(
+        self, *, on_line: Callable[[RebuildLine], None] | None = None, rebuild_timeout: float | None = None
+    ) -> RebuildResult:
+        """Cancel the revert and make the trial configuration permanent with `switch`."""
+        with self._locked():
+            record = self.pending()
+            if record is None:
+                raise NoPendingChange("nothing is waiting for confirmation")
+            if record.state == "testing":
+                raise HyperconsoleError("the trial rebuild is still running", hint="confirm once it has finished")
+            if record.state != "armed":
+                raise HyperconsoleError("the change is already being reverted")
+            self._drop()
+        cancel_timer(record)
+        return self.runner.run("switch", on_line=on_line, timeout=rebuild_timeout)
+
+    # -- revert -----------------------------------------------------------------------------------
+
+    def revert_now(
+        self, change_id: str | None = None, *, reason: str, on_line: Callable[[RebuildLine], None] | None = None
+    ) -> RevertOutcome | None:
+        """Restore the fragments and re-activate the previous configuration. Returns None when the
+        change was confirmed or reverted meanwhile (nothing to do)."""
+        with self._locked(wait=REVERT_LOCK_WAIT):
+            record = self.pending()
+            if record is None or (change_id is not None and record.change_id != change_id):
+                return None
+            if record.state == "reverting":
+                return None
+            reverting = PendingChange(**{**asdict(record), "state": "reverting"})
+            self._save(reverting)
+        restore = self.store.prepare_texts(record.previous_texts, message=f"hyperconsole: revert {record.description} ({reason})")
+        commit = self.store.commit(restore, check_hashes=False)
+        result = self.runner.run_argv(record.revert_argv, "revert", on_line=on_line, lock_wait=REVERT_LOCK_WAIT)
+        summary = {
+            "change_id": record.change_id, "description": record.description, "reason": reason,
+            "reverted_at": time.time(), "restored": commit.written, "status": result.status,
+            "log": str(result.log_path) if result.log_path else None,
+        }
+        with self._locked(wait=REVERT_LOCK_WAIT):
+            atomic_write(self.store.dir / LAST_REVERT_NAME, (json.dumps(summary, indent=2) + "\n").encode())
+            self._drop()
+        if record.timer.get("kind") == "process" and record.timer.get("pid") != os.getpid():
+            cancel_timer(record)
+        return RevertOutcome(record.change_id, commit.written, result, reason)
+
+
+def load_pending(fragments_dir: Path) -> PendingChange | None:
+    try:
+        text = (fragments_dir / PENDING_NAME).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise HyperconsoleError(f"cannot read {fragments_dir / PENDING_NAME}: {exc.strerror}") from exc
+    try:
+        return PendingChange.from_json(text)
+    except (ValueError, TypeError) as exc:
+        raise HyperconsoleError(f"{fragments_dir / PENDING_NAME} is damaged", hint="inspect and delete it") from exc
+
+
+def _is_our_timer(pid: int, change_id: str) -> bool:
+    """Guard against signalling an unrelated process that reused the pid."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"hyperconsole.nixos.revert" in cmdline and change_id.encode() in cmdline
+
+
+def cancel_timer(record: PendingChange) -> None:
+    timer = record.timer or {}
+    if timer.get("kind") == "process":
+        pid = int(timer.get("pid", 0))
+        if pid > 0 and _is_our_timer(pid, record.change_id):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    elif timer.get("kind") == "systemd":
+        unit = str(timer.get("unit", ""))
+        # The timer process re-checks the record anyway, so a failed stop cannot revert a
+        # confirmed change; stopping only tidies up.
+        subprocess.run(
+            ["systemctl", "stop", f"{unit}.timer", f"{unit}.service"], capture_output=True, check=False
+        )
+
+
+# -- the timer process ----------------------------------------------------------------------------
+
+
+def timer_main(argv: list[str] | None = None) -> int:
+    """Entry point of the detached revert timer: wait for the deadline, then revert unless the
+    change was confirmed (the record is gone or belongs to another change)."""
+    parser = argparse.ArgumentParser(prog="python -m hyperconsole.nixos.revert")
+    parser.add_argument("--nixos-dir", required=True)
+    parser.add_argument("--id", required=True, dest="change_id")
+    parser.add_argument("--state-dir", required=True)
+    args = parser.parse_args(argv)
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    store = FragmentStore(args.nixos_dir)
+    state_dir = Path(args.state_dir)
+    runner = RebuildRunner(args.nixos_dir, "true", state_dir=state_dir, use_systemd=False)
+    while True:
+        if stop["flag"]:
+            print(f"{time.strftime('%H:%M:%S')} timer cancelled", flush=True)
+            return 0
+        try:
+            record = load_pending(store.dir)
+        except HyperconsoleError as exc:
+            print(f"error: {exc}", flush=True)
+            return 1
+        if record is None or record.change_id != args.change_id or record.state == "reverting":
+            print(f"{time.strftime('%H:%M:%S')} change {args.change_id} no longer pending; exiting", flush=True)
+            return 0
+        remaining = record.remaining()
+        if remaining <= 0:
+            break
+        time.sleep(min(POLL_INTERVAL, remaining))
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once reverting, finish the job
+    revert_argv = record.revert_argv
+    controller = ConfirmOrRevert(store, runner, shlex.join(revert_argv), state_dir=state_dir, use_systemd=False)
+    print(f"{time.strftime('%H:%M:%S')} not confirmed in time; reverting change {args.change_id}", flush=True)
+    try:
+        outcome = controller.revert_now(args.change_id, reason="not confirmed in time",
+                                        on_line=lambda line: print(line.text, flush=True))
+    except HyperconsoleError as exc:
+        print(f"error: revert failed: {exc}", flush=True)
+        return 1
+    if outcome is None:
+        print("nothing to revert (confirmed meanwhile)", flush=True)
+        return 0
+    print(f"reverted {', '.join(outcome.restored) or 'no files'}; revert command {outcome.result.status if outcome.result else 'not run'}", flush=True)
+    return 0 if outcome.result is None or outcome.result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(timer_main())

@@ -1,0 +1,426 @@
+"""FragmentStore: the `<nixos-dir>/hyperconsole/*.nix` files hyperconsole owns.
+
+Guarantees, because the operator's only way back in may depend on these files:
+- a file is either fully written or untouched (temp file in the same dir, fsync, rename, fsync dir);
+- one writer at a time across processes (fcntl.flock on `.lock`), waiting a bounded time;
+- no lost update: a change carries the content hash of each file as it was read, and is refused
+  if any file changed since;
+- every change is recorded: a git commit when the NixOS dir is a git work tree, otherwise numbered
+  copies under `.history/` (the newest HISTORY_LIMIT kept).
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from hyperconsole.errors import HyperconsoleError, ValidationError
+from hyperconsole.nixos.render import parse, read_meta, render_fragment
+
+FRAGMENTS_SUBDIR = "hyperconsole"
+INDEX_NAME = "default"
+HISTORY_LIMIT = 50
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+ABSENT = "absent"  # content hash of a file that does not exist
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
+
+
+class LockBusyError(HyperconsoleError):
+    """Another process holds the fragment lock for longer than we are willing to wait."""
+
+
+class ConflictError(HyperconsoleError):
+    """A fragment changed on disk after it was read (lost-update protection)."""
+
+
+def check_fragment_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or name == INDEX_NAME:
+        shown = repr(name)[:60]
+        raise ValidationError(
+            f"invalid fragment name {shown}",
+            hint="use 1-63 lower-case letters, digits and '-', starting with a letter or digit, not 'default'",
+        )
+    return name
+
+
+def content_hash(data: bytes | None) -> str:
+    return ABSENT if data is None else "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One fragment file as read: its text (None when absent) and the hash of that text."""
+
+    name: str
+    path: Path
+    text: str | None
+    content_hash: str
+
+    @property
+    def exists(self) -> bool:
+        return self.text is not None
+
+    def value(self) -> Any:
+        """The attrset the file holds (parsed with our reader); None when the file is absent."""
+        return None if self.text is None else parse(self.text)
+
+    def meta(self) -> dict[str, str]:
+        return {} if self.text is None else read_meta(self.text)
+
+
+@dataclass(frozen=True)
+class FragmentChange:
+    name: str
+    old_text: str | None
+    new_text: str | None  # None deletes the fragment
+    base_hash: str
+
+    @property
+    def changed(self) -> bool:
+        return self.old_text != self.new_text
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """A pending change to one or more fragments, prepared (and diffable) before it is written."""
+
+    changes: tuple[FragmentChange, ...]
+    message: str
+
+    @property
+    def is_empty(self) -> bool:
+        return not any(c.changed for c in self.changes)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.changes if c.changed]
+
+    def previous_texts(self) -> dict[str, str | None]:
+        """What to restore to undo this change."""
+        return {c.name: c.old_text for c in self.changes if c.changed}
+
+    def diff(self) -> str:
+        """Unified diff of every changed fragment, paths relative to the NixOS dir."""
+        parts: list[str] = []
+        for change in self.changes:
+            if not change.changed:
+                continue
+            rel = f"{FRAGMENTS_SUBDIR}/{change.name}.nix"
+            old = (change.old_text or "").splitlines(keepends=True)
+            new = (change.new_text or "").splitlines(keepends=True)
+            parts.extend(
+                difflib.unified_diff(
+                    old,
+                    new,
+                    fromfile="/dev/null" if change.old_text is None else f"a/{rel}",
+                    tofile="/dev/null" if change.new_text is None else f"b/{rel}",
+                )
+            )
+        text = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in parts)
+        return text
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    ident: str  # git commit hash or history folder number
+    timestamp: float
+    message: str
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    written: list[str]
+    history: str  # "git <hash>", ".history/000012" or a warning why history was not recorded
+    warnings: list[str] = field(default_factory=list)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Write `data` to `path` so that readers see either the old or the new content, never a mix."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class FragmentStore:
+    """The fragments directory of one NixOS configuration directory."""
+
+    def __init__(self, nixos_dir: str | os.PathLike[str], *, lock_timeout: float = 10.0, history_limit: int = HISTORY_LIMIT) -> None:
+        self.nixos_dir = Path(nixos_dir)
+        self.dir = self.nixos_dir / FRAGMENTS_SUBDIR
+        self.lock_timeout = lock_timeout
+        self.history_limit = history_limit
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{check_fragment_name(name)}.nix"
+
+    def names(self) -> list[str]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(
+            p.stem for p in self.dir.glob("*.nix") if p.stem != INDEX_NAME and _NAME.match(p.stem)
+        )
+
+    def read(self, name: str) -> Fragment:
+        path = self.path(name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return Fragment(name, path, None, ABSENT)
+        except OSError as exc:
+            raise HyperconsoleError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HyperconsoleError(f"{path} is not UTF-8 text") from exc
+        return Fragment(name, path, text, content_hash(data))
+
+    # -- preparing ----------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        updates: Mapping[str, Mapping[str, Any] | None],
+        *,
+        source: str,
+        message: str,
+        meta: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> ChangeSet:
+        """Render new values (None deletes) against what is on disk now; nothing is written.
+
+        Rendering errors (bad names, unrepresentable values) are raised here, before any write.
+        """
+        changes = []
+        for name in sorted(updates):
+            current = self.read(name)
+            value = updates[name]
+            new_text = None if value is None else render_fragment(value, source=source, meta=(meta or {}).get(name))
+            changes.append(FragmentChange(name, current.text, new_text, current.content_hash))
+        return ChangeSet(tuple(changes), message)
+
+    def prepare_texts(self, texts: Mapping[str, str | None], *, message: str) -> ChangeSet:
+        """A change back to exact earlier texts (used to restore fragments on revert)."""
+        changes = []
+        for name in sorted(texts):
+            current = self.read(name)
+            changes.append(FragmentChange(name, current.text, texts[name], current.content_hash))
+        return ChangeSet(tuple(changes), message)
+
+    # -- locking ------------------------------------------------------------------------------
+
+    def _ensure_dir(self) -> None:
+        if not self.nixos_dir.is_dir():
+            raise HyperconsoleError(f"NixOS directory {self.nixos_dir} does not exist", hint="use --nixos-dir")
+        try:
+            self.dir.mkdir(mode=DIR_MODE, exist_ok=True)
+        except PermissionError as exc:
+            raise HyperconsoleError(f"cannot create {self.dir}: permission denied", hint="run as root or a member of the group owning it") from exc
+        if not os.access(self.dir, os.W_OK | os.X_OK):
+            raise HyperconsoleError(f"{self.dir} is not writable", hint="run as root or a member of the group owning it")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive lock across processes; waits up to lock_timeout seconds, then fails clearly."""
+        self._ensure_dir()
+        lock_path = self.dir / ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+                        raise LockBusyError(
+                            f"another hyperconsole process (pid {holder}) is changing {self.dir}",
+                            hint="wait for it to finish and try again",
+                        ) from None
+                    time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._remove_stale_temp_files()
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def _remove_stale_temp_files(self) -> None:
+        # Only called with the lock held, so any temp file left here belongs to a dead writer.
+        for tmp in self.dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def commit(self, changeset: ChangeSet, *, check_hashes: bool = True) -> CommitResult:
+        """Write a prepared change atomically under the lock, regenerate default.nix, record history.
+
+        With check_hashes (the default) the change is refused with ConflictError if any file
+        differs from when it was prepared; revert passes False because restoring must win.
+        """
+        with self.lock():
+            if check_hashes:
+                for change in changeset.changes:
+                    now = self.read(change.name).content_hash
+                    if now != change.base_hash:
+                        raise ConflictError(
+                            f"{FRAGMENTS_SUBDIR}/{change.name}.nix changed since it was read; nothing was written",
+                            hint="review the new content and apply again",
+                        )
+            written = self._write_all(changeset)
+            if not written:
+                return CommitResult([], "no change")
+            warnings: list[str] = []
+            history = self._record_history(changeset, written, warnings)
+            return CommitResult(written, history, warnings)
+
+    def _write_all(self, changeset: ChangeSet) -> list[str]:
+        written = []
+        try:
+            for change in changeset.changes:
+                if not change.changed:
+                    continue
+                path = self.path(change.name)
+                if change.new_text is None:
+                    path.unlink(missing_ok=True)
+                    _fsync_dir(self.dir)
+                else:
+                    atomic_write(path, change.new_text.encode("utf-8"))
+                written.append(change.name)
+            self._write_index()
+        except PermissionError as exc:
+            raise HyperconsoleError(f"cannot write in {self.dir}: permission denied") from exc
+        except OSError as exc:
+            raise HyperconsoleError(f"cannot write in {self.dir}: {exc.strerror or exc}") from exc
+        return written
+
+    def index_text(self) -> str:
+        names = self.names()
+        lines = [
+            "# Generated by hyperconsole: imports every fragment in this directory.",
+            "# Import this directory once from configuration.nix (imports = [ ./hyperconsole ];).",
+            "{",
+        ]
+        if names:
+            lines.append("  imports = [")
+            lines.extend(f"    ./{name}.nix" for name in names)
+            lines.append("  ];")
+        else:
+            lines.append("  imports = [ ];")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def _write_index(self) -> None:
+        path = self.dir / f"{INDEX_NAME}.nix"
+        text = self.index_text()
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                return
+        except (FileNotFoundError, UnicodeDecodeError):
+            pass
+        atomic_write(path, text.encode("utf-8"))
+
+    # -- history ------------------------------------------------------------------------------
+
+    def is_git_repo(self) -> bool:
+        if shutil.which("git") is None:
+            return False
+        probe = subprocess.run(
+            ["git", "-C", str(self.nixos_dir), "rev-parse", "--is-inside-work-tree"],
+            capture_output=True, text=True, check=False,
+        )
+        return probe.returncode == 0 and probe.stdout.strip() == "true"
+
+    def _record_history(self, changeset: ChangeSet, written: list[str], warnings: list[str]) -> str:
+        if self.is_git_repo():
+            return self._git_commit(changeset.message, warnings)
+        return self._copy_history(changeset.message)
+
+    def _git_commit(self, message: str, warnings: list[str]) -> str:
+        # A fixed identity so commits work on hosts where root has no git identity configured.
+        git = ["git", "-C", str(self.nixos_dir), "-c", "user.name=hyperconsole", "-c", "user.email=hyperconsole@localhost"]
+        steps = [git + ["add", "-A", "--", FRAGMENTS_SUBDIR], git + ["commit", "-q", "-m", message, "--", FRAGMENTS_SUBDIR]]
+        for argv in steps:
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                detail = (done.stderr or done.stdout).strip().splitlines()
+                warnings.append("git history not recorded: " + (detail[-1] if detail else f"exit {done.returncode}"))
+                return "not recorded"
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+        return f"git {head.stdout.strip()}"
+
+    @property
+    def history_dir(self) -> Path:
+        return self.dir / ".history"
+
+    def _copy_history(self, message: str) -> str:
+        self.history_dir.mkdir(mode=DIR_MODE, exist_ok=True)
+        numbers = [int(p.name) for p in self.history_dir.iterdir() if p.name.isdigit()]
+        number = max(numbers, default=0) + 1
+        target = self.history_dir / f"{number:06d}"
+        staging = Path(tempfile.mkdtemp(dir=self.history_dir, prefix=".staging-"))
+        for path in self.dir.glob("*.nix"):
+            shutil.copy2(path, staging / path.name)
+        (staging / "MESSAGE").write_text(f"{time.time():.3f}\n{message}\n", encoding="utf-8")
+        os.chmod(staging, DIR_MODE)
+        os.rename(staging, target)
+        for old in sorted(n for n in numbers + [number])[: -self.history_limit]:
+            shutil.rmtree(self.history_dir / f"{old:06d}", ignore_errors=True)
+        return f".history/{number:06d}"
+
+    def history(self) -> list[HistoryEntry]:
+        """Newest first."""
+        if self.is_git_repo():
+            done = subprocess.run(
+                ["git", "-C", str(self.nixos_dir), "log", "--format=%h%x09%ct%x09%s", "--", FRAGMENTS_SUBDIR],
+                capture_output=True, text=True, check=False,
+            )
+            entries = []
+            for line in done.stdout.splitlines():
+                ident, stamp, subject = (line.split("\t", 2) + ["", ""])[:3]
+                entries.append(HistoryEntry(ident, float(stamp or 0), subject))
+            return entries
+        if not self.history_dir.is_dir():
+            return []
+        entries = []
+        for folder in sorted((p for p in self.history_dir.iterdir() if p.name.isdigit()), reverse=True):
+            try:
+                stamp, _, message = (folder / "MESSAGE").read_text(encoding="utf-8").partition("\n")
+                entries.append(HistoryEntry(folder.name, float(stamp), message.strip()))
+            except (OSError, ValueError):
+                entries.append(HistoryEntry(folder.name, 0.0, "(no message)"))
+        return entries

@@ -1,0 +1,270 @@
+"""Security profiles and hardening toggles, loaded from YAML, rendered to one NixOS fragment.
+
+Where they come from, later directories overriding earlier ones by name:
+1. the shipped `profiles/` directory: `<repo>/profiles` in a source tree or editable install,
+   else the `hyperconsole/profiles/` package-data copy of a built package (the Nix package and
+   wheels copy the top-level directory there; `[tool.setuptools.package-data]` already lists
+   `profiles/*.yaml`), or $HYPERCONSOLE_PROFILES_DIR when set (packagers can point it anywhere);
+2. /etc/hyperconsole/profiles;
+3. $XDG_CONFIG_HOME/hyperconsole/profiles.
+
+Each `<name>.yaml` is a profile; `toggles.yaml` holds toggles. A file that fails validation is
+reported (file, key, problem) in `Catalog.problems` and skipped: a broken profile never breaks
+the app.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from hyperconsole import paths
+from hyperconsole.errors import ValidationError
+
+FRAGMENT_NAME = "security-profile"
+TOGGLES_FILE = "toggles.yaml"
+LIBVIRT_ACCESS = ("read-only", "read-write")
+_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    summary: str
+    nixos: dict[str, Any]
+    console: dict[str, Any]
+    source: Path
+
+    @property
+    def libvirt_access(self) -> str:
+        return self.console.get("libvirt", "read-write")
+
+
+@dataclass(frozen=True)
+class Toggle:
+    name: str
+    summary: str
+    nixos: dict[str, Any]
+    source: Path
+
+
+@dataclass(frozen=True)
+class Catalog:
+    profiles: dict[str, Profile]
+    toggles: dict[str, Toggle]
+    problems: list[str] = field(default_factory=list)
+
+    def profile(self, name: str) -> Profile:
+        if name not in self.profiles:
+            known = ", ".join(sorted(self.profiles)) or "none"
+            raise ValidationError(f"no security profile named {_show(name)}", hint=f"known: {known}")
+        return self.profiles[name]
+
+    def toggle(self, name: str) -> Toggle:
+        if name not in self.toggles:
+            known = ", ".join(sorted(self.toggles)) or "none"
+            raise ValidationError(f"no toggle named {_show(name)}", hint=f"known: {known}")
+        return self.toggles[name]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the security fragment on disk says is applied."""
+
+    profile: str
+    toggles: tuple[str, ...]
+
+
+def _show(name: object) -> str:
+    return repr(name)[:60]
+
+
+def shipped_dir() -> Path:
+    override = os.environ.get("HYPERCONSOLE_PROFILES_DIR")
+    if override:
+        return Path(override)
+    source_tree = Path(__file__).resolve().parent.parent / "profiles"
+    if source_tree.is_dir():
+        return source_tree
+    return Path(__file__).resolve().parent / "profiles"
+
+
+def search_dirs() -> list[Path]:
+    return [shipped_dir(), paths.SYSTEM_CONFIG_DIR / "profiles", paths.user_config_dir() / "profiles"]
+
+
+class _ProfileFileError(Exception):
+    pass
+
+
+def _check_nixos(value: Any, where: str) -> dict[str, Any]:
+    """A nested mapping of NixOS options with values Nix can hold exactly."""
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, Mapping):
+            for key, child in node.items():
+                if not isinstance(key, str) or not key:
+                    raise _ProfileFileError(f"{where}: key {path}.{key!r} must be a non-empty string")
+                if "\n" in key or "${" in key:
+                    raise _ProfileFileError(f"{where}: key {path}.{_show(key)} contains a newline or ${{")
+                walk(child, f"{path}.{key}")
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, f"{path}[{index}]")
+        elif isinstance(node, float):
+            raise _ProfileFileError(f"{where}: {path} is a floating-point number; use an integer or a string")
+        elif node is not None and not isinstance(node, (str, int, bool)):
+            raise _ProfileFileError(f"{where}: {path} has an unsupported value of type {type(node).__name__}")
+        elif isinstance(node, str) and "\x00" in node:
+            raise _ProfileFileError(f"{where}: {path} contains a NUL character")
+
+    if not isinstance(value, Mapping) or not value:
+        raise _ProfileFileError(f"{where}: 'nixos' must be a non-empty mapping of NixOS options")
+    walk(value, "nixos")
+    return copy.deepcopy(dict(value))
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _ProfileFileError(f"{path}: cannot read ({exc.__class__.__name__})") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise _ProfileFileError(f"{path}:{line} is not valid YAML") from exc
+
+
+def load_profile(path: Path) -> Profile:
+    data = _load_yaml(path)
+    where = str(path)
+    if not isinstance(data, dict):
+        raise _ProfileFileError(f"{where}: the top level must be a mapping")
+    unknown = sorted(set(data) - {"name", "summary", "nixos", "console"})
+    if unknown:
+        raise _ProfileFileError(f"{where}: unknown key {unknown[0]!r} (known: name, summary, nixos, console)")
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise _ProfileFileError(f"{where}: 'name' must be lower-case letters, digits and '-' (got {_show(name)})")
+    if name != path.stem:
+        raise _ProfileFileError(f"{where}: 'name' is {name!r} but the file is {path.name}; they must match")
+    summary = data.get("summary")
+    if not isinstance(summary, str) or not summary.strip() or "\n" in summary.strip():
+        raise _ProfileFileError(f"{where}: 'summary' must be one non-empty line of text")
+    console = data.get("console") or {}
+    if not isinstance(console, dict):
+        raise _ProfileFileError(f"{where}: 'console' must be a mapping")
+    unknown = sorted(set(console) - {"libvirt"})
+    if unknown:
+        raise _ProfileFileError(f"{where}: unknown key console.{unknown[0]} (known: libvirt)")
+    if console.get("libvirt", "read-write") not in LIBVIRT_ACCESS:
+        raise _ProfileFileError(f"{where}: console.libvirt must be one of {', '.join(LIBVIRT_ACCESS)}")
+    return Profile(name, summary.strip(), _check_nixos(data.get("nixos"), where), dict(console), path)
+
+
+def load_toggles(path: Path) -> dict[str, Toggle]:
+    data = _load_yaml(path)
+    where = str(path)
+    if not isinstance(data, dict) or set(data) != {"toggles"} or not isinstance(data["toggles"], dict):
+        raise _ProfileFileError(f"{where}: the file must hold one key 'toggles' mapping names to toggles")
+    toggles = {}
+    for name, body in data["toggles"].items():
+        at = f"{where}: toggle {_show(name)}"
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise _ProfileFileError(f"{at}: name must be lower-case letters, digits and '-'")
+        if not isinstance(body, dict) or set(body) - {"summary", "nixos"}:
+            raise _ProfileFileError(f"{at}: must be a mapping with 'summary' and 'nixos'")
+        summary = body.get("summary")
+        if not isinstance(summary, str) or not summary.strip():
+            raise _ProfileFileError(f"{at}: 'summary' must be non-empty text")
+        toggles[name] = Toggle(name, summary.strip(), _check_nixos(body.get("nixos"), at), path)
+    return toggles
+
+
+def load_catalog(dirs: Sequence[Path] | None = None) -> Catalog:
+    """Every valid profile and toggle; problems are collected, never raised."""
+    profiles: dict[str, Profile] = {}
+    toggles: dict[str, Toggle] = {}
+    problems: list[str] = []
+    for directory in search_dirs() if dirs is None else dirs:
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.glob("*.yaml")):
+            try:
+                if path.name == TOGGLES_FILE:
+                    toggles.update(load_toggles(path))
+                else:
+                    profile = load_profile(path)
+                    profiles[profile.name] = profile
+            except _ProfileFileError as exc:
+                problems.append(str(exc))
+    return Catalog(profiles, toggles, problems)
+
+
+def merge_options(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Mappings merge recursively, lists are joined without duplicates, other values replace."""
+    result = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if key in result and isinstance(result[key], dict) and isinstance(value, Mapping):
+            result[key] = merge_options(result[key], value)
+        elif key in result and isinstance(result[key], list) and isinstance(value, list):
+            result[key] = result[key] + [copy.deepcopy(v) for v in value if v not in result[key]]
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def normalise_toggles(catalog: Catalog, toggles: Sequence[str]) -> tuple[str, ...]:
+    """Known toggles, each once, in catalog (sorted) order so the output is deterministic."""
+    for name in toggles:
+        catalog.toggle(name)
+    return tuple(sorted(set(toggles)))
+
+
+def profile_options(catalog: Catalog, name: str, toggles: Sequence[str] = ()) -> dict[str, Any]:
+    """The NixOS attrset for a profile with toggles applied."""
+    options = copy.deepcopy(catalog.profile(name).nixos)
+    for toggle in normalise_toggles(catalog, toggles):
+        options = merge_options(options, catalog.toggles[toggle].nixos)
+    return options
+
+
+def profile_meta(name: str, toggles: Sequence[str]) -> dict[str, str]:
+    return {"profile": name, "toggles": " ".join(toggles) if toggles else "none"}
+
+
+def render_profile_fragment(catalog: Catalog, name: str, toggles: Sequence[str] = (), *, source: str = "profile apply") -> str:
+    from hyperconsole.nixos.render import render_fragment
+
+    chosen = normalise_toggles(catalog, toggles)
+    return render_fragment(profile_options(catalog, name, chosen), source=source, meta=profile_meta(name, chosen))
+
+
+def current_selection(store) -> Selection | None:
+    """Profile and toggles recorded in the security fragment's header, or None if not applied."""
+    fragment = store.read(FRAGMENT_NAME)
+    meta = fragment.meta()
+    if "profile" not in meta:
+        return None
+    toggles = () if meta.get("toggles", "none") == "none" else tuple(meta["toggles"].split())
+    return Selection(meta["profile"], toggles)
+
+
+def prepare_profile_change(store, catalog: Catalog, name: str, toggles: Sequence[str] = (), *, source: str = "profile apply"):
+    """A ChangeSet writing the security fragment for this profile + toggles (nothing written yet)."""
+    chosen = normalise_toggles(catalog, toggles)
+    label = f"{name}" + (f" + {', '.join(chosen)}" if chosen else "")
+    return store.prepare(
+        {FRAGMENT_NAME: profile_options(catalog, name, chosen)},
+        source=source,
+        message=f"hyperconsole: security profile {label}",
+        meta={FRAGMENT_NAME: profile_meta(name, chosen)},
+    )

@@ -1,0 +1,63 @@
+"""Shared frame of every pane: header, body, status bar, footer; re-renders on DataChanged."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual import on
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+
+from hyperconsole import presenters
+from hyperconsole.messages import DataChanged
+from hyperconsole.widgets.statusbar import StatusBar
+
+if TYPE_CHECKING:
+    from hyperconsole.app import HyperconsoleApp
+
+
+class PaneScreen(Screen):
+    """A top-level pane reached by a number key."""
+
+    # Actions that change something; `--readonly` or a read-only connection removes them.
+    MUTATING: frozenset[str] = frozenset()
+
+    @property
+    def hc(self) -> "HyperconsoleApp":
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield from self.compose_body()
+        yield StatusBar()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.MUTATING and self.hc.view.readonly:
+            return False
+        return True
+
+    def on_screen_resume(self) -> None:
+        self.update_status()
+        self.render_data(frozenset({"all"}))
+
+    @on(DataChanged)
+    def _data_changed(self, message: DataChanged) -> None:
+        self.update_status()
+        self.render_data(message.kinds)
+
+    def update_status(self) -> None:
+        view = self.hc.view
+        bar = self.query_one(StatusBar)
+        bar.state = view.connection
+        bar.uri = presenters.short_uri(view.uri)
+        bar.readonly = view.readonly
+        bar.demo = view.demo
+        bar.message = view.connection_message or view.poll_error
+
+    def render_data(self, kinds: frozenset[str]) -> None:
+        """Override: redraw from self.hc.view. Runs on the UI thread; must not block."""

@@ -1,0 +1,38 @@
+"""What the app knows right now; screens read it when they are shown or told it changed."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from hyperconsole.host.metrics import HostSample
+from hyperconsole.virt.models import ConnectionState, DomainInfo, NodeInfo
+
+HISTORY = 60
+
+
+@dataclass
+class ViewState:
+    uri: str = ""
+    demo: bool = False
+    readonly: bool = False
+    readonly_reason: str = ""
+    connection: ConnectionState = ConnectionState.DISCONNECTED
+    connection_message: str = ""
+    domains: dict[str, DomainInfo] = field(default_factory=dict)
+    last_tick_seconds: float = 0.0
+    last_tick_calls: int = 0
+    host: HostSample | None = None
+    node: NodeInfo | None = None
+    cpu_history: deque = field(default_factory=lambda: deque([0.0] * HISTORY, maxlen=HISTORY))
+    mem_history: deque = field(default_factory=lambda: deque([0.0] * HISTORY, maxlen=HISTORY))
+    rx_history: deque = field(default_factory=lambda: deque([0.0] * HISTORY, maxlen=HISTORY))
+    tx_history: deque = field(default_factory=lambda: deque([0.0] * HISTORY, maxlen=HISTORY))
+    poll_error: str = ""
+
+    def record_host(self, sample: HostSample) -> None:
+        self.host = sample
+        self.cpu_history.append(sample.cpu_percent)
+        self.mem_history.append(sample.memory_percent)
+        self.rx_history.append(sample.net_rx_bps or 0.0)
+        self.tx_history.append(sample.net_tx_bps or 0.0)

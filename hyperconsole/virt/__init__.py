@@ -1,0 +1,1 @@
+"""libvirt side of hyperconsole: connection, models, sampling, operations. No Textual/Rich here."""

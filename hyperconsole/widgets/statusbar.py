@@ -1,0 +1,47 @@
+"""One line above the footer: connection state, URI, READ-ONLY badge, last message."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from hyperconsole.virt.models import ConnectionState
+
+_STATE_STYLE = {
+    ConnectionState.ACTIVE: "bold green",
+    ConnectionState.CONNECTING: "bold yellow",
+    ConnectionState.DISCONNECTED: "bold red",
+}
+
+
+class StatusBar(Static):
+    DEFAULT_CSS = """
+    StatusBar { height: 1; background: $boost; color: $text; padding: 0 1; }
+    """
+
+    state: reactive[ConnectionState] = reactive(ConnectionState.DISCONNECTED)
+    uri: reactive[str] = reactive("")
+    readonly: reactive[bool] = reactive(False)
+    demo: reactive[bool] = reactive(False)
+    message: reactive[str] = reactive("")
+    pending: reactive[str] = reactive("")
+
+    def render(self) -> Text:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f"● {self.state.value}", _STATE_STYLE[self.state])
+        text.append("  ")
+        text.append(self.uri)
+        if self.demo:
+            text.append("  ")
+            text.append(" DEMO ", "bold black on cyan")
+        if self.readonly:
+            text.append("  ")
+            text.append(" READ-ONLY ", "bold white on dark_red")
+        if self.pending:
+            text.append("  ")
+            text.append(f" {self.pending} ", "bold black on yellow")
+        if self.message:
+            text.append("  ")
+            text.append(self.message, "italic")
+        return text

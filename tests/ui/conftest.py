@@ -1,0 +1,87 @@
+"""Pilot harness: the real app on a per-test test-driver host, messages recorded."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+import pytest
+
+from hyperconsole.app import HyperconsoleApp
+from hyperconsole.config import Config
+from hyperconsole.virt.connection import ConnectionManager
+from tests.fixtures import build_host_xml, domain_xml, pool_xml, network_xml, test_uri, volume_xml
+
+NAMES = ["web [red]x", "${evil}", 'quote"d', "café-ü"]
+
+
+def default_host() -> str:
+    return build_host_xml(
+        domains=[
+            domain_xml("alpha", "running", vcpus=2, memory_mib=1024,
+                       disks=[{"pool": "default", "volume": "alpha.qcow2"}],
+                       snapshots=[{"name": "base", "description": "fresh install"},
+                                  {"name": "patched", "parent": "base", "description": "after updates"}]),
+            domain_xml("bravo", "paused"),
+            domain_xml("charlie", "shutoff", disks=[{"pool": "default", "volume": "charlie.qcow2"}]),
+            domain_xml("delta", "crashed"),
+            *[domain_xml(name, "shutoff") for name in NAMES],
+        ],
+        networks=[network_xml("default", ip="192.168.122.1", dhcp=("192.168.122.2", "192.168.122.254"))],
+        pools=[pool_xml("default", "/var/lib/libvirt/images",
+                        volumes=[volume_xml("alpha.qcow2"), volume_xml("charlie.qcow2")])],
+    )
+
+
+class Harness:
+    def __init__(self, app: HyperconsoleApp, pilot, messages: list) -> None:
+        self.app = app
+        self.pilot = pilot
+        self.messages = messages
+
+    async def settle(self, rounds: int = 3) -> None:
+        """Let workers finish and their messages be handled."""
+        for _ in range(rounds):
+            await self.pilot.pause()
+            await self.app.workers.wait_for_complete()
+        await self.pilot.pause()
+
+    def domain(self, name: str):
+        return next(d for d in self.app.view.domains.values() if d.name == name)
+
+    async def cursor_to(self, name: str) -> None:
+        screen = self.app.screen
+        uuid = self.domain(name).uuid
+        screen.table.move_cursor(row=screen.table.get_row_index(uuid))
+        await self.pilot.pause()
+
+    def of_type(self, kind):
+        return [m for m in self.messages if isinstance(m, kind)]
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    @asynccontextmanager
+    async def factory(xml: str | None = None, *, readonly: bool = False, size=(150, 45), config: Config | None = None):
+        uri = test_uri(tmp_path, xml or default_host())
+        manager = ConnectionManager(uri, readonly=readonly)
+        manager.connect()
+        app = HyperconsoleApp(manager, config or Config(refresh=30.0))
+        messages: list = []
+        async with app.run_test(size=size, message_hook=messages.append) as pilot:
+            harness = Harness(app, pilot, messages)
+            await harness.settle()
+            yield harness
+
+    return factory
+
+
+def text_of(widget) -> str:
+    """What a Static shows, as plain text (Rich renderables rendered off-screen)."""
+    from rich.console import Console
+
+    content = widget.content
+    if isinstance(content, str):
+        return content
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))
+    console.print(content)
+    return console.export_text()

@@ -1,0 +1,325 @@
+"""Every key of the VM list, driven through Pilot on a per-test test-driver host."""
+
+from __future__ import annotations
+
+import libvirt
+import pytest
+from textual.widgets import DataTable, Input
+
+from hyperconsole.messages import ActionDone
+from hyperconsole.screens.create import CreateVmScreen
+from hyperconsole.screens.details import DetailsScreen
+from hyperconsole.screens.edit import EditResourcesScreen
+from hyperconsole.screens.help import HelpScreen
+from hyperconsole.screens.snapshots import SnapshotsScreen
+from hyperconsole.screens.vms import VmsScreen
+from hyperconsole.virt.models import DomainState
+from hyperconsole.widgets.confirm import ConfirmDialog
+from hyperconsole.widgets.form import InputDialog
+from tests.ui.conftest import NAMES, text_of
+
+
+def names_in_table(app) -> list[str]:
+    table = app.screen.query_one("#vms", DataTable)
+    return [table.get_row_at(i)[1].plain for i in range(table.row_count)]
+
+
+async def test_opens_on_vm_list_sorted_by_name_with_names_verbatim(make_app):
+    async with make_app() as h:
+        assert isinstance(h.app.screen, VmsScreen)
+        shown = names_in_table(h.app)
+        assert shown == sorted(shown, key=str.casefold)
+        for name in NAMES:  # never interpreted as markup
+            assert name in shown
+
+
+async def test_start_shutdown_pause_resume_reboot(make_app):
+    async with make_app() as h:
+        await h.cursor_to("charlie")
+        await h.pilot.press("s")
+        await h.settle()
+        assert h.domain("charlie").state is DomainState.RUNNING
+        await h.pilot.press("p")
+        await h.settle()
+        assert h.domain("charlie").state is DomainState.PAUSED
+        await h.pilot.press("p")
+        await h.settle()
+        assert h.domain("charlie").state is DomainState.RUNNING
+        await h.pilot.press("r")
+        await h.settle()
+        assert h.domain("charlie").state is DomainState.RUNNING
+        assert [m.label for m in h.of_type(ActionDone) if m.error is None][-1] == "reboot charlie"
+        await h.pilot.press("x")
+        await h.settle()
+        assert h.domain("charlie").state is DomainState.SHUTOFF
+        assert all(m.error is None for m in h.of_type(ActionDone))
+
+
+async def test_force_off_asks_and_n_cancels(make_app):
+    async with make_app() as h:
+        await h.cursor_to("alpha")
+        await h.pilot.press("X")
+        await h.pilot.pause()
+        assert isinstance(h.app.screen, ConfirmDialog)
+        await h.pilot.press("n")
+        await h.settle()
+        assert h.domain("alpha").state is DomainState.RUNNING
+        await h.pilot.press("X")
+        await h.pilot.pause()
+        await h.pilot.press("escape")
+        await h.settle()
+        assert h.domain("alpha").state is DomainState.RUNNING
+        await h.pilot.press("X")
+        await h.pilot.pause()
+        await h.pilot.press("y")
+        await h.settle()
+        assert h.domain("alpha").state is DomainState.SHUTOFF
+
+
+async def test_autostart_toggles(make_app):
+    async with make_app() as h:
+        await h.cursor_to("charlie")
+        assert h.domain("charlie").autostart is False
+        await h.pilot.press("a")
+        await h.settle()
+        assert h.domain("charlie").autostart is True
+        await h.pilot.press("a")
+        await h.settle()
+        assert h.domain("charlie").autostart is False
+
+
+async def test_space_selects_and_bulk_start(make_app):
+    async with make_app() as h:
+        await h.cursor_to("charlie")
+        await h.pilot.press("space")
+        await h.cursor_to("café-ü")
+        await h.pilot.press("space")
+        assert {h.app.view.domains[u].name for u in h.app.screen.selected} == {"charlie", "café-ü"}
+        await h.pilot.press("s")
+        await h.settle()
+        assert h.domain("charlie").state is DomainState.RUNNING
+        assert h.domain("café-ü").state is DomainState.RUNNING
+        assert h.domain("${evil}").state is DomainState.SHUTOFF
+        await h.pilot.press("x")
+        await h.settle()
+        assert h.domain("charlie").state is DomainState.SHUTOFF
+        await h.pilot.press("escape")
+        assert not h.app.screen.selected
+
+
+async def test_filter_narrows_live_enter_keeps_esc_clears(make_app):
+    async with make_app() as h:
+        await h.pilot.press("slash")
+        box = h.app.screen.query_one("#filter", Input)
+        assert box.has_focus
+        await h.pilot.press(*"cha")
+        assert names_in_table(h.app) == ["charlie"]
+        await h.pilot.press("enter")
+        assert h.app.screen.query_one("#vms", DataTable).has_focus
+        assert names_in_table(h.app) == ["charlie"]
+        await h.pilot.press("slash", "escape")
+        await h.pilot.pause()
+        assert len(names_in_table(h.app)) == len(h.app.view.domains)
+        assert box.has_class("hidden")
+        await h.pilot.press("slash", *"pause")  # state words match too
+        assert names_in_table(h.app) == ["bravo"]
+
+
+async def test_details_show_disks_nics_snapshots(make_app):
+    async with make_app() as h:
+        await h.cursor_to("alpha")
+        await h.pilot.press("enter")
+        await h.settle()
+        assert isinstance(h.app.screen, DetailsScreen)
+        text = text_of(h.app.screen.query_one("#details"))
+        for needle in ("alpha.qcow2", "patched", "fresh install"):
+            assert needle in text
+        await h.pilot.press("escape")
+        assert isinstance(h.app.screen, VmsScreen)
+
+
+async def test_snapshots_create_revert_delete(make_app):
+    async with make_app() as h:
+        await h.cursor_to("alpha")
+        await h.pilot.press("t")
+        await h.settle()
+        screen = h.app.screen
+        assert isinstance(screen, SnapshotsScreen)
+        assert [s.name for s in screen.snapshots] == ["base", "patched"]
+        await h.pilot.press("n")
+        await h.pilot.pause()
+        assert isinstance(h.app.screen, InputDialog)
+        await h.pilot.press(*"pre-upgrade", "tab", *"before [b]the[/b] upgrade", "enter")
+        await h.settle()
+        assert "pre-upgrade" in [s.name for s in screen.snapshots]
+        created = next(s for s in screen.snapshots if s.name == "pre-upgrade")
+        assert created.description == "before [b]the[/b] upgrade"
+        table = screen.query_one(DataTable)
+        table.move_cursor(row=table.get_row_index("base"))
+        await h.pilot.press("r")
+        await h.pilot.pause()
+        assert isinstance(h.app.screen, ConfirmDialog)
+        await h.pilot.press("y")
+        await h.settle()
+        assert next(s for s in screen.snapshots if s.current).name == "base"
+        table.move_cursor(row=table.get_row_index("pre-upgrade"))
+        await h.pilot.press("delete")
+        await h.pilot.press("y")
+        await h.settle()
+        assert "pre-upgrade" not in [s.name for s in screen.snapshots]
+        await h.pilot.press("escape")
+        assert isinstance(h.app.screen, VmsScreen)
+
+
+async def test_edit_resources_validates_then_applies(make_app):
+    async with make_app() as h:
+        await h.cursor_to("charlie")
+        await h.pilot.press("e")
+        await h.pilot.pause()
+        assert isinstance(h.app.screen, EditResourcesScreen)
+        vcpus = h.app.screen.query_one("#vcpus", Input)
+        vcpus.value = "0"
+        await h.pilot.press("enter")
+        await h.settle()
+        assert "at least 1" in text_of(h.app.screen.query_one("#edit-error"))
+        vcpus.value = "2"
+        h.app.screen.query_one("#memory", Input).value = "768"
+        await h.pilot.press("enter")
+        await h.settle()
+        assert isinstance(h.app.screen, VmsScreen)
+        assert h.domain("charlie").vcpus == 2
+        assert h.domain("charlie").max_memory_kib == 768 * 1024
+
+
+async def test_delete_asks_and_removes(make_app):
+    async with make_app() as h:
+        await h.cursor_to("${evil}")
+        await h.pilot.press("delete")
+        await h.pilot.pause()
+        dialog = h.app.screen
+        assert isinstance(dialog, ConfirmDialog) and "${evil}" in dialog.question
+        await h.pilot.press("n")
+        await h.settle()
+        assert any(d.name == "${evil}" for d in h.app.view.domains.values())
+        await h.pilot.press("delete")
+        await h.pilot.pause()
+        await h.pilot.press("y")
+        await h.settle()
+        assert all(d.name != "${evil}" for d in h.app.view.domains.values())
+        assert "${evil}" not in names_in_table(h.app)
+
+
+async def test_clone_copies_a_shut_off_vm(make_app):
+    async with make_app() as h:
+        await h.cursor_to("charlie")
+        await h.pilot.press("C")
+        await h.pilot.pause()
+        assert isinstance(h.app.screen, InputDialog)
+        await h.pilot.press("enter")
+        await h.settle()
+        assert any(d.name == "charlie-clone" for d in h.app.view.domains.values())
+        done = [m for m in h.of_type(ActionDone) if m.label == "clone charlie"]
+        assert done and done[-1].error is None and "charlie-clone" in done[-1].detail
+
+
+async def test_new_vm_form_creates_and_refuses_bad_names(make_app):
+    async with make_app() as h:
+        await h.pilot.press("n")
+        await h.settle()
+        screen = h.app.screen
+        assert isinstance(screen, CreateVmScreen)
+        screen.query_one("#name", Input).value = "a/b"
+        await h.pilot.press("ctrl+s")
+        await h.settle()
+        assert isinstance(h.app.screen, CreateVmScreen)
+        assert "/" in text_of(screen.query_one("#create-error"))
+        screen.query_one("#name", Input).value = "echo"
+        screen.query_one("#memory", Input).value = "1024"
+        screen.query_one("#size", Input).value = "2"
+        await h.pilot.press("ctrl+s")
+        await h.settle()
+        assert isinstance(h.app.screen, VmsScreen), text_of(screen.query_one("#create-error"))
+        assert h.domain("echo").memory_kib == 1024 * 1024
+        vols = h.app.manager.conn.storagePoolLookupByName("default").listVolumes()
+        assert "echo.qcow2" in vols
+
+
+async def test_console_suspends_and_runs_virsh(make_app, monkeypatch):
+    calls = []
+    monkeypatch.setattr("hyperconsole.screens.vms.subprocess.call", lambda cmd: calls.append(cmd) or 0)
+    async with make_app() as h:
+        suspended = []
+
+        class FakeSuspend:
+            def __enter__(self):
+                suspended.append(True)
+
+            def __exit__(self, *exc):
+                return False
+
+        monkeypatch.setattr(h.app, "suspend", lambda: FakeSuspend())
+        await h.cursor_to("alpha")
+        await h.pilot.press("c")
+        await h.pilot.pause()
+        assert suspended and calls
+        assert calls[0][:3] == ["virsh", "-c", h.app.manager.uri] and "console" in calls[0]
+
+
+async def test_help_lists_every_key(make_app):
+    async with make_app() as h:
+        await h.pilot.press("question_mark")
+        await h.pilot.pause()
+        assert isinstance(h.app.screen, HelpScreen)
+        listed = {row[2] for row in h.app.screen.rows}
+        for action in ("start", "shutdown", "force_off", "reboot", "pause", "autostart", "console", "new",
+                       "edit", "snapshots", "delete", "select", "filter", "clone", "save", "help", "quit"):
+            assert action in listed, action
+        await h.pilot.press("escape")
+        assert isinstance(h.app.screen, VmsScreen)
+
+
+async def test_readonly_hides_mutating_keys_and_shows_badge(make_app):
+    async with make_app(readonly=True) as h:
+        screen = h.app.screen
+        await h.cursor_to("charlie")
+        await h.pilot.press("s")
+        await h.settle()
+        assert h.domain("charlie").state is DomainState.SHUTOFF
+        bar = screen.query_one("StatusBar")
+        assert "READ-ONLY" in str(bar.render())
+        await h.pilot.press("question_mark")
+        listed = {row[2] for row in h.app.screen.rows}
+        assert "start" not in listed and "delete" not in listed and "filter" in listed
+
+
+async def test_number_keys_switch_panes(make_app):
+    async with make_app() as h:
+        await h.pilot.press("1")
+        await h.settle()
+        assert h.app.current_mode == "dashboard"
+        counts = text_of(h.app.screen.query_one("#vm-counts"))
+        assert "running" in counts
+        await h.pilot.press("2")
+        assert h.app.current_mode == "vms"
+
+
+async def test_lifecycle_event_from_outside_refreshes_the_row(make_app):
+    async with make_app() as h:
+        h.app.manager.conn.lookupByName("bravo").resume()
+        for _ in range(50):
+            await h.settle(1)
+            if h.domain("bravo").state is DomainState.RUNNING:
+                break
+        assert h.domain("bravo").state is DomainState.RUNNING
+        row = h.app.screen.query_one("#vms", DataTable).get_row(h.domain("bravo").uuid)
+        assert row[2].plain == "running"
+
+
+async def test_libvirt_error_is_one_line_notification(make_app):
+    async with make_app() as h:
+        await h.cursor_to("alpha")
+        h.app.manager.conn.lookupByName("alpha").destroy()  # behind the console's back
+        await h.app.screen.run_action("shutdown")  # row still says running until the event lands
+        await h.settle()
+        errors = [m for m in h.of_type(ActionDone) if m.error]
+        assert all("\n" not in m.error for m in errors)

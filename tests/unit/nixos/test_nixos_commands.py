@@ -1,0 +1,176 @@
+"""CLI subcommands: plain-text output, one-line errors, nothing changed on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperconsole.nixos import commands
+from hyperconsole.nixos.store import FragmentStore
+
+REPO = Path(__file__).resolve().parents[3]
+CORE_MODULES = [
+    "hyperconsole.profiles", "hyperconsole.nixos", "hyperconsole.nixos.render", "hyperconsole.nixos.store",
+    "hyperconsole.nixos.rebuild", "hyperconsole.nixos.revert", "hyperconsole.nixos.commands",
+    "hyperconsole.nixos.demo", "hyperconsole.nixos.demo_rebuild",
+]
+
+
+def run(argv, capsys):
+    code = commands.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def common(nixos_dir, recording_rebuild, script):
+    rebuild, _, _ = recording_rebuild
+    revert = script("fake-revert", "echo reverted\n")
+    return ["--nixos-dir", str(nixos_dir), "--rebuild-cmd", str(rebuild), "--revert-cmd", str(revert)]
+
+
+def test_core_modules_import_without_textual_or_rich():
+    code = (
+        "import sys\n"
+        f"for m in {CORE_MODULES!r}: __import__(m)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+
+
+def test_profile_list_and_show(common, capsys):
+    code, out, _ = run(["profile", "list", *common], capsys)
+    assert code == 0 and "headless" in out and "strict-ssh" in out
+    code, out, _ = run(["profile", "show", "headless", "--toggle", "fail2ban", *common], capsys)
+    assert code == 0 and "services.fail2ban" not in out and "fail2ban = {" in out
+    assert "# hyperconsole-profile: headless" in out
+
+
+def test_apply_without_rebuild_shows_diff_then_writes(common, nixos_dir, capsys, tmp_path):
+    code, out, err = run(["profile", "apply", "management", "--no-rebuild", *common], capsys)
+    assert code == 0, err
+    assert out.index("+++ b/hyperconsole/security-profile.nix") < out.index("wrote security-profile.nix")
+    assert (nixos_dir / "hyperconsole" / "security-profile.nix").exists()
+    assert not (tmp_path / "calls.log").exists()
+    code, out, _ = run(["profile", "apply", "management", "--no-rebuild", *common], capsys)
+    assert code == 0 and "nothing to change" in out
+
+
+@pytest.mark.parametrize("name", ['x"; rm -rf /; "', "${builtins.abort 1}", "../../etc/passwd", "ünicode", "two\nlines"])
+def test_hostile_profile_names_fail_in_one_line_and_change_nothing(common, nixos_dir, capsys, name):
+    code, out, err = run(["profile", "apply", name, "--no-rebuild", *common], capsys)
+    assert code == 1
+    assert err.startswith("error: no security profile named") and err.count("\n") == 1
+    assert not (nixos_dir / "hyperconsole").exists()
+
+
+def test_unknown_toggle_fails_and_changes_nothing(common, nixos_dir, capsys):
+    code, _, err = run(["profile", "apply", "headless", "--toggle", "nope", *common], capsys)
+    assert code == 1 and "no toggle named 'nope'" in err
+    assert not (nixos_dir / "hyperconsole").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "86401", "abc", "1.5"])
+def test_confirm_timeout_out_of_range_is_a_usage_error(common, capsys, value):
+    with pytest.raises(SystemExit) as exc:
+        commands.main(["profile", "apply", "headless", "--confirm-timeout", value, *common])
+    assert exc.value.code == 2
+
+
+def test_rebuild_failure_prints_error_lines_first(nixos_dir, script, capsys):
+    failing = script("bad-rebuild", 'echo "evaluating"; echo "error: infinite recursion encountered"; echo "tail"; exit 1\n')
+    code, out, err = run(["rebuild", "switch", "--nixos-dir", str(nixos_dir), "--rebuild-cmd", str(failing)], capsys)
+    assert code == 1
+    assert "evaluating" in out
+    assert err.splitlines()[0].startswith("error: switch failed")
+    assert err.splitlines()[1].strip() == "error: infinite recursion encountered"
+
+
+def test_rebuild_action_must_be_known(common):
+    with pytest.raises(SystemExit) as exc:
+        commands.main(["rebuild", "build-vm", *common])
+    assert exc.value.code == 2
+
+
+def test_unwritable_config_path_is_one_line(tmp_path, capsys, recording_rebuild):
+    rebuild, _, _ = recording_rebuild
+    code, _, err = run(["profile", "apply", "headless", "--no-rebuild", "--nixos-dir", str(tmp_path / "missing"),
+                        "--rebuild-cmd", str(rebuild)], capsys)
+    assert code == 1 and err.count("\n") == 1 and "does not exist" in err
+
+
+def test_nixos_status_offers_and_adds_the_import(common, nixos_dir, capsys):
+    code, out, _ = run(["nixos", "status", *common], capsys)
+    assert code == 0 and "configuration.nix: does NOT import ./hyperconsole" in out and "--add-import" in out
+    assert "./hyperconsole\n" not in (nixos_dir / "configuration.nix").read_text()  # never silently
+    code, out, _ = run(["nixos", "status", "--add-import", *common], capsys)
+    assert code == 0 and "+    ./hyperconsole" in out
+    text = (nixos_dir / "configuration.nix").read_text()
+    assert commands.imports_fragments(text)
+    code, out, _ = run(["nixos", "status", *common], capsys)
+    assert "configuration.nix: imports ./hyperconsole" in out
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("{ imports = [ ./hyperconsole ]; }", True),
+        ("{ imports = [ ./hyperconsole/default.nix ]; }", True),
+        ("{ imports = [ ./hyperconsole-old ]; }", False),
+        ("{ imports = [ ../x/hyperconsole ]; }", False),
+        ("# imports = [ ./hyperconsole ];\n{ }", False),
+        ("/* ./hyperconsole */ { }", False),
+    ],
+)
+def test_import_detection(text, expected):
+    assert commands.imports_fragments(text) is expected
+
+
+def test_add_import_without_imports_list():
+    new = commands.add_import("{ config, pkgs, ... }:\n{\n  networking.hostName = \"x\";\n}\n")
+    assert "imports = [ ./hyperconsole ];" in new and commands.imports_fragments(new)
+
+
+def test_demo_flow_without_nix(tmp_path, capsys, monkeypatch):
+    # The reader stands in for nix-instantiate when Nix is absent; tests/nix covers the real one.
+    monkeypatch.setattr("shutil.which", lambda name, *a, **k: None if name == "nix-instantiate" else "/bin/" + name)
+    demo_dir = tmp_path / "demo-nixos"
+    from hyperconsole.nixos import demo, demo_rebuild
+
+    demo.prepare_demo_nixos(demo_dir, tmp_path / "system")
+    assert demo_rebuild.main(["--state", str(tmp_path / "system"), str(demo_dir), "switch"]) == 0
+    out = capsys.readouterr().out
+    assert "hyperconsole's reader" in out and "generation 2" in out
+    (demo_dir / "hyperconsole" / "broken.nix").write_text("{ a = ; }")
+    assert demo_rebuild.main(["--state", str(tmp_path / "system"), str(demo_dir), "test"]) == 1
+    out = capsys.readouterr().out
+    assert "error: broken.nix:" in out
+
+
+def test_demo_config_uses_demo_commands(tmp_path):
+    from hyperconsole.config import Config
+    from hyperconsole.nixos import demo
+
+    config = demo.demo_config(Config(nixos_dir=str(tmp_path / "n")), tmp_path / "system")
+    assert "hyperconsole.nixos.demo_rebuild" in config.rebuild_command
+    assert config.revert_command.endswith(" revert")
+    assert (tmp_path / "n" / "configuration.nix").exists()
+    custom = demo.demo_config(Config(nixos_dir=str(tmp_path / "n"), rebuild_command="mine"), tmp_path / "system")
+    assert custom.rebuild_command == "mine"
+
+
+def test_register_accepts_cli_common_parser():
+    common = commands.common_parser()
+    parser = argparse.ArgumentParser(parents=[common])
+    commands.register(parser.add_subparsers(dest="command"), common)
+    args = parser.parse_args(["rollback", "3", "--nixos-dir", "/x"])
+    assert args.func is commands.cmd_rollback and args.generation == 3 and args.nixos_dir == "/x"
+    args = parser.parse_args(["generations", "--diff", "1", "2"])
+    assert args.diff == [1, 2]
