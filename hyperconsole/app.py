@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from textual import on, work
@@ -18,6 +19,7 @@ from hyperconsole.messages import (
     ActionDone, ConnectionChanged, DataChanged, DomainLifecycle, DomainsSampled, HostSampled,
     PollFailed,
 )
+from hyperconsole.screens.base import PaneScreen
 from hyperconsole.screens.dashboard import DashboardScreen
 from hyperconsole.screens.help import HelpScreen
 from hyperconsole.screens.vms import VmsScreen
@@ -25,7 +27,7 @@ from hyperconsole.viewstate import ViewState
 from hyperconsole.virt import inventory
 from hyperconsole.virt.connection import ConnectionManager, LifecycleEvent, StateChanged
 from hyperconsole.virt.models import ConnectionState
-from hyperconsole.virt.sampler import DomainSampler
+from hyperconsole.virt.sampler import DomainSampler, Tick
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,13 @@ class HyperconsoleApp(App):
     ]
 
     def __init__(self, manager: ConnectionManager, config: Config, *, demo: bool = False,
-                 host_sampler: HostSampler | None = None) -> None:
+                 host_sampler: HostSampler | None = None, sampler: DomainSampler | None = None,
+                 first_tick: Tick | None = None) -> None:
         super().__init__()
         self.manager = manager
         self.config = config
-        self.sampler = DomainSampler(manager)
+        self.sampler = sampler or DomainSampler(manager)
+        self._first_tick = first_tick
         self.host_sampler = host_sampler or HostSampler()
         self.view = ViewState(uri=manager.uri, demo=demo, readonly=manager.readonly,
                               readonly_reason=manager.readonly_reason, connection=manager.state)
@@ -63,7 +67,13 @@ class HyperconsoleApp(App):
         if self.config.keymap:
             self.set_keymap(self.config.keymap)
         self.manager.add_listener(self._from_libvirt)
-        self.poll_domains()
+        if self._first_tick is not None:
+            # Taken while the UI was still importing: paint it now, poll on the timer after.
+            self._domains_busy = True
+            self.post_message(DomainsSampled(self._first_tick))
+            self._first_tick = None
+        else:
+            self.poll_domains()
         self.poll_host()
         self._load_node()
 
@@ -97,14 +107,18 @@ class HyperconsoleApp(App):
 
     @on(DomainsSampled)
     def _domains_sampled(self, message: DomainsSampled) -> None:
+        started = time.perf_counter()
         tick = message.tick
         self.view.domains = tick.domains
-        self.view.last_tick_seconds = tick.seconds
+        self.view.last_diff = tick.diff
         self.view.last_tick_calls = tick.calls
         self.view.poll_error = ""
-        self._tick_finished()
         if not tick.diff.empty:
-            self._notify_screen("domains")
+            # Rendered here, not via a message, so the table is current when the tick ends
+            # and the figure below is the whole tick: collect + diff + table update.
+            self._render_screen("domains")
+        self.view.last_tick_seconds = tick.seconds + (time.perf_counter() - started)
+        self._tick_finished()
 
     @on(PollFailed)
     def _poll_failed(self, message: PollFailed) -> None:
@@ -186,6 +200,12 @@ class HyperconsoleApp(App):
     def _notify_screen(self, kind: str) -> None:
         # Only the visible pane renders; hidden ones catch up in on_screen_resume.
         self.screen.post_message(DataChanged(frozenset({kind})))
+
+    def _render_screen(self, kind: str) -> None:
+        screen = self.screen
+        if isinstance(screen, PaneScreen):  # a dialog on top: the pane catches up when it resumes
+            screen.update_status()
+            screen.render_data(frozenset({kind}))
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -109,21 +109,44 @@ def _setup_logging() -> None:
 
 
 def run_tui(args: argparse.Namespace, config: Config) -> int:
+    import threading
+
     from hyperconsole.virt.connection import ConnectionManager
+    from hyperconsole.virt.sampler import DomainSampler
 
     manager = ConnectionManager(config.uri, readonly=args.readonly)
-    try:
-        manager.connect()
-    except HyperconsoleError as exc:
-        print(f"hyperconsole: {exc}", file=sys.stderr)
-        return 1
-    if args.demo:
-        from hyperconsole.virt import demo
+    sampler = DomainSampler(manager)
+    failure: list[HyperconsoleError] = []
+    first_tick = []
 
-        demo.prepare(manager)
+    def connect() -> None:
+        try:
+            manager.connect()
+        except HyperconsoleError as exc:
+            failure.append(exc)
+            return
+        if args.demo:
+            from hyperconsole.virt import demo
+
+            demo.prepare(manager)
+        try:
+            first_tick.append(sampler.tick())
+        except HyperconsoleError:
+            pass  # the app's own poll retries and reports it in the status bar
+
+    # libvirt releases the GIL while it works, so opening the connection and taking the first
+    # sample overlap the UI's imports instead of following them.
+    opener = threading.Thread(target=connect, name="libvirt-open", daemon=True)
+    opener.start()
     from hyperconsole.app import HyperconsoleApp
 
-    HyperconsoleApp(manager, config, demo=args.demo).run()
+    opener.join()
+    if failure:
+        print(f"hyperconsole: {failure[0]}", file=sys.stderr)
+        return 1
+    app = HyperconsoleApp(manager, config, demo=args.demo, sampler=sampler,
+                          first_tick=first_tick[0] if first_tick else None)
+    app.run()
     return 0
 
 

@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from hyperconsole.host.metrics import HostSample
-from hyperconsole.virt.models import ConnectionState, DomainInfo, NodeInfo
+from hyperconsole.virt.models import ConnectionState, DomainInfo, InventoryDiff, NodeInfo
 
 HISTORY = 60
 
@@ -20,7 +20,8 @@ class ViewState:
     connection: ConnectionState = ConnectionState.DISCONNECTED
     connection_message: str = ""
     domains: dict[str, DomainInfo] = field(default_factory=dict)
-    last_tick_seconds: float = 0.0
+    last_diff: InventoryDiff = field(default_factory=InventoryDiff)
+    last_tick_seconds: float = 0.0  # collect + diff + table update
     last_tick_calls: int = 0
     host: HostSample | None = None
     node: NodeInfo | None = None

@@ -57,6 +57,10 @@ def guarded(handler: Callable[[argparse.Namespace, Config], int]) -> Callable[[a
         except KeyboardInterrupt:
             _err("interrupted")
             return 130
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            _err(f"{exc.strerror or exc}{where}")
+            return 1
 
     return wrapper
 

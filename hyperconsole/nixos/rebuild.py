@@ -21,10 +21,11 @@ import socket
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from hyperconsole import paths
 from hyperconsole.errors import HyperconsoleError, ValidationError
@@ -196,46 +197,35 @@ class RebuildRunner:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _lock(self, wait: float):
-        runner = self
-
-        class _Held:
-            def __enter__(self_inner):
-                path = runner.lock_path
+    @contextmanager
+    def _lock(self, wait: float) -> Iterator[None]:
+        """The host-wide rebuild lock; waits up to `wait` seconds, then RebuildBusyError."""
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            # Cannot share the lock beside the fragments (read-only dir): fall back to ours.
+            fallback = self.state_dir / "rebuild.lock"
+            fallback.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(fallback, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
                 try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                except OSError:
-                    # Cannot share the lock beside the fragments (read-only dir): fall back to ours.
-                    path = runner.state_dir / "rebuild.lock"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                deadline = time.monotonic() + wait
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except OSError as exc:
-                        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                            os.close(fd)
-                            raise
-                        if time.monotonic() >= deadline:
-                            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
-                            os.close(fd)
-                            raise RebuildBusyError(
-                                f"another rebuild is running ({holder})", hint="wait for it to finish"
-                            ) from None
-                        time.sleep(0.1)
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}".encode(), 0)
-                self_inner.fd = fd
-                return self_inner
-
-            def __exit__(self_inner, *exc):
-                os.close(self_inner.fd)
-                return False
-
-        return _Held()
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+                        raise RebuildBusyError(f"another rebuild is running ({holder})", hint="wait for it to finish") from None
+                    time.sleep(0.1)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
 
     def _run_locked(self, argv, label, on_line, timeout, cancel) -> RebuildResult:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -254,41 +244,25 @@ class RebuildRunner:
 
         pending: queue.Queue[bytes | None] = queue.Queue()
 
-        def pump() -> None:
+        def read_output() -> None:
             assert proc.stdout is not None
             for raw in iter(proc.stdout.readline, b""):
                 pending.put(raw)
             pending.put(None)
 
-        reader = threading.Thread(target=pump, name=f"rebuild-{label}-output", daemon=True)
+        reader = threading.Thread(target=read_output, name=f"rebuild-{label}-output", daemon=True)
         reader.start()
         status = None
         with open(log_path, "w", encoding="utf-8") as log:
             log.write(f"$ {shlex.join(launch)}\n")
-            eof = False
-            while not eof:
-                if timeout is not None and time.monotonic() - started > timeout:
-                    status = "timed out"
-                    break
-                if cancel is not None and cancel.is_set():
-                    status = "cancelled"
-                    break
-                try:
-                    raw = pending.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if raw is None:
-                    eof = True
-                    break
-                text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                elapsed = time.monotonic() - started
-                lines.append(text)
-                log.write(f"[{elapsed:7.1f}s] {text}\n")
-                log.flush()
-                if on_line is not None:
-                    on_line(RebuildLine(elapsed, text))
+            try:
+                status = self._pump(pending, started, lines, log, on_line, timeout, cancel)
+            except BaseException:
+                # A failing callback (or Ctrl-C) must not leave the rebuild running unattended.
+                self._stop(proc, launch)
+                raise
             if status is not None:
-                self._stop(proc)
+                self._stop(proc, launch)
                 note = f"hyperconsole: rebuild {status} after {time.monotonic() - started:.1f}s; stopped it"
                 lines.append(note)
                 log.write(note + "\n")
@@ -307,8 +281,34 @@ class RebuildRunner:
         (self.log_dir / f"{stamp}-{label}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         return RebuildResult(label, tuple(launch), status, returncode, duration, tuple(lines), log_path)
 
-    def _stop(self, proc: subprocess.Popen) -> None:
-        """Terminate the whole process group, then kill it if it does not exit in time."""
+    @staticmethod
+    def _pump(pending, started, lines, log, on_line, timeout, cancel) -> str | None:
+        """Forward output lines until EOF (None) or until timeout/cancel (their status)."""
+        while True:
+            if timeout is not None and time.monotonic() - started > timeout:
+                return "timed out"
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            try:
+                raw = pending.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if raw is None:
+                return None
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            elapsed = time.monotonic() - started
+            lines.append(text)
+            log.write(f"[{elapsed:7.1f}s] {text}\n")
+            log.flush()
+            if on_line is not None:
+                on_line(RebuildLine(elapsed, text))
+
+    def _stop(self, proc: subprocess.Popen, launch: Sequence[str]) -> None:
+        """Terminate the whole process group, then kill it if it does not exit in time. A
+        transient unit outlives its systemd-run client, so it is stopped by name."""
+        unit = next((a.split("=", 1)[1] for a in launch if a.startswith("--unit=")), None)
+        if launch and launch[0] == "systemd-run" and unit:
+            subprocess.run(["systemctl", "stop", unit], capture_output=True, check=False, timeout=60)
         for sig, wait in ((signal.SIGTERM, TERMINATE_GRACE), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(proc.pid, sig)

@@ -36,6 +36,7 @@ from typing import Callable, Iterator
 from hyperconsole import paths
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.nixos.rebuild import RebuildLine, RebuildResult, RebuildRunner, split_command, under_systemd
+from hyperconsole.nixos.render import parse
 from hyperconsole.nixos.store import ChangeSet, CommitResult, FragmentStore, atomic_write
 
 PENDING_NAME = ".pending-change.json"
@@ -65,6 +66,7 @@ class PendingChange:
     previous_texts: dict[str, str | None]
     revert_argv: list[str]
     timer: dict = field(default_factory=dict)  # {"kind": "process", "pid": N} or {"kind": "systemd", "unit": U}
+    owner_pid: int = 0  # the console running the trial rebuild; if it dies mid-trial, revert at once
 
     def remaining(self, now: float | None = None) -> float:
         return max(0.0, self.deadline - (time.time() if now is None else now))
@@ -200,7 +202,7 @@ class ConfirmOrRevert:
             change_id=change_id, description=description, created=now,
             deadline=now + self.test_timeout + timeout, timeout=int(timeout), state="testing",
             nixos_dir=str(self.store.nixos_dir), previous_texts=changeset.previous_texts(),
-            revert_argv=list(self.revert_argv),
+            revert_argv=list(self.revert_argv), owner_pid=os.getpid(),
         )
         with self._locked():
             if self.pending_path.exists():
@@ -210,9 +212,14 @@ class ConfirmOrRevert:
         try:
             record = self._arm_timer(record)
         except BaseException:
-            self.revert_now(change_id, reason="the revert timer could not be started", on_line=on_line)
+            self.revert_now(change_id, reason="the revert timer could not be started", on_line=on_line, reactivate=False)
             raise
-        result = self.runner.run("test", on_line=on_line, timeout=rebuild_timeout)
+        try:
+            result = self.runner.run("test", on_line=on_line, timeout=rebuild_timeout)
+        except HyperconsoleError as exc:
+            # The trial never started (another rebuild running, command missing): undo the files.
+            self.revert_now(change_id, reason=f"trial rebuild could not start: {exc}", on_line=on_line, reactivate=False)
+            raise
         if not result.ok:
             outcome = self.revert_now(change_id, reason=f"trial rebuild {result.status}", on_line=on_line)
             return ApplyOutcome(commit, result, None, reverted=True, revert_result=outcome.result if outcome else None)
@@ -271,10 +278,15 @@ class ConfirmOrRevert:
     # -- revert -----------------------------------------------------------------------------------
 
     def revert_now(
-        self, change_id: str | None = None, *, reason: str, on_line: Callable[[RebuildLine], None] | None = None
+        self,
+        change_id: str | None = None,
+        *,
+        reason: str,
+        on_line: Callable[[RebuildLine], None] | None = None,
+        reactivate: bool = True,
     ) -> RevertOutcome | None:
-        """Restore the fragments and re-activate the previous configuration. Returns None when the
-        change was confirmed or reverted meanwhile (nothing to do)."""
+        """Restore the fragments and (with reactivate) run the revert command to re-activate the
+        previous configuration. Returns None when the change was confirmed or reverted meanwhile."""
         with self._locked(wait=REVERT_LOCK_WAIT):
             record = self.pending()
             if record is None or (change_id is not None and record.change_id != change_id):
@@ -285,11 +297,15 @@ class ConfirmOrRevert:
             self._save(reverting)
         restore = self.store.prepare_texts(record.previous_texts, message=f"hyperconsole: revert {record.description} ({reason})")
         commit = self.store.commit(restore, check_hashes=False)
-        result = self.runner.run_argv(record.revert_argv, "revert", on_line=on_line, lock_wait=REVERT_LOCK_WAIT)
+        result = (
+            self.runner.run_argv(record.revert_argv, "revert", on_line=on_line, lock_wait=REVERT_LOCK_WAIT)
+            if reactivate else None
+        )
         summary = {
             "change_id": record.change_id, "description": record.description, "reason": reason,
-            "reverted_at": time.time(), "restored": commit.written, "status": result.status,
-            "log": str(result.log_path) if result.log_path else None,
+            "reverted_at": time.time(), "restored": commit.written,
+            "status": result.status if result else "files restored (nothing was activated)",
+            "log": str(result.log_path) if result and result.log_path else None,
         }
         with self._locked(wait=REVERT_LOCK_WAIT):
             atomic_write(self.store.dir / LAST_REVERT_NAME, (json.dumps(summary, indent=2) + "\n").encode())
@@ -319,6 +335,44 @@ def _is_our_timer(pid: int, change_id: str) -> bool:
     except OSError:
         return False
     return b"hyperconsole.nixos.revert" in cmdline and change_id.encode() in cmdline
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def default_confirm_timeout(changeset: ChangeSet, configured: int) -> int:
+    """`configured` seconds when the change touches options that can cut the operator off
+    (firewall, SSH, users, bridges, security/profile), else 0 (switch directly)."""
+    for change in changeset.changes:
+        if not change.changed:
+            continue
+        for text in (change.old_text, change.new_text):
+            if text is None:
+                continue
+            try:
+                value = parse(text)
+            except HyperconsoleError:
+                return configured  # unreadable: assume the worst
+            if _touches_risky(value):
+                return configured
+    return 0
+
+
+def _touches_risky(value, prefix: str = "") -> bool:
+    if not isinstance(value, dict):
+        return False
+    for key, child in value.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if any(path == root or path.startswith(root + ".") for root in RISKY_OPTION_ROOTS):
+            return True
+        if any(root.startswith(path + ".") for root in RISKY_OPTION_ROOTS) and _touches_risky(child, path):
+            return True
+    return False
 
 
 def cancel_timer(record: PendingChange) -> None:
@@ -369,14 +423,19 @@ def timer_main(argv: list[str] | None = None) -> int:
             return 0
         remaining = record.remaining()
         if remaining <= 0:
+            reason = "not confirmed in time"
+            break
+        if record.state == "testing" and record.owner_pid and not _alive(record.owner_pid):
+            # Nobody is left to finish the trial and start the confirmation window.
+            reason = "the console exited during the trial rebuild"
             break
         time.sleep(min(POLL_INTERVAL, remaining))
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once reverting, finish the job
     revert_argv = record.revert_argv
     controller = ConfirmOrRevert(store, runner, shlex.join(revert_argv), state_dir=state_dir, use_systemd=False)
-    print(f"{time.strftime('%H:%M:%S')} not confirmed in time; reverting change {args.change_id}", flush=True)
+    print(f"{time.strftime('%H:%M:%S')} {reason}; reverting change {args.change_id}", flush=True)
     try:
-        outcome = controller.revert_now(args.change_id, reason="not confirmed in time",
+        outcome = controller.revert_now(args.change_id, reason=reason,
                                         on_line=lambda line: print(line.text, flush=True))
     except HyperconsoleError as exc:
         print(f"error: revert failed: {exc}", flush=True)

@@ -61,7 +61,6 @@ class VmsScreen(PaneScreen):
         self.selected: set[str] = set()
         self.filter_text = ""
         self._cells: dict[str, dict[str, object]] = {}
-        self._order: list[str] = []
 
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="filter by name or state — enter keeps, esc clears", id="filter",
@@ -86,30 +85,42 @@ class VmsScreen(PaneScreen):
     def render_data(self, kinds: frozenset[str]) -> None:
         if not kinds & {"all", "domains", "selection"}:
             return
-        table = self.table
         domains = self.hc.view.domains
-        visible = sorted((d for d in domains.values() if self._matches(d)), key=presenters.sort_key)
-        wanted = [d.uuid for d in visible]
+        diff = self.hc.view.last_diff
+        if kinds == {"domains"} and self._cells:
+            # A tick: touch only the rows the sampler says were added, removed or changed.
+            touched = diff.added | diff.changed | (diff.removed & self._cells.keys())
+        else:  # first paint, filter or selection change, pane shown again: every row
+            touched = set(domains) | set(self._cells)
+        self._sync_rows(touched, domains)
+        self.selected &= set(domains)
+
+    def _sync_rows(self, uuids: set[str], domains: dict[str, DomainInfo]) -> None:
+        table = self.table
         cursor_uuid = self.cursor_uuid
-        for uuid in set(self._cells) - set(wanted):
-            table.remove_row(uuid)
-            del self._cells[uuid]
-        for info in visible:
-            cells = presenters.domain_cells(info, info.uuid in self.selected)
-            old = self._cells.get(info.uuid)
+        reorder = False
+        for uuid in uuids:
+            info = domains.get(uuid)
+            old = self._cells.get(uuid)
+            if info is None or not self._matches(info):
+                if old is not None:
+                    table.remove_row(uuid)
+                    del self._cells[uuid]
+                continue
+            cells = presenters.domain_cells(info, uuid in self.selected)
             if old is None:
-                table.add_row(*cells.values(), key=info.uuid)
+                table.add_row(*cells.values(), key=uuid)
+                reorder = True
             else:
                 for column, cell in cells.items():
                     if old[column] != cell:  # only cells that changed are touched
-                        table.update_cell(info.uuid, column, cell)
-            self._cells[info.uuid] = cells
-        if wanted != self._order:
+                        table.update_cell(uuid, column, cell)
+                reorder = reorder or old["name"] != cells["name"]
+            self._cells[uuid] = cells
+        if reorder:
             table.sort("name", key=lambda text: (text.plain.casefold(), text.plain))
-            self._order = wanted
             if cursor_uuid in self._cells:
                 table.move_cursor(row=table.get_row_index(cursor_uuid), animate=False)
-        self.selected &= set(domains)
 
     @property
     def cursor_uuid(self) -> str | None:
@@ -176,7 +187,7 @@ class VmsScreen(PaneScreen):
         if uuid is None:
             return
         self.selected ^= {uuid}
-        self.render_data(frozenset({"selection"}))
+        self._sync_rows({uuid}, self.hc.view.domains)
         table = self.table
         if table.cursor_row < table.row_count - 1:
             table.move_cursor(row=table.cursor_row + 1)

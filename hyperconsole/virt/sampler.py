@@ -126,23 +126,25 @@ class DomainSampler:
         calls += extra_calls
         now = self._clock()
 
+        stale = [dom for dom in doms if dirty_all or dom.UUIDString() in dirty
+                 or dom.UUIDString() not in self._static]
+        if stale:
+            calls += self._refresh_static(conn, stale)
         current: dict[str, DomainInfo] = {}
         for dom in doms:
             uuid = dom.UUIDString()
+            static = self._static.get(uuid)
+            if static is None:
+                continue  # undefined between the list and the query
             stats = stats_by_uuid.get(uuid)
-            try:
-                if stats is None:  # driver without bulk stats: per-domain fallback
+            if stats is None:  # driver without bulk stats: per-domain fallback
+                try:
                     stats = self._fallback_stats(dom)
-                    calls += 1
-                static = self._static.get(uuid)
-                if static is None or dirty_all or uuid in dirty:
-                    static, used = self._fetch_static(dom)
-                    calls += used
-                    self._static[uuid] = static
-            except libvirt.libvirtError as exc:
-                if errors.is_no_domain(exc):
-                    continue  # undefined between list and query
-                raise
+                except libvirt.libvirtError as exc:
+                    if errors.is_no_domain(exc):
+                        continue
+                    raise
+                calls += 1
             current[uuid] = self._build(uuid, dom.name(), static, stats, now)
 
         for gone in set(self._static) - set(current):
@@ -179,21 +181,33 @@ class DomainSampler:
         state, _max, _mem, _vcpus, cpu_time = dom.info()
         return {"state.state": state, "cpu.time": cpu_time}
 
-    @staticmethod
-    def _fetch_static(dom) -> tuple[_Static, int]:
-        """Returns the facts and how many libvirt calls it took."""
-        _state, max_mem, mem, vcpus, _cpu = dom.info()
-        persistent = bool(dom.isPersistent())
-        if not persistent:
-            return _Static(vcpus, mem, max_mem, False, False, False), 2
-        autostart = bool(dom.autostart())
-        try:
-            managed = bool(dom.hasManagedSaveImage(0))
-        except libvirt.libvirtError as exc:
-            if not errors.is_no_support(exc):
+    def _refresh_static(self, conn: libvirt.virConnect, doms: list) -> int:
+        """Static facts for new or changed domains; returns the libvirt calls it made.
+
+        Autostart, persistence and managed save come from three filtered lists, whatever the
+        number of domains; only vCPUs and memory need one info() per domain.
+        """
+        flagged = {
+            name: {d.UUIDString() for d in conn.listAllDomains(flag)}
+            for name, flag in (
+                ("autostart", libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
+                ("persistent", libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT),
+                ("managed_save", libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE),
+            )
+        }
+        for dom in doms:
+            uuid = dom.UUIDString()
+            try:
+                _state, max_mem, mem, vcpus, _cpu = dom.info()
+            except libvirt.libvirtError as exc:
+                if errors.is_no_domain(exc):
+                    self._static.pop(uuid, None)
+                    continue
                 raise
-            managed = False
-        return _Static(vcpus, mem, max_mem, autostart, persistent, managed), 4
+            self._static[uuid] = _Static(
+                vcpus, mem, max_mem, uuid in flagged["autostart"], uuid in flagged["persistent"],
+                uuid in flagged["managed_save"])
+        return 3 + len(doms)
 
     def _build(self, uuid: str, name: str, static: _Static, stats: dict, now: float) -> DomainInfo:
         state = DomainState.of(int(stats.get("state.state", 0)))

@@ -15,7 +15,8 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 REGEN = os.environ.get("HYPERCONSOLE_REGEN_GOLDEN") == "1"
 
 NIX_FILES = sorted(
-    p for p in [*REPO.glob("*.nix"), *REPO.glob("nix/**/*.nix"), *REPO.glob("tests/nix/golden/*.nix")]
+    p for p in REPO.rglob("*.nix")
+    if not any(part.startswith(".") or part in ("node_modules", "build", "dist") for part in p.relative_to(REPO).parts)
 )
 
 HOSTILE_VALUE = {

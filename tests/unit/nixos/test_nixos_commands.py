@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from hyperconsole.nixos import commands
-from hyperconsole.nixos.store import FragmentStore
 
 REPO = Path(__file__).resolve().parents[3]
 CORE_MODULES = [

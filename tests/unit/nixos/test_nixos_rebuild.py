@@ -186,3 +186,16 @@ def test_diff_of_non_store_generations_is_a_file_diff(tmp_path):
 def test_generations_without_profiles_dir_is_a_clear_error(tmp_path):
     with pytest.raises(HyperconsoleError, match="no system profiles"):
         list_generations(tmp_path / "none", tmp_path / "booted")
+
+
+def test_failing_callback_stops_the_rebuild(nixos_dir, tmp_path, script, wait_for):
+    pidfile = tmp_path / "pid"
+    cmd = script("chatty", f'echo $$ > {pidfile}; echo "first"; exec sleep 60\n')
+
+    def explode(line):
+        raise RuntimeError("log view went away")
+
+    with pytest.raises(RuntimeError):
+        runner_for(nixos_dir, cmd, tmp_path).run("test", on_line=explode)
+    pid = int(pidfile.read_text())
+    assert wait_for(lambda: _proc_state(pid) == "Z" or not Path(f"/proc/{pid}").exists(), timeout=10)

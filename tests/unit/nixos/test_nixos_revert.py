@@ -201,3 +201,66 @@ def test_cli_confirm_keeps_the_change(nixos_dir, tmp_path, recording_rebuild, sc
     assert (nixos_dir / "hyperconsole" / "security-profile.nix").exists()
     again = subprocess.run(CLI_APPLY + ["confirm", *common], capture_output=True, text=True, timeout=30)
     assert again.returncode == 1 and again.stderr.strip() == "error: nothing is waiting for confirmation"
+
+
+def test_trial_that_cannot_start_restores_files_without_reactivating(setup, nixos_dir, tmp_path):
+    store, controller, calls, _, reverts = setup
+    controller.runner = RebuildRunner(nixos_dir, str(tmp_path / "missing-rebuild"), state_dir=tmp_path / "state", use_systemd=False)
+    before = store.read("ssh").text
+    with pytest.raises(HyperconsoleError, match="cannot run"):
+        controller.apply(_risky_change(store), timeout=30, description="risky")
+    assert store.read("ssh").text == before and not store.read("firewall").exists
+    assert controller.pending() is None and _lines(reverts) == []
+    assert "trial rebuild could not start" in controller.last_revert()["reason"]
+
+
+OWNER_DIES = """
+import os, sys
+from pathlib import Path
+from hyperconsole.nixos.rebuild import RebuildRunner
+from hyperconsole.nixos.revert import ConfirmOrRevert
+from hyperconsole.nixos.store import FragmentStore
+nixos_dir, rebuild, revert, state = sys.argv[1:5]
+store = FragmentStore(nixos_dir)
+runner = RebuildRunner(nixos_dir, rebuild, state_dir=Path(state), use_systemd=False)
+controller = ConfirmOrRevert(store, runner, revert, state_dir=Path(state), use_systemd=False)
+change = store.prepare({"ssh": {"services": {"openssh": {"enable": False}}}}, source="t", message="m")
+controller.apply(change, timeout=600, description="owner dies")
+"""
+
+
+def test_console_killed_during_trial_reverts_at_once(setup, nixos_dir, tmp_path, script, wait_for):
+    store, controller, _, _, reverts = setup
+    started = tmp_path / "trial-started"
+    hanging = script("hanging-rebuild", f"echo $$ > {started}; exec sleep 60\n")
+    before = store.read("ssh").text
+    console = subprocess.Popen([sys.executable, "-c", OWNER_DIES, str(nixos_dir), str(hanging),
+                                " ".join(controller.revert_argv), str(tmp_path / "state")])
+    assert wait_for(lambda: started.exists() and started.read_text().strip(), timeout=15)
+    assert controller.pending().state == "testing"
+    os.kill(console.pid, 9)
+    console.wait()
+    # Its trial rebuild (own session) may outlive it; the revert waits for the rebuild lock,
+    # which died with the console, and then restores.
+    assert wait_for(lambda: controller.pending() is None, timeout=15)
+    assert store.read("ssh").text == before and _lines(reverts) == ["revert"]
+    assert controller.last_revert()["reason"] == "the console exited during the trial rebuild"
+    try:
+        os.kill(int(started.read_text()), 9)  # the orphaned stand-in rebuild, by its own pid
+    except ProcessLookupError:
+        pass
+
+
+def test_default_confirm_timeout_only_for_risky_options(nixos_dir):
+    from hyperconsole.nixos.revert import default_confirm_timeout
+
+    store = FragmentStore(nixos_dir)
+    risky = store.prepare({"fw": {"networking": {"firewall": {"allowedTCPPorts": [80]}}}}, source="t", message="m")
+    bridge = store.prepare({"br": {"networking": {"bridges": {"br0": {"interfaces": ["eth0"]}}}}}, source="t", message="m")
+    harmless = store.prepare({"motd": {"networking": {"hostName": "hv1"}, "time": {"timeZone": "UTC"}}}, source="t", message="m")
+    assert default_confirm_timeout(risky, 120) == 120
+    assert default_confirm_timeout(bridge, 120) == 120
+    assert default_confirm_timeout(harmless, 120) == 0
+    store.commit(risky)
+    # Removing a risky fragment is risky too (the old text is checked as well).
+    assert default_confirm_timeout(store.prepare({"fw": None}, source="t", message="m"), 90) == 90
