@@ -79,16 +79,12 @@ def _is_demo(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "demo", False))
 
 
-def make_runner(args: argparse.Namespace, config: Config) -> RebuildRunner:
-    # The demo's "rebuild" is a local evaluation; running it in a transient unit adds nothing.
-    return RebuildRunner.from_config(config, use_systemd=False if _is_demo(args) else None)
-
-
 def make_controller(args: argparse.Namespace, config: Config) -> ConfirmOrRevert:
-    runner = make_runner(args, config)
-    return ConfirmOrRevert(
-        FragmentStore(config.nixos_dir), runner, config.revert_command, use_systemd=False if _is_demo(args) else None
-    )
+    return controller_for(config, demo=_is_demo(args))
+
+
+def make_runner(args: argparse.Namespace, config: Config) -> RebuildRunner:
+    return make_controller(args, config).runner
 
 
 def _interactive() -> bool:

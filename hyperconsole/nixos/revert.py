@@ -345,6 +345,14 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def controller_for(config, demo: bool = False) -> "ConfirmOrRevert":
+    """The store, runner and revert command a config describes (CLI and Security pane alike).
+    The demo's "rebuild" is a local evaluation; running it in a transient unit adds nothing."""
+    use_systemd = False if demo else None
+    runner = RebuildRunner.from_config(config, use_systemd=use_systemd)
+    return ConfirmOrRevert(FragmentStore(config.nixos_dir), runner, config.revert_command, use_systemd=use_systemd)
+
+
 def default_confirm_timeout(changeset: ChangeSet, configured: int) -> int:
     """`configured` seconds when the change touches options that can cut the operator off
     (firewall, SSH, users, bridges, security/profile), else 0 (switch directly)."""

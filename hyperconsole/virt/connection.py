@@ -176,7 +176,10 @@ class ConnectionManager:
     def _on_close(self, conn, reason, _opaque) -> None:
         if conn is not self._conn or self._closing:
             return
-        self.connection_lost(f"connection closed (reason {reason})")
+        # libvirt holds its close-callback lock while calling us, and connection_lost()
+        # unregisters this very callback: doing it here would deadlock the event loop.
+        threading.Thread(target=self.connection_lost, args=(f"connection closed (reason {reason})",),
+                         name="libvirt-lost", daemon=True).start()
 
     def connection_lost(self, message: str) -> None:
         """Called by the close callback or by a caller whose call failed on a dead connection."""
