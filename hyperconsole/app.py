@@ -22,6 +22,7 @@ from hyperconsole.messages import (
 from hyperconsole.screens.base import PaneScreen
 from hyperconsole.screens.dashboard import DashboardScreen
 from hyperconsole.screens.help import HelpScreen
+from hyperconsole.screens.security import SecurityScreen
 from hyperconsole.screens.vms import VmsScreen
 from hyperconsole.viewstate import ViewState
 from hyperconsole.virt import inventory
@@ -35,12 +36,13 @@ log = logging.getLogger(__name__)
 class HyperconsoleApp(App):
     TITLE = "hyperconsole"
     CSS_PATH = Path(__file__).with_name("hyperconsole.tcss")
-    MODES = {"dashboard": DashboardScreen, "vms": VmsScreen}
+    MODES = {"dashboard": DashboardScreen, "vms": VmsScreen, "security": SecurityScreen}
     DEFAULT_MODE = "vms"
     COMMANDS = App.COMMANDS | {ActionsProvider}
     BINDINGS = [
         Binding("1", "switch_mode('dashboard')", "Dashboard", id="app.dashboard"),
         Binding("2", "switch_mode('vms')", "VMs", id="app.vms"),
+        Binding("6", "switch_mode('security')", "Security", id="app.security"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+r", "reconnect", "Reconnect", show=False, id="app.reconnect"),

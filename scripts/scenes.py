@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from hyperconsole import cli
 from hyperconsole.app import HyperconsoleApp
 from hyperconsole.config import Config
 from hyperconsole.host.metrics import HostSampler
@@ -56,6 +57,13 @@ async def snapshots(pilot) -> None:
     await settle(pilot)
 
 
+async def security(pilot) -> None:
+    await pilot.press("6")
+    await settle(pilot)
+    await pilot.pause(0.3)
+    await settle(pilot)
+
+
 async def help_(pilot) -> None:
     await pilot.press("question_mark")
     await settle(pilot)
@@ -67,13 +75,20 @@ SCENES: dict[str, Callable[..., Awaitable[None]]] = {
     "details": details,
     "create": create,
     "snapshots": snapshots,
+    "security": security,
     "help": help_,
 }
 
 
-def demo_app(host_sampler: HostSampler | None = None, refresh: float = 3600.0) -> HyperconsoleApp:
+def demo_config(**changes) -> Config:
+    """Exactly what `hyperconsole --demo` runs with (scratch NixOS dir, demo rebuild), plus changes."""
+    return cli.resolve(cli.build_parser().parse_args(["--demo"])).replace(**changes)
+
+
+def demo_app(host_sampler: HostSampler | None = None, refresh: float = 3600.0, **changes) -> HyperconsoleApp:
     """The demo app; the default long refresh means a picture is taken after the first tick."""
-    manager = ConnectionManager(demo.demo_uri())
+    config = demo_config(refresh=refresh, **changes)
+    manager = ConnectionManager(config.uri)
     manager.connect()
     demo.prepare(manager)
-    return HyperconsoleApp(manager, Config(refresh=refresh), demo=True, host_sampler=host_sampler)
+    return HyperconsoleApp(manager, config, demo=True, host_sampler=host_sampler)

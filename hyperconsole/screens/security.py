@@ -1,0 +1,282 @@
+"""Security pane (`6`): the host's profile and hardening toggles, written as a NixOS fragment and
+applied with confirm-or-revert. Shows the current choice, every profile with its summary, a
+side-by-side diff of the change, and the rebuild log; a trial change counts down until confirmed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Log, OptionList, SelectionList, Static
+from textual.widgets.option_list import Option
+
+from hyperconsole import profiles
+from hyperconsole.errors import HyperconsoleError
+from hyperconsole.messages import ActionDone
+from hyperconsole.nixos.rebuild import RebuildLine
+from hyperconsole.nixos.revert import PendingChange, controller_for, default_confirm_timeout
+from hyperconsole.nixos.store import ChangeSet
+from hyperconsole.screens.base import PaneScreen
+from hyperconsole.widgets.confirm import ConfirmDialog
+from hyperconsole.widgets.sidediff import side_by_side
+
+
+@dataclass(frozen=True)
+class SecurityState:
+    catalog: profiles.Catalog
+    current: profiles.Selection | None
+    pending: PendingChange | None
+
+
+class SecurityScreen(PaneScreen):
+    BINDINGS = [
+        Binding("a", "apply", "Apply", id="security.apply"),
+        Binding("k", "confirm", "Keep trial", id="security.confirm"),
+        Binding("u", "revert", "Revert trial", id="security.revert"),
+        Binding("R", "reload", "Reload", id="security.reload"),
+    ]
+    MUTATING = frozenset({"apply", "confirm", "revert"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: SecurityState | None = None
+        self.changeset: ChangeSet | None = None
+        self._filled = False
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="security"):
+            with Vertical(id="sec-left", classes="box"):
+                yield Static("Security profile", classes="box-title")
+                yield Static("reading…", id="sec-current")
+                yield Static("Profiles", classes="spark-label")
+                yield OptionList(id="sec-profiles")
+                yield Static("Hardening toggles (space)", classes="spark-label")
+                yield SelectionList[str](id="sec-toggles")
+                yield Static("", id="sec-problems", classes="error")
+            with Vertical(id="sec-right"):
+                yield Static("", id="sec-pending")
+                yield Static("Change preview", classes="box-title")
+                with VerticalScroll(id="sec-diff-box"):
+                    yield Static("", id="sec-diff")
+                yield Static("Rebuild log", classes="box-title")
+                yield Log(id="sec-log", highlight=False)
+
+    def on_mount(self) -> None:
+        self.load()
+        self.set_interval(1.0, self._tick_countdown)
+
+    @property
+    def controller(self):
+        return controller_for(self.hc.config, demo=self.hc.view.demo)
+
+    # -- loading ---------------------------------------------------------------------------------
+    def action_reload(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="security-load", exit_on_error=False, description="read profiles")
+    def load(self) -> None:
+        try:
+            catalog = profiles.load_catalog()
+            controller = self.controller
+            state = SecurityState(catalog, profiles.current_selection(controller.store), controller.pending())
+        except HyperconsoleError as exc:
+            self.app.call_from_thread(self._show_error, str(exc))
+            return
+        self.app.call_from_thread(self._fill, state)
+
+    def _show_error(self, text: str) -> None:
+        self.query_one("#sec-current", Static).update(Text(text, "red"))
+
+    def _fill(self, state: SecurityState) -> None:
+        self.state = state
+        current = state.current
+        line = Text()
+        if current is None:
+            line.append("no profile written yet by hyperconsole", "yellow")
+        else:
+            line.append(current.profile, "bold green")
+            line.append("  toggles: " + (", ".join(current.toggles) or "none"))
+        line.append(f"\nNixOS dir {self.hc.config.nixos_dir}", "dim")
+        self.query_one("#sec-current", Static).update(line)
+        if not self._filled:  # keep the operator's cursor and ticks on reload
+            options = self.query_one("#sec-profiles", OptionList)
+            for name, profile in sorted(state.catalog.profiles.items()):
+                prompt = Text(name, "bold")
+                prompt.append("  " + profile.summary, "dim")
+                options.add_option(Option(prompt, id=name))
+            chosen = current.profile if current else next(iter(sorted(state.catalog.profiles)), None)
+            if chosen is not None:
+                options.highlighted = options.get_option_index(chosen)
+            toggles = self.query_one("#sec-toggles", SelectionList)
+            for name, toggle in sorted(state.catalog.toggles.items()):
+                label = Text(name, "bold")
+                label.append("  " + toggle.summary, "dim")
+                toggles.add_option((label, name, bool(current and name in current.toggles)))
+            self._filled = True
+        problems = "\n".join(state.catalog.problems)
+        self.query_one("#sec-problems", Static).update(Text(problems))
+        self._show_pending()
+        self.preview()
+
+    # -- preview ---------------------------------------------------------------------------------
+    def selection(self) -> tuple[str | None, tuple[str, ...]]:
+        options = self.query_one("#sec-profiles", OptionList)
+        name = None
+        if options.highlighted is not None:
+            name = options.get_option_at_index(options.highlighted).id
+        toggles = tuple(self.query_one("#sec-toggles", SelectionList).selected)
+        return name, toggles
+
+    @on(OptionList.OptionHighlighted, "#sec-profiles")
+    @on(SelectionList.SelectedChanged, "#sec-toggles")
+    def _selection_changed(self, _event) -> None:
+        if self.state is not None:
+            self.preview()
+
+    def preview(self) -> None:
+        name, toggles = self.selection()
+        if name is not None and self.state is not None:
+            self._prepare(name, toggles)
+
+    @work(thread=True, exclusive=True, group="security-preview", exit_on_error=False, description="diff profile")
+    def _prepare(self, name: str, toggles: tuple[str, ...]) -> None:
+        try:
+            changeset = profiles.prepare_profile_change(self.controller.store, self.state.catalog, name, toggles,
+                                                        source="Security pane")
+        except HyperconsoleError as exc:
+            self.app.call_from_thread(self._show_diff, None, str(exc))
+            return
+        self.app.call_from_thread(self._show_diff, changeset, "")
+
+    def _show_diff(self, changeset: ChangeSet | None, error: str) -> None:
+        self.changeset = changeset
+        target = self.query_one("#sec-diff", Static)
+        if changeset is None:
+            target.update(Text(error, "red"))
+        elif changeset.is_empty:
+            target.update(Text("This profile and these toggles are what the host has now: nothing to apply.", "dim"))
+        else:
+            change = next(c for c in changeset.changes if c.changed)
+            target.update(side_by_side(change.old_text, change.new_text,
+                                       old_title=f"{change.name}.nix now", new_title="after apply"))
+
+    # -- pending trial -------------------------------------------------------------------------------
+    def _show_pending(self) -> None:
+        pending = self.state.pending if self.state else None
+        banner = self.query_one("#sec-pending", Static)
+        bar = self.query_one("StatusBar")
+        if pending is None:
+            banner.update("")
+            banner.remove_class("pending")
+            bar.pending = ""
+            return
+        banner.add_class("pending")
+        if pending.state == "testing":
+            text = f"Trial rebuild running: {pending.description}"
+            bar.pending = "TRIAL"
+        else:
+            seconds = int(pending.remaining())
+            text = (f"Trial active: {pending.description}. Reverts by itself in {seconds} s unless kept: "
+                    "k keeps it, u reverts now.")
+            bar.pending = f"REVERT IN {seconds}s"
+        banner.update(Text(text))
+
+    def _tick_countdown(self) -> None:
+        pending = self.state.pending if self.state else None
+        if pending is None:
+            return
+        if pending.state != "testing" and pending.remaining() <= 0:
+            self.load()  # the timer has fired: read what the revert left behind
+        self._show_pending()
+
+    # -- actions --------------------------------------------------------------------------------------
+    def _log_line(self, line: RebuildLine) -> None:
+        self.app.call_from_thread(self.query_one("#sec-log", Log).write_line, f"{line.elapsed:6.1f}s  {line.text}")
+
+    def action_apply(self) -> None:
+        name, toggles = self.selection()
+        changeset = self.changeset
+        if name is None or changeset is None:
+            return
+        if changeset.is_empty:
+            self.notify("nothing to apply: the host already has this profile and these toggles")
+            return
+        timeout = default_confirm_timeout(changeset, self.hc.config.confirm_timeout)
+        detail = (f"Activated on trial with `test`; it reverts by itself after {timeout} s unless you keep it (k)."
+                  if timeout else "Applied with `switch` directly.")
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.query_one("#sec-log", Log).clear()
+                self._apply(changeset, timeout, f"security profile {name}" + (f" + {', '.join(toggles)}" if toggles else ""))
+
+        self.app.push_screen(ConfirmDialog(f"Apply security profile {name}?", detail), answered)
+
+    @work(thread=True, exclusive=True, group="security-apply", exit_on_error=False, description="apply profile")
+    def _apply(self, changeset: ChangeSet, timeout: int, description: str) -> None:
+        label = "apply " + description
+        try:
+            outcome = self.controller.apply(changeset, timeout=timeout, description=description,
+                                            on_line=self._log_line)
+        except HyperconsoleError as exc:
+            self.app.post_message(ActionDone(label, error=str(exc)))
+        else:
+            if outcome.reverted:
+                error = "the trial rebuild failed; files restored and the previous system re-activated"
+                self.app.post_message(ActionDone(label, error=error))
+            elif outcome.rebuild is not None and not outcome.rebuild.ok:
+                self.app.post_message(ActionDone(label, error=outcome.rebuild.summary()))
+            elif outcome.pending is not None:
+                self.app.post_message(ActionDone(label, detail=f"on trial: keep it with k within {timeout} s"))
+            else:
+                self.app.post_message(ActionDone(label, detail="applied"))
+        self.app.call_from_thread(self.load)
+
+    def action_confirm(self) -> None:
+        if not (self.state and self.state.pending):
+            self.notify("no trial change is waiting for confirmation")
+            return
+        self._confirm()
+
+    @work(thread=True, exclusive=True, group="security-apply", exit_on_error=False, description="confirm change")
+    def _confirm(self) -> None:
+        try:
+            result = self.controller.confirm(on_line=self._log_line)
+        except HyperconsoleError as exc:
+            self.app.post_message(ActionDone("keep trial change", error=str(exc)))
+        else:
+            if result.ok:
+                self.app.post_message(ActionDone("keep trial change", detail="made permanent with switch"))
+            else:
+                self.app.post_message(ActionDone("keep trial change", error=result.summary()))
+        self.app.call_from_thread(self.load)
+
+    def action_revert(self) -> None:
+        if not (self.state and self.state.pending):
+            self.notify("no trial change to revert")
+            return
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self._revert()
+
+        self.app.push_screen(ConfirmDialog("Revert the trial change now?",
+                                           "The fragment files are restored and the previous system re-activated."),
+                             answered)
+
+    @work(thread=True, exclusive=True, group="security-apply", exit_on_error=False, description="revert change")
+    def _revert(self) -> None:
+        try:
+            self.controller.revert_now(reason="reverted by the operator", on_line=self._log_line)
+        except HyperconsoleError as exc:
+            self.app.post_message(ActionDone("revert trial change", error=str(exc)))
+        else:
+            self.app.post_message(ActionDone("revert trial change", detail="reverted"))
+        self.app.call_from_thread(self.load)
+
+    def render_data(self, kinds: frozenset[str]) -> None:
+        """Nothing from libvirt here; profile data is read on mount and after each action."""

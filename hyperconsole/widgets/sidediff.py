@@ -1,0 +1,32 @@
+"""Side-by-side diff of two texts as a Rich table: removed lines red on the left, added green
+on the right. Texts come from files the operator may have edited: shown literally, never markup."""
+
+from __future__ import annotations
+
+import difflib
+
+from rich.table import Table
+from rich.text import Text
+
+
+def side_by_side(old: str | None, new: str | None, *, old_title: str = "now", new_title: str = "after") -> Table:
+    table = Table(box=None, expand=True, padding=(0, 1), show_edge=False)
+    table.add_column(Text(old_title, "bold"), ratio=1, overflow="fold")
+    table.add_column(Text(new_title, "bold"), ratio=1, overflow="fold")
+    left = (old or "").splitlines()
+    right = (new or "").splitlines()
+    if old is None:
+        left = []
+    matcher = difflib.SequenceMatcher(a=left, b=right, autojunk=False)
+    for op, a0, a1, b0, b1 in matcher.get_opcodes():
+        if op == "equal":
+            for a, b in zip(left[a0:a1], right[b0:b1]):
+                table.add_row(Text(a, "dim"), Text(b, "dim"))
+            continue
+        olds, news = left[a0:a1], right[b0:b1]
+        for i in range(max(len(olds), len(news))):
+            table.add_row(
+                Text("- " + olds[i], "red") if i < len(olds) else Text(""),
+                Text("+ " + news[i], "green") if i < len(news) else Text(""),
+            )
+    return table
