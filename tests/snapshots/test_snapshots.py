@@ -8,7 +8,9 @@ pictures depend only on our code and the demo host.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +38,10 @@ class PinnedHostSampler:
 
 @pytest.fixture(autouse=True)
 def _pinned_host(monkeypatch):
+    # The Security pane shows the demo's scratch NixOS dir: give it the same path every run.
+    state = Path("/tmp/hyperconsole-snapshot-state")
+    shutil.rmtree(state, ignore_errors=True)
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     monkeypatch.setenv("SSH_CONNECTION", "198.51.100.7 50000 192.0.2.10 22")
