@@ -15,6 +15,7 @@ from hyperconsole.commands import ActionsProvider
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host.metrics import HostSampler
+from hyperconsole.nixos.revert import controller_for
 from hyperconsole.messages import (
     ActionDone, ConnectionChanged, DataChanged, DomainLifecycle, DomainsSampled, HostSampled,
     PollFailed,
@@ -78,6 +79,7 @@ class HyperconsoleApp(App):
             self.poll_domains()
         self.poll_host()
         self._load_node()
+        self._check_pending()
 
     def _from_libvirt(self, event: object) -> None:
         """Runs on libvirt's event thread or the reconnect thread: only post messages here."""
@@ -168,6 +170,24 @@ class HyperconsoleApp(App):
     def _set_node(self, node) -> None:
         self.view.node = node
         self._notify_screen("node")
+
+    @work(thread=True, group="pending", exit_on_error=False, description="pending host change")
+    def _check_pending(self) -> None:
+        """A trial change left by an earlier session (or the CLI) is shown and can be kept."""
+        try:
+            pending = controller_for(self.config, demo=self.view.demo).pending()
+        except HyperconsoleError as exc:
+            log.info("cannot read pending change: %s", exc)
+            return
+        if pending is not None:
+            self.call_from_thread(self._found_pending, pending)
+
+    def _found_pending(self, pending) -> None:
+        self.view.pending = pending
+        self.notify(f"{pending.description}: on trial and reverts by itself unless kept. "
+                    "Press 6, then k to keep it.", title="Host change waiting", severity="warning",
+                    timeout=15, markup=False)
+        self._notify_screen("pending")
 
     # -- connection ----------------------------------------------------------------------------
     @on(ConnectionChanged)

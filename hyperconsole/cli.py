@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         nixos_commands = None
     if nixos_commands is not None:
         nixos_commands.register(subparsers, sub_common)
+    from hyperconsole.host import netcommands
+    netcommands.register(subparsers, sub_common)
     parser.set_defaults(func=run_tui)
     return parser
 

@@ -6,6 +6,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from hyperconsole.host.metrics import HostSample
+from hyperconsole.nixos.revert import PendingChange
 from hyperconsole.virt.models import ConnectionState, DomainInfo, InventoryDiff, NodeInfo
 
 HISTORY = 60
@@ -30,6 +31,7 @@ class ViewState:
     rx_history: deque = field(default_factory=lambda: deque([0.0] * HISTORY, maxlen=HISTORY))
     tx_history: deque = field(default_factory=lambda: deque([0.0] * HISTORY, maxlen=HISTORY))
     poll_error: str = ""
+    pending: PendingChange | None = None  # a host change on trial, waiting to be kept
 
     def record_host(self, sample: HostSample) -> None:
         self.host = sample
@@ -37,3 +39,11 @@ class ViewState:
         self.mem_history.append(sample.memory_percent)
         self.rx_history.append(sample.net_rx_bps or 0.0)
         self.tx_history.append(sample.net_tx_bps or 0.0)
+
+
+def pending_badge(pending: PendingChange | None) -> str:
+    if pending is None:
+        return ""
+    if pending.state == "testing":
+        return "TRIAL REBUILD"
+    return f"REVERT IN {int(pending.remaining())}s (6, k keeps)"

@@ -28,7 +28,7 @@ from hyperconsole.nixos.rebuild import (
     ACTIONS, RebuildLine, RebuildResult, RebuildRunner, diff_generations, find_generation, list_generations,
     rollback_argvs,
 )
-from hyperconsole.nixos.revert import ConfirmOrRevert
+from hyperconsole.nixos.revert import ConfirmOrRevert, controller_for
 from hyperconsole.nixos.store import FragmentStore, atomic_write
 
 MAX_CONFIRM_TIMEOUT = 86400

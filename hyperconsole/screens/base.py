@@ -11,6 +11,7 @@ from textual.widgets import Footer, Header
 
 from hyperconsole import presenters
 from hyperconsole.messages import DataChanged
+from hyperconsole.viewstate import pending_badge
 from hyperconsole.widgets.statusbar import StatusBar
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class PaneScreen(Screen):
         bar.readonly = view.readonly
         bar.demo = view.demo
         bar.message = view.connection_message or view.poll_error
+        bar.pending = pending_badge(view.pending)
 
     def render_data(self, kinds: frozenset[str]) -> None:
         """Override: redraw from self.hc.view. Runs on the UI thread; must not block."""

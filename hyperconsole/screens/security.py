@@ -167,22 +167,19 @@ class SecurityScreen(PaneScreen):
     # -- pending trial -------------------------------------------------------------------------------
     def _show_pending(self) -> None:
         pending = self.state.pending if self.state else None
+        self.hc.view.pending = pending
+        self.update_status()
         banner = self.query_one("#sec-pending", Static)
-        bar = self.query_one("StatusBar")
         if pending is None:
             banner.update("")
             banner.remove_class("pending")
-            bar.pending = ""
             return
         banner.add_class("pending")
         if pending.state == "testing":
             text = f"Trial rebuild running: {pending.description}"
-            bar.pending = "TRIAL"
         else:
-            seconds = int(pending.remaining())
-            text = (f"Trial active: {pending.description}. Reverts by itself in {seconds} s unless kept: "
-                    "k keeps it, u reverts now.")
-            bar.pending = f"REVERT IN {seconds}s"
+            text = (f"Trial active: {pending.description}. Reverts by itself in {int(pending.remaining())} s "
+                    "unless kept: k keeps it, u reverts now.")
         banner.update(Text(text))
 
     def _tick_countdown(self) -> None:

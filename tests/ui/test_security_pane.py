@@ -105,3 +105,21 @@ async def test_readonly_hides_apply_keep_revert():
         assert not isinstance(app.screen, ConfirmDialog)
         for action in ("apply", "confirm", "revert"):
             assert screen.check_action(action, ()) is False
+
+
+async def test_a_new_session_shows_the_waiting_trial_and_can_keep_it():
+    first = demo_app(confirm_timeout=120)
+    async with first.run_test(size=(150, 42)) as pilot:
+        screen = await open_pane(pilot)
+        await pilot.press("a", "y")
+        await wait_until(pilot, lambda: screen.state and screen.state.pending and screen.state.pending.state == "armed", 60)
+    # The console exits; the trial stays. A new session opens on the VM list and says so.
+    second = demo_app(confirm_timeout=120)
+    async with second.run_test(size=(150, 42)) as pilot:
+        await settle(pilot)
+        assert second.view.pending is not None
+        assert "REVERT IN" in second.screen.query_one("StatusBar").pending
+        screen = await open_pane(pilot)
+        await pilot.press("k")
+        await wait_until(pilot, lambda: screen.state and screen.state.pending is None, 60)
+        assert second.screen.query_one("StatusBar").pending == ""

@@ -1,0 +1,259 @@
+"""`hyperconsole net …`: host bridges, VLANs and addresses written to network.nix, plus `net show`.
+
+Each change command: read network.nix → edit the model (validated; a refusal is one line and
+nothing is written) → print the diff, warnings and impact → apply through ConfirmOrRevert exactly
+like `profile apply`. A change touching the interface that carries the SSH session is always
+applied with confirm-or-revert: `--confirm-timeout 0` is refused for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from hyperconsole.config import Config
+from hyperconsole.errors import HyperconsoleError, ValidationError
+from hyperconsole.host import interfaces as interfaces_mod
+from hyperconsole.host import netconfig
+from hyperconsole.nixos.commands import (
+    _ask_within, _confirm, _interactive, _print_line, _report_failure, confirm_timeout_arg, guarded, make_controller,
+)
+from hyperconsole.nixos.revert import default_confirm_timeout
+from hyperconsole.nixos.store import FragmentStore
+
+SOURCE = "net command"
+# The revert window for a change on the SSH uplink when the configured default is 0.
+UPLINK_FALLBACK_TIMEOUT = Config().confirm_timeout
+
+
+def read_host_interfaces() -> tuple[list[interfaces_mod.InterfaceInfo], list[str]]:
+    """The host's interfaces, or none plus a warning: not being able to read them (no iproute2)
+    must not stop preparing a config, it only loses the existence warnings and uplink check."""
+    try:
+        return interfaces_mod.read_interfaces(), []
+    except HyperconsoleError as exc:
+        return [], [f"cannot read this host's interfaces ({exc}); existence and uplink checks skipped"]
+
+
+def read_vm_nics(config: Config) -> list[tuple[str, str]]:
+    """(VM, bridge/source) pairs for the impact preview. Not wired to libvirt yet (the libvirt
+    networks work owns domain NIC reading); tests and the pane pass their own."""
+    return []
+
+
+def _apply_change(args: argparse.Namespace, config: Config,
+                  edit: Callable[[netconfig.NetworkConfig, set[str] | None], netconfig.NetworkChange]) -> int:
+    store = FragmentStore(config.nixos_dir)
+    current, fragment = netconfig.load(store)
+    host, notes = read_host_interfaces()
+    existing = interfaces_mod.interface_names(host) if host else None
+    change = edit(current, existing)
+    changeset = netconfig.prepare(store, fragment, change, source=SOURCE)
+    if changeset.is_empty:
+        print(f"network.nix already says this ({change.description}); nothing to change")
+        return 0
+    uplinks = interfaces_mod.uplink_interfaces(host) if host else []
+    result = netconfig.impact(change, host, read_vm_nics(config), uplinks=uplinks)
+    if result.touches_uplink and args.confirm_timeout == 0:
+        raise ValidationError(
+            f"this change touches {', '.join(sorted(set(uplinks)))}, which carries your SSH session; "
+            "--confirm-timeout 0 is refused for it", hint="leave it out or give a number of seconds to confirm in",
+        )
+    print(changeset.diff(), end="")
+    for warning in notes + result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.bridges_changed:
+        print(f"bridges changed: {', '.join(result.bridges_changed)}")
+    if _interactive() and not args.yes:
+        answer = _ask_within("Apply this change? [y/N] ", 3600)
+        if (answer or "").lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+    if args.confirm_timeout is not None:
+        timeout = args.confirm_timeout
+    else:
+        timeout = default_confirm_timeout(changeset, config.confirm_timeout)
+    if result.touches_uplink and timeout <= 0:
+        # The configured default may be 0; the session must still get a way back.
+        timeout = config.confirm_timeout if config.confirm_timeout > 0 else UPLINK_FALLBACK_TIMEOUT
+    if result.touches_uplink and args.no_rebuild:
+        print("warning: not rebuilt; activate it with confirm-or-revert (`hyperconsole rebuild test` does not revert by itself)",
+              file=sys.stderr)
+    controller = make_controller(args, config)
+    outcome = controller.apply(changeset, timeout=timeout, description=changeset.message.removeprefix("hyperconsole: "),
+                               rebuild=not args.no_rebuild, on_line=_print_line)
+    return report_outcome(args, config, outcome)
+
+
+def report_outcome(args: argparse.Namespace, config: Config, outcome) -> int:
+    # Mirrors cmd_profile_apply's reporting (it is inline there, so it cannot be imported).
+    for warning in outcome.commit.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {', '.join(n + '.nix' for n in outcome.commit.written) or 'nothing'} (history: {outcome.commit.history})")
+    if outcome.rebuild is None:
+        print("not rebuilt (--no-rebuild); run `hyperconsole rebuild switch` to activate")
+        return 0
+    if outcome.reverted:
+        _report_failure(outcome.rebuild)
+        print("the fragment files were restored and the previous configuration re-activated", file=sys.stderr)
+        return 1
+    if not outcome.rebuild.ok:
+        _report_failure(outcome.rebuild)
+        return 1
+    if outcome.pending is None:
+        print(f"applied with {outcome.rebuild.action} in {outcome.rebuild.duration:.1f}s")
+        return 0
+    pending = outcome.pending
+    print(f"trial configuration active; run `hyperconsole confirm` within {pending.timeout}s to keep it, "
+          "otherwise it reverts by itself")
+    if not _interactive():
+        return 0
+    answer = _ask_within(f"Keep this configuration? Type 'yes' within {pending.timeout}s: ", pending.remaining())
+    if answer and answer.lower() in ("y", "yes"):
+        return _confirm(args, config)
+    print("not confirmed: the change will revert by itself when the timer runs out")
+    return 0
+
+
+# -- handlers -------------------------------------------------------------------------------------
+
+
+@guarded
+def cmd_bridge_add(args: argparse.Namespace, config: Config) -> int:
+    return _apply_change(args, config, lambda cfg, ex: netconfig.add_bridge(cfg, args.name, args.iface or [], rstp=args.rstp, existing=ex))
+
+
+@guarded
+def cmd_bridge_remove(args: argparse.Namespace, config: Config) -> int:
+    return _apply_change(args, config, lambda cfg, ex: netconfig.remove_bridge(cfg, args.name, existing=ex))
+
+
+@guarded
+def cmd_vlan_add(args: argparse.Namespace, config: Config) -> int:
+    return _apply_change(args, config, lambda cfg, ex: netconfig.add_vlan(cfg, args.name, args.id, args.parent, existing=ex))
+
+
+@guarded
+def cmd_vlan_remove(args: argparse.Namespace, config: Config) -> int:
+    return _apply_change(args, config, lambda cfg, ex: netconfig.remove_vlan(cfg, args.name, existing=ex))
+
+
+@guarded
+def cmd_addr_set(args: argparse.Namespace, config: Config) -> int:
+    return _apply_change(args, config, lambda cfg, ex: netconfig.set_address(
+        cfg, args.iface, dhcp=args.dhcp, address=args.address, gateway=args.gateway, existing=ex))
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1000:.1f}k"
+
+
+@guarded
+def cmd_show(args: argparse.Namespace, config: Config) -> int:
+    host = interfaces_mod.read_interfaces(args.netns)
+    uplinks = set(interfaces_mod.uplink_interfaces(host, netns=args.netns))
+    header = f"{'NAME':<16}{'KIND':<10}{'STATE':<15}{'CARRIER':<8}{'SPEED':>7} {'MTU':>6}  {'MAC':<18}DETAILS"
+    print(header)
+    for i in host:
+        details = []
+        if i.bridge:
+            details.append(f"members={','.join(i.bridge.members) or '-'} stp={'on' if i.bridge.stp else 'off'}")
+        if i.vlan:
+            details.append(f"vlan {i.vlan.id} on {i.vlan.parent}")
+        if i.bond:
+            details.append(f"bond {i.bond.mode} slaves={','.join(i.bond.slaves) or '-'}")
+        if i.master:
+            details.append(f"in {i.master}")
+        details += [a.cidr for a in i.addresses if a.scope != "link"]
+        if i.name in uplinks:
+            details.append("[SSH uplink]")
+        carrier = "-" if i.carrier is None else ("yes" if i.carrier else "no")
+        speed = f"{i.speed_mbps}M" if i.speed_mbps else "-"
+        print(f"{i.name:<16}{i.kind:<10}{i.state:<15}{carrier:<8}{speed:>7} {i.mtu:>6}  {(i.mac or '-'):<18}{' '.join(details)}")
+    return 0
+
+
+# -- registration -----------------------------------------------------------------------------------
+
+
+def _iface_arg(text: str) -> str:
+    try:
+        return netconfig.check_interface_name(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    change = argparse.ArgumentParser(add_help=False)
+    change.add_argument("--no-rebuild", action="store_true", help="only write the fragment")
+    change.add_argument("--confirm-timeout", type=confirm_timeout_arg, metavar="N",
+                        help="seconds to confirm before it reverts (0: switch directly, refused when the "
+                             "change touches the SSH uplink)")
+    change.add_argument("--yes", action="store_true", help="do not ask before applying (the diff is still shown)")
+    parents = [common, change]
+
+    net = subparsers.add_parser("net", help="host networking (bridges, VLANs, addresses)", parents=[common])
+    net_sub = net.add_subparsers(dest="net_command", required=True, metavar="{show,bridge,vlan,addr}")
+    p = net_sub.add_parser("show", help="the host's interfaces", parents=[common])
+    p.add_argument("--netns", metavar="NS", help="read another network namespace")
+    p.set_defaults(func=cmd_show)
+
+    bridge = net_sub.add_parser("bridge", help="host bridges", parents=[common])
+    bridge_sub = bridge.add_subparsers(dest="bridge_command", required=True, metavar="{add,remove}")
+    p = bridge_sub.add_parser("add", help="create a bridge with member interfaces", parents=parents)
+    p.add_argument("name", type=_iface_arg)
+    p.add_argument("--iface", action="append", type=_iface_arg, metavar="IF", help="member interface (repeatable)")
+    p.add_argument("--rstp", action="store_true", help="enable RSTP on the bridge")
+    p.set_defaults(func=cmd_bridge_add)
+    p = bridge_sub.add_parser("remove", help="remove a bridge", parents=parents)
+    p.add_argument("name", type=_iface_arg)
+    p.set_defaults(func=cmd_bridge_remove)
+
+    vlan = net_sub.add_parser("vlan", help="VLAN interfaces", parents=[common])
+    vlan_sub = vlan.add_subparsers(dest="vlan_command", required=True, metavar="{add,remove}")
+    p = vlan_sub.add_parser("add", help="add a VLAN on a parent interface", parents=parents)
+    p.add_argument("name", type=_iface_arg)
+    p.add_argument("--id", type=int, required=True, metavar="N", help="VLAN id 1-4094")
+    p.add_argument("--parent", type=_iface_arg, required=True, metavar="IF")
+    p.set_defaults(func=cmd_vlan_add)
+    p = vlan_sub.add_parser("remove", help="remove a VLAN", parents=parents)
+    p.add_argument("name", type=_iface_arg)
+    p.set_defaults(func=cmd_vlan_remove)
+
+    addr = net_sub.add_parser("addr", help="interface addresses", parents=[common])
+    addr_sub = addr.add_subparsers(dest="addr_command", required=True, metavar="{set}")
+    p = addr_sub.add_parser("set", help="DHCP or a static address (+ default gateway)", parents=parents)
+    p.add_argument("iface", type=_iface_arg, metavar="IF")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--dhcp", action="store_true")
+    how.add_argument("--address", metavar="CIDR", help="e.g. 192.0.2.10/24 or 2001:db8::10/64")
+    p.add_argument("--gateway", metavar="IP", help="default gateway, inside the address's subnet")
+    p.set_defaults(func=cmd_addr_set)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry like hyperconsole.nixos.commands.main (used by tests)."""
+    import os
+
+    from hyperconsole import config as config_mod
+    from hyperconsole.nixos.commands import common_parser
+
+    common = common_parser()
+    parser = argparse.ArgumentParser(prog="hyperconsole", parents=[common])
+    register(parser.add_subparsers(dest="command", required=True), common)
+    args = parser.parse_args(argv)
+    config = config_mod.load()
+    args.demo = getattr(args, "demo", False)
+    changes = {}
+    if hasattr(args, "nixos_dir"):
+        changes["nixos_dir"] = os.path.abspath(args.nixos_dir)
+    if hasattr(args, "rebuild_cmd"):
+        changes["rebuild_command"] = args.rebuild_cmd
+    if hasattr(args, "revert_cmd"):
+        changes["revert_command"] = args.revert_cmd
+    return args.func(args, config.replace(**changes))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""`hyperconsole net …` end to end: a scratch NixOS dir, stand-in rebuild/revert scripts, the
+recorded host as the interface reader, refusals that leave every file untouched, and the uplink
+rule (confirm-or-revert mandatory when the change touches the SSH session's interface)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hyperconsole import cli
+from hyperconsole.host import netcommands, netconfig
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def host(monkeypatch, recorded_host):
+    """The recorded host (br0 198.51.100.7 on bond0 over eno1/eno2) stands in for this machine;
+    the route lookup is pinned so the machine's own routing table never decides a test."""
+    monkeypatch.setattr(netcommands, "read_host_interfaces", lambda: (recorded_host, []))
+    monkeypatch.setattr("hyperconsole.host.interfaces.route_device", lambda dest, netns=None: None)
+    return recorded_host
+
+
+@pytest.fixture
+def run(nixos_dir, rebuild_cmds, capsys, host):
+    extra, calls = rebuild_cmds
+
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        code = cli.main([*argv, "--nixos-dir", str(nixos_dir), *extra])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    invoke.calls = calls
+    return invoke
+
+
+def fragment(nixos_dir: Path) -> Path:
+    return nixos_dir / "hyperconsole" / "network.nix"
+
+
+def snapshot(nixos_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(nixos_dir)): p.read_bytes() for p in sorted(nixos_dir.rglob("*")) if p.is_file()}
+
+
+def test_bridge_add_no_rebuild_prints_diff_and_writes_the_pane_fragment(run, nixos_dir):
+    code, out, err = run("net", "bridge", "add", "br1", "--iface", "eth1", "--iface", "eno9", "--rstp", "--no-rebuild")
+    assert code == 0, err
+    assert out.index("+++ b/hyperconsole/network.nix") < out.index("wrote network.nix")
+    assert "warning: bridge br1 member eth1 does not exist on this host (yet)" in err
+    expected = netconfig.add_bridge(netconfig.NetworkConfig(), "br1", ["eth1", "eno9"], rstp=True).after
+    assert fragment(nixos_dir).read_text() == netconfig.render(expected, source=netcommands.SOURCE)
+    assert not run.calls.exists()  # --no-rebuild: nothing activated
+    code, out, _ = run("net", "bridge", "add", "br1", "--iface", "eth1", "--iface", "eno9", "--rstp", "--no-rebuild")
+    assert code == 1  # a second add of the same bridge is refused, not silently merged
+
+
+def test_vlan_add_and_remove_switch_directly_when_not_on_uplink(run, nixos_dir):
+    code, out, err = run("net", "vlan", "add", "vlan30", "--id", "30", "--parent", "eth7", "--confirm-timeout", "0")
+    assert code == 0, err
+    assert "applied with switch" in out and run.calls.read_text().split() == ["switch"]
+    assert "id = 30;" in fragment(nixos_dir).read_text()
+    code, out, err = run("net", "vlan", "remove", "vlan30", "--confirm-timeout", "0")
+    assert code == 0, err
+    assert not fragment(nixos_dir).exists()  # nothing left to configure: the fragment goes
+
+
+def test_addr_set_dhcp_and_static(run, nixos_dir):
+    code, _, err = run("net", "addr", "set", "eth7", "--address", "192.0.2.5/24", "--gateway", "192.0.2.1", "--no-rebuild")
+    assert code == 0, err
+    text = fragment(nixos_dir).read_text()
+    assert 'address = "192.0.2.5";' in text and 'interface = "eth7";' in text
+    code, _, err = run("net", "addr", "set", "eth7", "--dhcp", "--no-rebuild")
+    assert code == 0, err
+    assert "useDHCP = true;" in fragment(nixos_dir).read_text() and "defaultGateway" not in fragment(nixos_dir).read_text()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["net", "bridge", "add", "br1", "--iface", "br1"], "cannot be a member of itself"),
+    (["net", "vlan", "add", "v1", "--id", "4095", "--parent", "eth0"], "VLAN id must be a whole number from 1 to 4094"),
+    (["net", "vlan", "add", "v1", "--id", "0", "--parent", "eth0"], "VLAN id must be"),
+    (["net", "addr", "set", "eth0", "--address", "192.0.2.5/24", "--gateway", "198.51.100.1"], "not inside 192.0.2.0/24"),
+    (["net", "addr", "set", "eth0", "--address", "192.0.2.5"], "needs a prefix length"),
+    (["net", "addr", "set", "eth0", "--dhcp", "--gateway", "192.0.2.1"], "DHCP provides it"),
+    (["net", "bridge", "remove", "nosuch"], "there is no bridge nosuch"),
+    (["net", "vlan", "remove", "nosuch"], "there is no VLAN nosuch"),
+])
+def test_refusals_are_one_line_and_change_nothing(run, nixos_dir, argv, words):
+    before = snapshot(nixos_dir)
+    code, out, err = run(*argv)
+    assert code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1 and words in err
+    assert snapshot(nixos_dir) == before and not run.calls.exists()
+
+
+def test_second_bridge_claiming_a_member_is_refused_and_file_untouched(run, nixos_dir):
+    assert run("net", "bridge", "add", "br1", "--iface", "eth1", "--no-rebuild")[0] == 0
+    before = snapshot(nixos_dir)
+    code, _, err = run("net", "bridge", "add", "br2", "--iface", "eth1", "--no-rebuild")
+    assert code == 1 and "eth1 is already in bridge br1" in err and err.count("\n") == 1
+    assert snapshot(nixos_dir) == before
+
+
+@pytest.mark.parametrize("name", ["a/b", "x" * 16, "eth0:1", "brü", "a b", "..", "-x"])
+def test_bad_interface_names_are_usage_errors(run, nixos_dir, name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run("net", "bridge", "add", name, "--iface", "eth0")
+    assert exc.value.code == 2
+    assert not (nixos_dir / "hyperconsole").exists()
+
+
+def test_hand_edited_fragment_is_never_overwritten(run, nixos_dir):
+    (nixos_dir / "hyperconsole").mkdir()
+    fragment(nixos_dir).write_text('{ networking.hostName = "kept"; }\n')
+    code, _, err = run("net", "bridge", "add", "br1", "--iface", "eth1", "--no-rebuild")
+    assert code == 1 and "networking.hostName is not an option hyperconsole manages" in err
+    assert fragment(nixos_dir).read_text() == '{ networking.hostName = "kept"; }\n'
+
+
+def test_uplink_change_refuses_confirm_timeout_zero(run, nixos_dir, monkeypatch):
+    monkeypatch.setenv("SSH_CONNECTION", "198.51.100.50 50022 198.51.100.7 22")  # the session is on br0
+    before = snapshot(nixos_dir)
+    code, out, err = run("net", "addr", "set", "br0", "--address", "198.51.100.8/24", "--confirm-timeout", "0")
+    assert code == 1 and err.count("\n") == 1
+    assert "carries your SSH session" in err and "--confirm-timeout 0 is refused" in err
+    assert snapshot(nixos_dir) == before and not run.calls.exists() and out == ""
+    # The same change off the uplink is fine with 0.
+    monkeypatch.setenv("SSH_CONNECTION", "10.100.0.9 40000 10.100.0.1 22")  # now on wg0
+    code, out, err = run("net", "addr", "set", "br0", "--address", "198.51.100.8/24", "--confirm-timeout", "0")
+    assert code == 0, err
+    assert run.calls.read_text().split() == ["switch"]
+
+
+def test_uplink_change_is_applied_with_confirm_or_revert_and_reverts(run, nixos_dir, monkeypatch, tmp_path):
+    # Config says 0 ("switch directly"), yet a change on the uplink still gets a revert window.
+    (tmp_path / "xdg-config" / "hyperconsole").mkdir(parents=True)
+    (tmp_path / "xdg-config" / "hyperconsole" / "config.yaml").write_text("confirm_timeout: 0\n")
+    monkeypatch.setattr(netcommands, "UPLINK_FALLBACK_TIMEOUT", 2)  # the fallback window, kept short
+    monkeypatch.setenv("SSH_CONNECTION", "198.51.100.50 50022 198.51.100.7 22")
+    code, out, err = run("net", "vlan", "add", "v9", "--id", "9", "--parent", "eno1")  # eno1 carries br0
+    assert code == 0, err
+    assert "trial configuration active" in out and "within 2s" in out
+    assert "touches the interface carrying your SSH session" in err
+    assert run.calls.read_text().split() == ["test"]
+    assert "id = 9;" in fragment(nixos_dir).read_text()
+    # Nobody confirms: the timer restores the files and runs the revert command.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (run.calls.read_text().split()[-1:] == ["revert"] and not fragment(nixos_dir).exists()):
+        time.sleep(0.1)
+    assert run.calls.read_text().split() == ["test", "revert"]
+    assert not fragment(nixos_dir).exists()
+
+
+def test_net_show_plain_table(capsys, host, monkeypatch):
+    monkeypatch.setattr("hyperconsole.host.interfaces.read_interfaces", lambda netns=None: host)
+    monkeypatch.setenv("SSH_CONNECTION", "198.51.100.50 50022 198.51.100.7 22")
+    assert cli.main(["net", "show"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["NAME", "KIND", "STATE"]
+    rows = {line.split()[0]: line for line in out[1:]}
+    assert "members=bond0,vnet0 stp=on" in rows["br0"] and "[SSH uplink]" in rows["br0"]
+    assert "vlan 20 on bond0" in rows["bond0.20"] and "bond 802.3ad slaves=eno1,eno2" in rows["bond0"]
+    assert "[SSH uplink]" not in rows["wg0"]
+
+
+def test_net_commands_registered_in_cli_and_core_imports_clean():
+    args = cli.build_parser().parse_args(["net", "vlan", "add", "v1", "--id", "5", "--parent", "eth0", "--nixos-dir", "/x"])
+    assert args.func is netcommands.cmd_vlan_add and args.nixos_dir == "/x" and args.confirm_timeout is None
+    code = (
+        "import sys\n"
+        "import hyperconsole.host.interfaces, hyperconsole.host.netconfig, hyperconsole.host.netcommands\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
