@@ -17,7 +17,7 @@ from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.host import interfaces as interfaces_mod
 from hyperconsole.host import netconfig
 from hyperconsole.nixos.commands import (
-    _ask_within, _confirm, _interactive, _print_line, _report_failure, confirm_timeout_arg, guarded, make_controller,
+    _ask_within, _interactive, _print_line, confirm_timeout_arg, guarded, make_controller, report_apply_outcome,
 )
 from hyperconsole.nixos.revert import default_confirm_timeout
 from hyperconsole.nixos.store import FragmentStore
@@ -83,37 +83,7 @@ def _apply_change(args: argparse.Namespace, config: Config,
     controller = make_controller(args, config)
     outcome = controller.apply(changeset, timeout=timeout, description=changeset.message.removeprefix("hyperconsole: "),
                                rebuild=not args.no_rebuild, on_line=_print_line)
-    return report_outcome(args, config, outcome)
-
-
-def report_outcome(args: argparse.Namespace, config: Config, outcome) -> int:
-    # Mirrors cmd_profile_apply's reporting (it is inline there, so it cannot be imported).
-    for warning in outcome.commit.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {', '.join(n + '.nix' for n in outcome.commit.written) or 'nothing'} (history: {outcome.commit.history})")
-    if outcome.rebuild is None:
-        print("not rebuilt (--no-rebuild); run `hyperconsole rebuild switch` to activate")
-        return 0
-    if outcome.reverted:
-        _report_failure(outcome.rebuild)
-        print("the fragment files were restored and the previous configuration re-activated", file=sys.stderr)
-        return 1
-    if not outcome.rebuild.ok:
-        _report_failure(outcome.rebuild)
-        return 1
-    if outcome.pending is None:
-        print(f"applied with {outcome.rebuild.action} in {outcome.rebuild.duration:.1f}s")
-        return 0
-    pending = outcome.pending
-    print(f"trial configuration active; run `hyperconsole confirm` within {pending.timeout}s to keep it, "
-          "otherwise it reverts by itself")
-    if not _interactive():
-        return 0
-    answer = _ask_within(f"Keep this configuration? Type 'yes' within {pending.timeout}s: ", pending.remaining())
-    if answer and answer.lower() in ("y", "yes"):
-        return _confirm(args, config)
-    print("not confirmed: the change will revert by itself when the timer runs out")
-    return 0
+    return report_apply_outcome(args, config, outcome)
 
 
 # -- handlers -------------------------------------------------------------------------------------

@@ -149,6 +149,36 @@ def cmd_profile_show(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def report_apply_outcome(args: argparse.Namespace, config: Config, outcome) -> int:
+    """What `profile apply` and the `net` commands print after ConfirmOrRevert.apply."""
+    for warning in outcome.commit.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {', '.join(n + '.nix' for n in outcome.commit.written) or 'nothing'} (history: {outcome.commit.history})")
+    if outcome.rebuild is None:
+        print("not rebuilt (--no-rebuild); run `hyperconsole rebuild switch` to activate")
+        return 0
+    if outcome.reverted:
+        _report_failure(outcome.rebuild)
+        print("the fragment files were restored and the previous configuration re-activated", file=sys.stderr)
+        return 1
+    if not outcome.rebuild.ok:
+        _report_failure(outcome.rebuild)
+        return 1
+    if outcome.pending is None:
+        print(f"applied with {outcome.rebuild.action} in {outcome.rebuild.duration:.1f}s")
+        return 0
+    pending = outcome.pending
+    print(f"trial configuration active; run `hyperconsole confirm` within {pending.timeout}s to keep it, "
+          "otherwise it reverts by itself")
+    if not _interactive():
+        return 0
+    answer = _ask_within(f"Keep this configuration? Type 'yes' within {pending.timeout}s: ", pending.remaining())
+    if answer and answer.lower() in ("y", "yes"):
+        return _confirm(args, config)
+    print("not confirmed: the change will revert by itself when the timer runs out")
+    return 0
+
+
 @guarded
 def cmd_profile_apply(args: argparse.Namespace, config: Config) -> int:
     catalog = profiles_mod.load_catalog()
@@ -169,34 +199,7 @@ def cmd_profile_apply(args: argparse.Namespace, config: Config) -> int:
         changeset, timeout=timeout, description=changeset.message.removeprefix("hyperconsole: "),
         rebuild=not args.no_rebuild, on_line=_print_line,
     )
-    for warning in outcome.commit.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {', '.join(n + '.nix' for n in outcome.commit.written)} (history: {outcome.commit.history})")
-    if outcome.rebuild is None:
-        print("not rebuilt (--no-rebuild); run `hyperconsole rebuild switch` to activate")
-        return 0
-    if outcome.reverted:
-        _report_failure(outcome.rebuild)
-        print("the fragment files were restored and the previous configuration re-activated", file=sys.stderr)
-        return 1
-    if not outcome.rebuild.ok:
-        _report_failure(outcome.rebuild)
-        return 1
-    if outcome.pending is None:
-        print(f"applied with {outcome.rebuild.action} in {outcome.rebuild.duration:.1f}s")
-        return 0
-    pending = outcome.pending
-    print(
-        f"trial configuration active; run `hyperconsole confirm` within {pending.timeout}s to keep it, "
-        "otherwise it reverts by itself"
-    )
-    if not _interactive():
-        return 0
-    answer = _ask_within(f"Keep this configuration? Type 'yes' within {pending.timeout}s: ", pending.remaining())
-    if answer and answer.lower() in ("y", "yes"):
-        return _confirm(args, config)
-    print("not confirmed: the change will revert by itself when the timer runs out")
-    return 0
+    return report_apply_outcome(args, config, outcome)
 
 
 # -- rebuild / confirm / generations / rollback --------------------------------------------------

@@ -47,7 +47,9 @@ REVERT_LOCK_WAIT = 3600.0  # the revert waits for an in-flight rebuild rather th
 POLL_INTERVAL = 0.25
 
 # Fragments whose change can cut the operator off default to confirm-or-revert.
-RISKY_OPTION_ROOTS = ("networking.firewall", "services.openssh", "users", "networking.bridges", "security")
+# Options whose change can cut the operator off; a new default route can strand an SSH session too.
+RISKY_OPTION_ROOTS = ("networking.firewall", "services.openssh", "users", "networking.bridges", "security",
+                      "networking.defaultGateway", "networking.defaultGateway6")
 
 
 class NoPendingChange(HyperconsoleError):

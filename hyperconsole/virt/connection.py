@@ -7,6 +7,7 @@ the UI hands them to `App.post_message`, which is thread-safe.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -67,6 +68,14 @@ class LifecycleEvent:
 Listener = Callable[[object], None]
 
 
+def _missing_test_file(uri: str) -> str:
+    """For test:///path.xml URIs, a readable reason when the file is not there."""
+    if not uri.startswith("test:///") or uri == "test:///default":
+        return ""
+    path = uri[len("test://"):].split("?", 1)[0]
+    return "" if os.path.isfile(path) else f"no such file {path}"
+
+
 class NotConnected(HyperconsoleError):
     pass
 
@@ -123,6 +132,11 @@ class ConnectionManager:
         with self._lock:
             self._closing = False
             self._set_state(ConnectionState.CONNECTING)
+            missing = _missing_test_file(self.uri)
+            if missing:
+                # Checked here: libxml2 would print its own warning to the terminal first.
+                self._set_state(ConnectionState.DISCONNECTED, missing)
+                raise HyperconsoleError(f"cannot connect to {self.uri}: {missing}")
             try:
                 conn = self._open()
             except libvirt.libvirtError as exc:

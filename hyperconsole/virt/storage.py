@@ -648,6 +648,16 @@ def _volume(conn, manager, pool_name: str, name: str):
         raise VirtError.wrap(f"look up volume {pool_name}/{name}", exc) from exc
 
 
+def _room_for(pool, manager, pool_name: str, needed: int, what: str) -> None:
+    """Refuse a full copy the pool cannot hold, instead of failing half-way with ENOSPC."""
+    with _calling(manager, f"read pool {pool_name}"):
+        _state, capacity, _allocation, available = pool.info()
+    # An underflowed "available" (see space_level) is huge and never refuses: libvirt decides then.
+    if capacity > 0 and available < needed:
+        raise ValidationError(f"{what} needs {human_size(needed)}; pool {pool_name!r} has "
+                              f"{human_size(available)} free")
+
+
 def _volume_name_free(pool, manager, pool_name: str, name: str) -> None:
     try:
         pool.storageVolLookupByName(name)
@@ -734,6 +744,7 @@ def clone_volume(target: Target, pool_name: str, name: str, new_name: str) -> Vo
     if running:
         raise ValidationError(f"{pool_name}/{name} is in use by running VM {', '.join(running)}; "
                               "a copy would be inconsistent", hint="shut it down first")
+    _room_for(pool, manager, pool_name, info.allocation, f"copying {name}")
     with _calling(manager, f"clone {pool_name}/{name} to {new_name}"):
         new = pool.createXMLFrom(build_volume_xml(new_name, info.capacity, info.format or "raw"), vol, 0)
         return _volume_from_xml(pool_name, new.XMLDesc(0))
@@ -811,6 +822,7 @@ def upload_volume(target: Target, pool_name: str, local_path: str, name: str | N
     conn, manager = split(target)
     pool = _pool(conn, manager, pool_name, active=True)
     _volume_name_free(pool, manager, pool_name, name)
+    _room_for(pool, manager, pool_name, total, f"uploading {os.path.basename(path)}")
     with _calling(manager, f"create volume {pool_name}/{name}"):
         vol = pool.createXML(build_volume_xml(name, total, fmt), 0)
     stream = None
@@ -838,6 +850,10 @@ def upload_volume(target: Target, pool_name: str, local_path: str, name: str | N
                         on_progress(done, total)
             stream.finish()
             stream = None
+            # libvirt refreshes the pool after an upload in a thread of its own; refresh now so
+            # the result shows the uploaded image (a qcow2's virtual size), not the empty container.
+            pool.refresh(0)
+            vol = pool.storageVolLookupByName(name)
             return UploadResult(_volume_from_xml(pool_name, vol.XMLDesc(0)), done)
     except BaseException:
         if stream is not None:

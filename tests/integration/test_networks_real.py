@@ -61,6 +61,10 @@ def _dhcp_range_in(xml: str) -> tuple[str, str]:
 
 
 def test_isolated_network_lifecycle(manager, libvirtd, net_cleanup):
+    # libvirt runs dnsmasq for a network with DHCP; without it the network cannot start.
+    # A failing tier must say why (DESIGN.md: it fails, it does not skip).
+    if shutil.which("dnsmasq", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+        pytest.fail("dnsmasq is not installed (Debian: dnsmasq-base); ./run must install it", pytrace=False)
     spec = netops.NewNetworkSpec(NET, mode="isolated", cidr="10.251.7.1/24", dhcp_start="10.251.7.100",
                                  dhcp_end="10.251.7.150", bridge=BRIDGE)
     result = netops.create_network(manager, spec, start=True, autostart=True)
@@ -123,7 +127,9 @@ def test_isolated_network_lifecycle(manager, libvirtd, net_cleanup):
 def test_vm_on_network_is_reported_before_delete(manager, libvirtd, tiny_vm, net_cleanup):
     """A (defined, not running) VM with a NIC on hcit-net shows up in network_users, in the
     overview, and in the delete result."""
-    netops.create_network(manager, netops.NewNetworkSpec(NET, mode="isolated"), start=False)
+    # No address: libvirt needs no dnsmasq for it, only the bridge device.
+    netops.create_network(manager, netops.NewNetworkSpec(NET, mode="isolated", bridge=BRIDGE), start=True)
+    assert _ip_link_exists(BRIDGE)
     name = tiny_vm()
     conn = manager.conn
     dom = conn.lookupByName(name)
@@ -138,5 +144,5 @@ def test_vm_on_network_is_reported_before_delete(manager, libvirtd, tiny_vm, net
     assert [n.vms for n in overview.networks if n.name == NET] == [(name,)]
     result = netops.delete_network(manager, NET)
     assert result.vms == (name,)
-    assert (result.destroyed, result.undefined) == (False, True)
-    assert shutil.which("ip")  # sanity: the bridge checks above rely on iproute2
+    assert (result.destroyed, result.undefined) == (True, True)
+    assert not _ip_link_exists(BRIDGE)

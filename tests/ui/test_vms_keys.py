@@ -323,3 +323,13 @@ async def test_libvirt_error_is_one_line_notification(make_app):
         await h.settle()
         errors = [m for m in h.of_type(ActionDone) if m.error]
         assert all("\n" not in m.error for m in errors)
+
+
+async def test_keymap_from_config_remaps_a_binding(make_app):
+    from hyperconsole.config import Config
+
+    async with make_app(config=Config(refresh=30.0, keymap={"vms.start": "g"})) as h:
+        await h.cursor_to("charlie")
+        await h.pilot.press("g")
+        await h.settle()
+        assert h.domain("charlie").state is DomainState.RUNNING

@@ -9,6 +9,8 @@ What the test driver cannot do, and where it is covered instead:
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -36,6 +38,13 @@ def host(domains=(), networks=None, interfaces=None) -> str:
 def dhcp_of(mgr, name: str) -> list[tuple[str, str]]:
     root = ET.fromstring(mgr.conn.networkLookupByName(name).XMLDesc(0))
     return [(r.get("start"), r.get("end")) for r in root.findall("ip/dhcp/range")]
+
+
+def test_no_ui_imports():
+    """DESIGN.md layer rule, for this module (tests/unit/virt/test_virt_layering.py lists others)."""
+    code = ("import sys, hyperconsole.virt.netops; "
+            "sys.exit(1 if [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')] else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 # --------------------------------------------------------------------------- reading

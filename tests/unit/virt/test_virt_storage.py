@@ -12,6 +12,8 @@ What the test driver cannot do, and where it is covered instead:
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import xml.etree.ElementTree as ET
 
@@ -40,6 +42,13 @@ def host(domains=(), volumes=None, extra_pools=()) -> str:
 
 def names(mgr, pool: str = "default") -> list[str]:
     return sorted(mgr.conn.storagePoolLookupByName(pool).listVolumes())
+
+
+def test_no_ui_imports():
+    """DESIGN.md layer rule, for this module (tests/unit/virt/test_virt_layering.py lists others)."""
+    code = ("import sys, hyperconsole.virt.storage; "
+            "sys.exit(1 if [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')] else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 # --------------------------------------------------------------------------- names and sizes
@@ -421,6 +430,15 @@ def test_clone_refusals_change_nothing(open_host, source, new, message):
     assert names(mgr) == before
 
 
+def test_clone_refused_when_pool_lacks_room(open_host):
+    """The test driver's pools hold 100 GiB; a 60 GiB-allocated volume cannot be copied again."""
+    mgr = open_host(host(volumes=[volume_xml("big.raw", capacity=80 * GIB, allocation=60 * GIB, fmt="raw",
+                                             path=f"{IMG}/big.raw")]))
+    with pytest.raises(ValidationError, match=r"copying big.raw needs 60 GiB; pool 'default' has 40 GiB free"):
+        storage.clone_volume(mgr, "default", "big.raw", "big2.raw")
+    assert names(mgr) == ["big.raw"]
+
+
 def test_delete_volume_in_use_needs_force(open_host):
     mgr = open_host(host(domains=[domain_xml("db", state="shutoff", disks=[{"pool": "default", "volume": "db.qcow2"}])]))
     with pytest.raises(ValidationError, match="default/db.qcow2 is used by VM db") as info:
@@ -561,3 +579,13 @@ def test_upload_refusals_change_nothing(open_host, tmp_path, iso):
     with pytest.raises(ValidationError, match="no storage pool named 'ghost'"):
         storage.upload_volume(mgr, "ghost", str(iso))
     assert names(mgr) == before
+
+
+def test_upload_refused_when_pool_lacks_room(open_host, iso, monkeypatch):
+    mgr = open_host(host())
+    real_info = libvirt.virStoragePool.info
+    monkeypatch.setattr(libvirt.virStoragePool, "info",
+                        lambda self: [*real_info(self)[:3], 1000])  # 1000 bytes free
+    with pytest.raises(ValidationError, match=r"uploading small.iso needs 1 MiB; pool 'default' has 1000 B free"):
+        storage.upload_volume(mgr, "default", str(iso))
+    assert "small.iso" not in names(mgr)
