@@ -15,69 +15,55 @@ from typing import Callable
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.host import interfaces as interfaces_mod
-from hyperconsole.host import netconfig
+from hyperconsole.host import netconfig, netplan
 from hyperconsole.nixos.commands import (
     _ask_within, _interactive, _print_line, confirm_timeout_arg, guarded, make_controller, report_apply_outcome,
 )
-from hyperconsole.nixos.revert import default_confirm_timeout
 from hyperconsole.nixos.store import FragmentStore
 
 SOURCE = "net command"
-# The revert window for a change on the SSH uplink when the configured default is 0.
-UPLINK_FALLBACK_TIMEOUT = Config().confirm_timeout
-
-
-def read_host_interfaces() -> tuple[list[interfaces_mod.InterfaceInfo], list[str]]:
-    """The host's interfaces, or none plus a warning: not being able to read them (no iproute2)
-    must not stop preparing a config, it only loses the existence warnings and uplink check."""
-    try:
-        return interfaces_mod.read_interfaces(), []
-    except HyperconsoleError as exc:
-        return [], [f"cannot read this host's interfaces ({exc}); existence and uplink checks skipped"]
 
 
 def read_vm_nics(config: Config) -> list[tuple[str, str]]:
-    """(VM, bridge/source) pairs for the impact preview. Not wired to libvirt yet (the libvirt
-    networks work owns domain NIC reading); tests and the pane pass their own."""
-    return []
+    """(VM, bridge) pairs for the impact preview, from libvirt when it answers (read-only);
+    without libvirt the preview just names no VMs, it does not stop the change."""
+    from hyperconsole.virt import netops
+    from hyperconsole.virt.connection import ConnectionManager
+
+    manager = ConnectionManager(config.uri, readonly=True)
+    try:
+        manager.connect()
+        overview = netops.networks_overview(manager)
+    except HyperconsoleError as exc:
+        print(f"warning: cannot ask libvirt which VMs use the bridges ({exc})", file=sys.stderr)
+        return []
+    finally:
+        manager.close()
+    return netplan.vm_nic_pairs(overview.usage.by_bridge,
+                                [(net.bridge, net.vms) for net in overview.networks])
 
 
-def _apply_change(args: argparse.Namespace, config: Config,
-                  edit: Callable[[netconfig.NetworkConfig, set[str] | None], netconfig.NetworkChange]) -> int:
+def _apply_change(args: argparse.Namespace, config: Config, edit: netplan.Edit) -> int:
     store = FragmentStore(config.nixos_dir)
-    current, fragment = netconfig.load(store)
-    host, notes = read_host_interfaces()
-    existing = interfaces_mod.interface_names(host) if host else None
-    change = edit(current, existing)
-    changeset = netconfig.prepare(store, fragment, change, source=SOURCE)
+    planned = netplan.plan(store, edit, source=SOURCE, vm_nics=read_vm_nics(config))
+    changeset = planned.changeset
     if changeset.is_empty:
-        print(f"network.nix already says this ({change.description}); nothing to change")
+        print(f"network.nix already says this ({planned.change.description}); nothing to change")
         return 0
-    uplinks = interfaces_mod.uplink_interfaces(host) if host else []
-    result = netconfig.impact(change, host, read_vm_nics(config), uplinks=uplinks)
-    if result.touches_uplink and args.confirm_timeout == 0:
-        raise ValidationError(
-            f"this change touches {', '.join(sorted(set(uplinks)))}, which carries your SSH session; "
-            "--confirm-timeout 0 is refused for it", hint="leave it out or give a number of seconds to confirm in",
-        )
+    timeout = planned.timeout(args.confirm_timeout, config.confirm_timeout)
     print(changeset.diff(), end="")
-    for warning in notes + result.warnings:
+    for warning in planned.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if result.bridges_changed:
-        print(f"bridges changed: {', '.join(result.bridges_changed)}")
+    if planned.impact.bridges_changed:
+        print(f"bridges changed: {', '.join(planned.impact.bridges_changed)}")
+    if planned.impact.vms_on_them:
+        print(f"VMs on them: {', '.join(planned.impact.vms_on_them)}")
     if _interactive() and not args.yes:
         answer = _ask_within("Apply this change? [y/N] ", 3600)
         if (answer or "").lower() not in ("y", "yes"):
             print("nothing changed")
             return 1
-    if args.confirm_timeout is not None:
-        timeout = args.confirm_timeout
-    else:
-        timeout = default_confirm_timeout(changeset, config.confirm_timeout)
-    if result.touches_uplink and timeout <= 0:
-        # The configured default may be 0; the session must still get a way back.
-        timeout = config.confirm_timeout if config.confirm_timeout > 0 else UPLINK_FALLBACK_TIMEOUT
-    if result.touches_uplink and args.no_rebuild:
+    if planned.touches_uplink and args.no_rebuild:
         print("warning: not rebuilt; activate it with confirm-or-revert (`hyperconsole rebuild test` does not revert by itself)",
               file=sys.stderr)
     controller = make_controller(args, config)

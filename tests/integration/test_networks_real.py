@@ -146,3 +146,27 @@ def test_vm_on_network_is_reported_before_delete(manager, libvirtd, tiny_vm, net
     assert result.vms == (name,)
     assert (result.destroyed, result.undefined) == (True, True)
     assert not _ip_link_exists(BRIDGE)
+
+
+@pytest.fixture
+def host_bridge():
+    """A real, empty Linux bridge for a forward mode='bridge' network; removed afterwards."""
+    name = "hcit-hbr0"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True, capture_output=True)
+    yield name
+    subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def test_network_bridged_onto_host_bridge(manager, host_bridge, net_cleanup):
+    """The host bridge is found (interface driver or /sys), a missing one is refused."""
+    with pytest.raises(ValidationError, match="no host bridge named 'hcit-nobr'"):
+        netops.create_network(manager, netops.NewNetworkSpec(NET, mode="bridge", bridge="hcit-nobr"))
+    assert NET not in [n.name() for n in manager.conn.listAllNetworks(0)]
+    result = netops.create_network(manager, netops.NewNetworkSpec(NET, mode="bridge", bridge=host_bridge))
+    assert result.started
+    details = netops.network_details(manager, NET)
+    assert (details.forward_mode, details.bridge, details.active, details.ips) == ("bridge", host_bridge, True, ())
+    with pytest.raises(ValidationError, match="bridged onto a host bridge"):
+        netops.set_dhcp_range(manager, NET, "10.0.0.2", "10.0.0.9")
+    netops.delete_network(manager, NET)
+    assert _ip_link_exists(host_bridge)  # libvirt never owned it: deleting the network keeps it

@@ -23,6 +23,7 @@ libvirt = pytest.importorskip("libvirt")
 from hyperconsole.errors import ValidationError  # noqa: E402
 from hyperconsole.virt import storage  # noqa: E402
 from hyperconsole.virt.connection import ConnectionManager  # noqa: E402
+from hyperconsole.virt.errors import VirtError  # noqa: E402
 from hyperconsole.virt.storage import SpaceLevel  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -210,9 +211,72 @@ def test_upload_qcow2_image(manager, store):
     try:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(src), "20M"], check=True, timeout=30)
         result = storage.upload_volume(manager, POOL, str(src))
-        assert result.volume.name == "img.qcow2"
+        # The result describes the uploaded image, not the empty container created before it.
+        assert (result.volume.name, result.volume.format, result.volume.capacity) == ("img.qcow2", "qcow2", 20 * MIB)
         info = qemu_img(str(store / "img.qcow2"))
         assert (info["format"], info["virtual-size"]) == ("qcow2", 20 * MIB)
         assert (store / "img.qcow2").read_bytes() == src.read_bytes()
     finally:
         shutil.rmtree(src.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def loop_device():
+    """A 64 MiB loop device over a sparse file under /var/tmp; detached and removed afterwards
+    (after unmounting it, should a failed test leave it mounted)."""
+    base = Path(tempfile.mkdtemp(prefix="hcit-", dir="/var/tmp"))
+    base.chmod(0o755)
+    image = base / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(64 * MIB)
+    dev = subprocess.run(["losetup", "-f", "--show", str(image)], check=True, capture_output=True,
+                         text=True, timeout=30).stdout.strip()
+    yield dev, base
+    subprocess.run(["umount", dev], capture_output=True, timeout=30)
+    subprocess.run(["losetup", "-d", dev], capture_output=True, timeout=30)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_fs_pool_on_a_block_device(manager, store, loop_device):
+    """This libvirtd offers 'fs' pools: build makes a file system on the (empty) device
+    (NO_OVERWRITE: never on one that has a file system), start mounts it on the pool directory."""
+    if "fs" not in storage.pool_kinds(manager):
+        pytest.fail("this libvirtd has no fs pool backend; the probe should have said so earlier")
+    dev, _base = loop_device
+    store.mkdir()
+    store.chmod(0o755)
+    spec = storage.NewPoolSpec(POOL, "fs", str(store), device=dev, fs_format="ext4")
+    result = storage.create_pool(manager, spec)
+    assert (result.kind, result.built, result.started) == ("fs", True, True)
+    mounts = Path("/proc/mounts").read_text()
+    assert f" {store} ext4 " in mounts, mounts
+    vol = storage.create_volume(manager, POOL, "hcit-on-fs.qcow2", "8M")
+    assert qemu_img(vol.path)["virtual-size"] == 8 * MIB
+    storage.delete_volume(manager, POOL, "hcit-on-fs.qcow2")
+    # mkfs.ext4 made lost+found, which libvirt lists as a volume: the directory is kept, and
+    # the result says why rather than pretending it was removed.
+    deleted = storage.delete_pool(manager, POOL, delete_directory=True)
+    assert (deleted.stopped, deleted.undefined, deleted.directory_removed) == (True, True, False)
+    assert deleted.directory_note == "it holds 1 volume"
+    assert (store / "lost+found").exists() is False  # unmounted: the mount point is empty again
+    assert f" {store} " not in Path("/proc/mounts").read_text()
+    assert POOL not in [p.name() for p in manager.conn.listAllStoragePools(0)]
+    print(f"\nfs pool delete: {deleted.summary()}")
+
+
+def test_failed_pool_build_leaves_nothing(manager, loop_device):
+    """A build that fails on the host (here: a logical pool, whose backend libvirt has but whose
+    LVM tools this host lacks — or, where they exist, a device refused for another reason) is
+    reported in one line and the definition is removed."""
+    dev, _base = loop_device
+    if shutil.which("vgcreate"):
+        pytest.fail("this host has LVM tools; pick a failing build another way")
+    if "logical" not in storage.pool_kinds(manager):
+        pytest.fail("this libvirtd has no logical pool backend")
+    with pytest.raises(VirtError) as info:
+        storage.create_pool(manager, storage.NewPoolSpec(POOL, "logical", device=dev, vg="hcitvg"))
+    print(f"\nlogical build without LVM tools: {info.value}")
+    assert str(info.value).startswith(f"pool {POOL} was not created: ")
+    assert str(info.value).endswith("(at build; the pool definition was removed)")
+    assert "\n" not in str(info.value)
+    assert POOL not in [p.name() for p in manager.conn.listAllStoragePools(0)]

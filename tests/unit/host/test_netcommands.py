@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hyperconsole import cli
-from hyperconsole.host import netcommands, netconfig
+from hyperconsole.host import netcommands, netconfig, netplan
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[3]
 def host(monkeypatch, recorded_host):
     """The recorded host (br0 198.51.100.7 on bond0 over eno1/eno2) stands in for this machine;
     the route lookup is pinned so the machine's own routing table never decides a test."""
-    monkeypatch.setattr(netcommands, "read_host_interfaces", lambda: (recorded_host, []))
+    monkeypatch.setattr(netplan, "read_host_interfaces", lambda: (recorded_host, []))
+    monkeypatch.setattr(netcommands, "read_vm_nics", lambda config: [])
     monkeypatch.setattr("hyperconsole.host.interfaces.route_device", lambda dest, netns=None: None)
     return recorded_host
 
@@ -126,7 +127,7 @@ def test_uplink_change_refuses_confirm_timeout_zero(run, nixos_dir, monkeypatch)
     before = snapshot(nixos_dir)
     code, out, err = run("net", "addr", "set", "br0", "--address", "198.51.100.8/24", "--confirm-timeout", "0")
     assert code == 1 and err.count("\n") == 1
-    assert "carries your SSH session" in err and "--confirm-timeout 0 is refused" in err
+    assert "carries your SSH session" in err and "confirm timeout of 0 is refused" in err
     assert snapshot(nixos_dir) == before and not run.calls.exists() and out == ""
     # The same change off the uplink is fine with 0.
     monkeypatch.setenv("SSH_CONNECTION", "10.100.0.9 40000 10.100.0.1 22")  # now on wg0
@@ -139,7 +140,7 @@ def test_uplink_change_is_applied_with_confirm_or_revert_and_reverts(run, nixos_
     # Config says 0 ("switch directly"), yet a change on the uplink still gets a revert window.
     (tmp_path / "xdg-config" / "hyperconsole").mkdir(parents=True)
     (tmp_path / "xdg-config" / "hyperconsole" / "config.yaml").write_text("confirm_timeout: 0\n")
-    monkeypatch.setattr(netcommands, "UPLINK_FALLBACK_TIMEOUT", 2)  # the fallback window, kept short
+    monkeypatch.setattr(netplan, "UPLINK_FALLBACK_TIMEOUT", 2)  # the fallback window, kept short
     monkeypatch.setenv("SSH_CONNECTION", "198.51.100.50 50022 198.51.100.7 22")
     code, out, err = run("net", "vlan", "add", "v9", "--id", "9", "--parent", "eno1")  # eno1 carries br0
     assert code == 0, err
