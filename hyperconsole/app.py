@@ -23,6 +23,7 @@ from hyperconsole.messages import (
 from hyperconsole.screens.base import PaneScreen
 from hyperconsole.screens.dashboard import DashboardScreen
 from hyperconsole.screens.help import HelpScreen
+from hyperconsole.screens.networks import NetworksScreen
 from hyperconsole.screens.security import SecurityScreen
 from hyperconsole.screens.vms import VmsScreen
 from hyperconsole.viewstate import ViewState
@@ -37,12 +38,13 @@ log = logging.getLogger(__name__)
 class HyperconsoleApp(App):
     TITLE = "hyperconsole"
     CSS_PATH = Path(__file__).with_name("hyperconsole.tcss")
-    MODES = {"dashboard": DashboardScreen, "vms": VmsScreen, "security": SecurityScreen}
+    MODES = {"dashboard": DashboardScreen, "vms": VmsScreen, "networks": NetworksScreen, "security": SecurityScreen}
     DEFAULT_MODE = "vms"
     COMMANDS = App.COMMANDS | {ActionsProvider}
     BINDINGS = [
         Binding("1", "switch_mode('dashboard')", "Dashboard", id="app.dashboard"),
         Binding("2", "switch_mode('vms')", "VMs", id="app.vms"),
+        Binding("3", "switch_mode('networks')", "Networks", id="app.networks"),
         Binding("6", "switch_mode('security')", "Security", id="app.security"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),

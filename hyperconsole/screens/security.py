@@ -16,12 +16,9 @@ from textual.widgets.option_list import Option
 
 from hyperconsole import profiles
 from hyperconsole.errors import HyperconsoleError
-from hyperconsole.messages import ActionDone
-from hyperconsole.nixos.rebuild import RebuildLine
-from hyperconsole.nixos.revert import PendingChange, controller_for, default_confirm_timeout
+from hyperconsole.nixos.revert import default_confirm_timeout
 from hyperconsole.nixos.store import ChangeSet
-from hyperconsole.screens.base import PaneScreen
-from hyperconsole.widgets.confirm import ConfirmDialog
+from hyperconsole.screens.hostchange import HostChangePane
 from hyperconsole.widgets.sidediff import side_by_side
 
 
@@ -29,17 +26,14 @@ from hyperconsole.widgets.sidediff import side_by_side
 class SecurityState:
     catalog: profiles.Catalog
     current: profiles.Selection | None
-    pending: PendingChange | None
 
 
-class SecurityScreen(PaneScreen):
+class SecurityScreen(HostChangePane):
     BINDINGS = [
         Binding("a", "apply", "Apply", id="security.apply"),
-        Binding("k", "confirm", "Keep trial", id="security.confirm"),
-        Binding("u", "revert", "Revert trial", id="security.revert"),
         Binding("R", "reload", "Reload", id="security.reload"),
     ]
-    MUTATING = frozenset({"apply", "confirm", "revert"})
+    MUTATING = HostChangePane.MUTATING | {"apply"}
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,20 +52,16 @@ class SecurityScreen(PaneScreen):
                 yield SelectionList[str](id="sec-toggles")
                 yield Static("", id="sec-problems", classes="error")
             with Vertical(id="sec-right"):
-                yield Static("", id="sec-pending")
+                yield Static("", id="pending-banner")
                 yield Static("Change preview", classes="box-title")
                 with VerticalScroll(id="sec-diff-box"):
                     yield Static("", id="sec-diff")
                 yield Static("Rebuild log", classes="box-title")
-                yield Log(id="sec-log", highlight=False)
+                yield Log(id="rebuild-log", highlight=False)
 
     def on_mount(self) -> None:
+        super().on_mount()
         self.load()
-        self.set_interval(1.0, self._tick_countdown)
-
-    @property
-    def controller(self):
-        return controller_for(self.hc.config, demo=self.hc.view.demo)
 
     # -- loading ---------------------------------------------------------------------------------
     def action_reload(self) -> None:
@@ -81,8 +71,7 @@ class SecurityScreen(PaneScreen):
     def load(self) -> None:
         try:
             catalog = profiles.load_catalog()
-            controller = self.controller
-            state = SecurityState(catalog, profiles.current_selection(controller.store), controller.pending())
+            state = SecurityState(catalog, profiles.current_selection(self.controller.store))
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._show_error, str(exc))
             return
@@ -119,7 +108,6 @@ class SecurityScreen(PaneScreen):
             self._filled = True
         problems = "\n".join(state.catalog.problems)
         self.query_one("#sec-problems", Static).update(Text(problems))
-        self._show_pending()
         self.preview()
 
     # -- preview ---------------------------------------------------------------------------------
@@ -164,116 +152,18 @@ class SecurityScreen(PaneScreen):
             target.update(side_by_side(change.old_text, change.new_text,
                                        old_title=f"{change.name}.nix now", new_title="after apply"))
 
-    # -- pending trial -------------------------------------------------------------------------------
-    def _show_pending(self) -> None:
-        pending = self.state.pending if self.state else None
-        self.hc.view.pending = pending
-        self.update_status()
-        banner = self.query_one("#sec-pending", Static)
-        if pending is None:
-            banner.update("")
-            banner.remove_class("pending")
-            return
-        banner.add_class("pending")
-        if pending.state == "testing":
-            text = f"Trial rebuild running: {pending.description}"
-        else:
-            text = (f"Trial active: {pending.description}. Reverts by itself in {int(pending.remaining())} s "
-                    "unless kept: k keeps it, u reverts now.")
-        banner.update(Text(text))
-
-    def _tick_countdown(self) -> None:
-        pending = self.state.pending if self.state else None
-        if pending is None:
-            return
-        if pending.state != "testing" and pending.remaining() <= 0:
-            self.load()  # the timer has fired: read what the revert left behind
-        self._show_pending()
-
-    # -- actions --------------------------------------------------------------------------------------
-    def _log_line(self, line: RebuildLine) -> None:
-        self.app.call_from_thread(self.query_one("#sec-log", Log).write_line, f"{line.elapsed:6.1f}s  {line.text}")
+    # -- applying (confirm-or-revert, log, keep/undo come from HostChangePane) -------------------------
+    def changed_on_disk(self) -> None:
+        self.load()
 
     def action_apply(self) -> None:
         name, toggles = self.selection()
         changeset = self.changeset
         if name is None or changeset is None:
             return
-        if changeset.is_empty:
-            self.notify("nothing to apply: the host already has this profile and these toggles")
-            return
         timeout = default_confirm_timeout(changeset, self.hc.config.confirm_timeout)
-        detail = (f"Activated on trial with `test`; it reverts by itself after {timeout} s unless you keep it (k)."
-                  if timeout else "Applied with `switch` directly.")
-
-        def answered(ok: bool | None) -> None:
-            if ok:
-                self.query_one("#sec-log", Log).clear()
-                self._apply(changeset, timeout, f"security profile {name}" + (f" + {', '.join(toggles)}" if toggles else ""))
-
-        self.app.push_screen(ConfirmDialog(f"Apply security profile {name}?", detail), answered)
-
-    @work(thread=True, exclusive=True, group="security-apply", exit_on_error=False, description="apply profile")
-    def _apply(self, changeset: ChangeSet, timeout: int, description: str) -> None:
-        label = "apply " + description
-        try:
-            outcome = self.controller.apply(changeset, timeout=timeout, description=description,
-                                            on_line=self._log_line)
-        except HyperconsoleError as exc:
-            self.app.post_message(ActionDone(label, error=str(exc)))
-        else:
-            if outcome.reverted:
-                error = "the trial rebuild failed; files restored and the previous system re-activated"
-                self.app.post_message(ActionDone(label, error=error))
-            elif outcome.rebuild is not None and not outcome.rebuild.ok:
-                self.app.post_message(ActionDone(label, error=outcome.rebuild.summary()))
-            elif outcome.pending is not None:
-                self.app.post_message(ActionDone(label, detail=f"on trial: keep it with k within {timeout} s"))
-            else:
-                self.app.post_message(ActionDone(label, detail="applied"))
-        self.app.call_from_thread(self.load)
-
-    def action_confirm(self) -> None:
-        if not (self.state and self.state.pending):
-            self.notify("no trial change is waiting for confirmation")
-            return
-        self._confirm()
-
-    @work(thread=True, exclusive=True, group="security-apply", exit_on_error=False, description="confirm change")
-    def _confirm(self) -> None:
-        try:
-            result = self.controller.confirm(on_line=self._log_line)
-        except HyperconsoleError as exc:
-            self.app.post_message(ActionDone("keep trial change", error=str(exc)))
-        else:
-            if result.ok:
-                self.app.post_message(ActionDone("keep trial change", detail="made permanent with switch"))
-            else:
-                self.app.post_message(ActionDone("keep trial change", error=result.summary()))
-        self.app.call_from_thread(self.load)
-
-    def action_revert(self) -> None:
-        if not (self.state and self.state.pending):
-            self.notify("no trial change to revert")
-            return
-
-        def answered(ok: bool | None) -> None:
-            if ok:
-                self._revert()
-
-        self.app.push_screen(ConfirmDialog("Revert the trial change now?",
-                                           "The fragment files are restored and the previous system re-activated."),
-                             answered)
-
-    @work(thread=True, exclusive=True, group="security-apply", exit_on_error=False, description="revert change")
-    def _revert(self) -> None:
-        try:
-            self.controller.revert_now(reason="reverted by the operator", on_line=self._log_line)
-        except HyperconsoleError as exc:
-            self.app.post_message(ActionDone("revert trial change", error=str(exc)))
-        else:
-            self.app.post_message(ActionDone("revert trial change", detail="reverted"))
-        self.app.call_from_thread(self.load)
+        description = f"security profile {name}" + (f" + {', '.join(toggles)}" if toggles else "")
+        self.ask_apply(f"Apply security profile {name}?", changeset, timeout, description)
 
     def render_data(self, kinds: frozenset[str]) -> None:
         """Nothing from libvirt here; profile data is read on mount and after each action."""

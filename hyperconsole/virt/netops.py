@@ -493,22 +493,26 @@ def _is_local(uri: str) -> bool:
     return not parts.hostname
 
 
-def _host_bridge_exists(conn, manager, name: str) -> bool | None:
-    """True/False when it can be told, None when nothing can (remote host, no interface driver)."""
+def _host_bridge_state(conn, manager, name: str) -> str | None:
+    """'bridge', 'other' (exists, not a bridge), 'missing', or None when it cannot be told
+    (remote host without an interface driver)."""
+    uri = conn.getURI()
+    if _is_local(uri) and not uri.startswith("test:"):
+        # Local host: /sys is the truth (libvirt's udev interface backend may not be running).
+        if os.path.isdir(f"/sys/class/net/{name}/bridge"):
+            return "bridge"
+        return "other" if os.path.exists(f"/sys/class/net/{name}") else "missing"
     try:
-        conn.interfaceLookupByName(name)
-        return True
+        iface = conn.interfaceLookupByName(name)
+        kind = ET.fromstring(iface.XMLDesc(0)).get("type", "")
     except libvirt.libvirtError as exc:
         if manager is not None:
             manager.check_error(exc)
-        found = verrors.code(exc) == libvirt.VIR_ERR_NO_INTERFACE
-    uri = conn.getURI()
-    if uri.startswith("test:"):
-        return False if found else None
-    if _is_local(uri):
-        # The udev interface backend only lists what it has seen; /sys is the truth here.
-        return os.path.isdir(f"/sys/class/net/{name}/bridge")
-    return False if found else None
+        if verrors.code(exc) == libvirt.VIR_ERR_NO_INTERFACE:
+            return "missing"
+        log.debug("host bridge %s not checked: %s", name, verrors.one_line(exc))
+        return None
+    return "bridge" if kind == "bridge" else "other"
 
 
 def _bridges_in_use(conn, manager) -> dict[str, str]:
@@ -538,10 +542,13 @@ def validate_network(target: Target, spec: NewNetworkSpec) -> None:
     conn, manager = split(target)
     _name_free(conn, manager, spec.name)
     if spec.mode == "bridge":
-        exists = _host_bridge_exists(conn, manager, spec.bridge)
-        if exists is False:
+        state = _host_bridge_state(conn, manager, spec.bridge)
+        if state == "missing":
             raise ValidationError(f"no host bridge named {spec.bridge!r}",
                                   hint="create it in the host bridges pane first")
+        if state == "other":
+            raise ValidationError(f"host interface {spec.bridge!r} is not a bridge",
+                                  hint="bridge it in the host bridges pane first")
         return
     if spec.bridge:
         taken = _bridges_in_use(conn, manager)

@@ -17,6 +17,7 @@ import enum
 import logging
 import os
 import re
+import shutil
 import threading
 import unicodedata
 import weakref
@@ -24,6 +25,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -282,9 +284,27 @@ def _probe_pool_kinds(conn) -> tuple[str, ...]:
     return tuple(kinds)
 
 
+# The tools a backend runs on the host. libvirt's capabilities name the backends it was BUILT
+# with, not whether their tools are installed (a Debian libvirtd reports 'logical' on a host
+# without LVM, then fails at build with "cannot execute /sbin/pvcreate").
+_TOOLS = {"fs": ("mount", "mkfs"), "logical": ("pvcreate", "vgcreate")}
+_TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin",
+                              "/run/current-system/sw/bin"])
+
+
+def _tools_missing(kind: str) -> bool:
+    return any(shutil.which(tool, path=_TOOL_PATH) is None for tool in _TOOLS.get(kind, ()))
+
+
+def _local(conn) -> bool:
+    uri = conn.getURI()
+    return not uri.startswith("test:") and not urlsplit(uri).hostname
+
+
 def pool_kinds(target: Target) -> tuple[str, ...]:
     """Pool types this host can create from the storage pane ('dir' always; 'fs', 'logical'
-    only where the daemon has the backend). Probed once per connection, then cached."""
+    only where the daemon has the backend and, on a local connection, the host has its tools).
+    Probed once per connection, then cached."""
     conn, manager = split(target)
     with _kinds_lock:
         try:
@@ -295,6 +315,8 @@ def pool_kinds(target: Target) -> tuple[str, ...]:
         return cached
     with _calling(manager, "probe storage pool types"):
         kinds = _probe_pool_kinds(conn)
+        if _local(conn):
+            kinds = tuple(k for k in kinds if not _tools_missing(k))
     with _kinds_lock:
         try:
             _kinds_cache[conn] = kinds
@@ -818,7 +840,10 @@ def upload_volume(target: Target, pool_name: str, local_path: str, name: str | N
     if total == 0:
         raise ValidationError(f"{local_path} is empty")
     name = validate_volume_name(name if name is not None else os.path.basename(path))
-    fmt = detect_format(path)
+    try:
+        fmt = detect_format(path)
+    except OSError as exc:
+        raise ValidationError(f"cannot read {local_path}: {exc.strerror or exc}") from exc
     conn, manager = split(target)
     pool = _pool(conn, manager, pool_name, active=True)
     _volume_name_free(pool, manager, pool_name, name)
@@ -834,14 +859,14 @@ def upload_volume(target: Target, pool_name: str, local_path: str, name: str | N
             with open(path, "rb") as f:
                 while done < total:
                     if cancel is not None and cancel.is_set():
-                        raise UploadCancelled(f"upload of {os.path.basename(path)} cancelled; "
-                                              f"{pool_name}/{name} removed")
+                        raise UploadCancelled(f"upload of {os.path.basename(path)} cancelled")
                     data = f.read(min(chunk, total - done))
                     if not data:
                         raise VirtError(f"{local_path} shrank while uploading")
                     view = memoryview(data)
                     while view:
-                        sent = stream.send(view.tobytes())
+                        # virStreamSend may take less than it was given: send the rest again.
+                        sent = stream.send(data if len(view) == len(data) else view.tobytes())
                         if sent <= 0:
                             raise VirtError(f"upload to {pool_name}/{name}: stream refused data")
                         view = view[sent:]
@@ -850,12 +875,7 @@ def upload_volume(target: Target, pool_name: str, local_path: str, name: str | N
                         on_progress(done, total)
             stream.finish()
             stream = None
-            # libvirt refreshes the pool after an upload in a thread of its own; refresh now so
-            # the result shows the uploaded image (a qcow2's virtual size), not the empty container.
-            pool.refresh(0)
-            vol = pool.storageVolLookupByName(name)
-            return UploadResult(_volume_from_xml(pool_name, vol.XMLDesc(0)), done)
-    except BaseException:
+    except BaseException as exc:
         if stream is not None:
             try:
                 stream.abort()
@@ -863,6 +883,25 @@ def upload_volume(target: Target, pool_name: str, local_path: str, name: str | N
                 pass
         try:
             vol.delete(0)
-        except libvirt.libvirtError as exc:
-            log.error("could not remove half-written volume %s/%s: %s", pool_name, name, verrors.one_line(exc))
+            removed = True
+        except libvirt.libvirtError as cleanup:
+            removed = False
+            log.error("could not remove half-written volume %s/%s: %s", pool_name, name, verrors.one_line(cleanup))
+        what = f"{pool_name}/{name} removed" if removed else f"could not remove {pool_name}/{name}"
+        if isinstance(exc, UploadCancelled):
+            raise UploadCancelled(f"{exc.message}; {what}") from None
+        if isinstance(exc, OSError):
+            raise VirtError(f"reading {local_path} failed: {exc.strerror or exc}; {what}") from exc
         raise
+    # libvirt refreshes the pool after an upload in a thread of its own; refresh now so the
+    # result shows the uploaded image (a qcow2's virtual size), not the empty container. The
+    # data is in place whatever happens here, so a failure only costs an exact result.
+    try:
+        pool.refresh(0)
+        vol = pool.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if manager is not None:
+            manager.check_error(exc)
+        log.info("refresh after upload to %s failed: %s", pool_name, verrors.one_line(exc))
+    with _calling(manager, f"read {pool_name}/{name}"):
+        return UploadResult(_volume_from_xml(pool_name, vol.XMLDesc(0)), done)

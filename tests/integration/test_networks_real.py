@@ -161,6 +161,8 @@ def test_network_bridged_onto_host_bridge(manager, host_bridge, net_cleanup):
     """The host bridge is found (interface driver or /sys), a missing one is refused."""
     with pytest.raises(ValidationError, match="no host bridge named 'hcit-nobr'"):
         netops.create_network(manager, netops.NewNetworkSpec(NET, mode="bridge", bridge="hcit-nobr"))
+    with pytest.raises(ValidationError, match="host interface 'lo' is not a bridge"):
+        netops.create_network(manager, netops.NewNetworkSpec(NET, mode="bridge", bridge="lo"))
     assert NET not in [n.name() for n in manager.conn.listAllNetworks(0)]
     result = netops.create_network(manager, netops.NewNetworkSpec(NET, mode="bridge", bridge=host_bridge))
     assert result.started

@@ -67,12 +67,12 @@ async def test_apply_on_trial_then_keep():
         await pilot.pause()
         assert isinstance(app.screen, ConfirmDialog)
         await pilot.press("y")
-        await wait_until(pilot, lambda: screen.state and screen.state.pending and screen.state.pending.state == "armed", 60)
+        await wait_until(pilot, lambda: app.view.pending and app.view.pending.state == "armed", 60)
         assert "REVERT IN" in screen.query_one("StatusBar").pending
-        assert "Reverts by itself" in text_of(screen.query_one("#sec-pending"))
-        assert any("demo" in line.lower() for line in screen.query_one("#sec-log").lines)
+        assert "Reverts by itself" in text_of(screen.query_one("#pending-banner"))
+        assert any("demo" in line.lower() for line in screen.query_one("#rebuild-log").lines)
         await pilot.press("k")
-        await wait_until(pilot, lambda: screen.state and screen.state.pending is None, 60)
+        await wait_until(pilot, lambda: app.view.pending is None, 60)
         store = controller_for(app.config, demo=True).store
         assert profiles.current_selection(store) == profiles.Selection("headless", ("strict-ssh",))
         done = [m for m in seen if isinstance(m, ActionDone)]
@@ -86,12 +86,12 @@ async def test_unconfirmed_trial_reverts_by_itself_and_restores_files():
         store = controller_for(app.config, demo=True).store
         before = {name: store.read(name).text for name in store.names()}
         await pilot.press("a", "y")
-        await wait_until(pilot, lambda: screen.state and screen.state.pending is not None, 60)
+        await wait_until(pilot, lambda: app.view.pending is not None, 60)
         # Nobody confirms: the detached timer runs the revert command by itself.
         await wait_until(pilot, lambda: controller_for(app.config, demo=True).pending() is None, 60)
         after = {name: store.read(name).text for name in store.names()}
         assert after == before
-        await wait_until(pilot, lambda: screen.state.pending is None, 10)
+        await wait_until(pilot, lambda: app.view.pending is None, 10)
         assert screen.query_one("StatusBar").pending == ""
 
 
@@ -103,7 +103,7 @@ async def test_readonly_hides_apply_keep_revert():
         await pilot.press("a")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmDialog)
-        for action in ("apply", "confirm", "revert"):
+        for action in ("apply", "keep", "undo"):
             assert screen.check_action(action, ()) is False
 
 
@@ -112,7 +112,7 @@ async def test_a_new_session_shows_the_waiting_trial_and_can_keep_it():
     async with first.run_test(size=(150, 42)) as pilot:
         screen = await open_pane(pilot)
         await pilot.press("a", "y")
-        await wait_until(pilot, lambda: screen.state and screen.state.pending and screen.state.pending.state == "armed", 60)
+        await wait_until(pilot, lambda: first.view.pending and first.view.pending.state == "armed", 60)
     # The console exits; the trial stays. A new session opens on the VM list and says so.
     second = demo_app(confirm_timeout=120)
     async with second.run_test(size=(150, 42)) as pilot:
@@ -121,5 +121,5 @@ async def test_a_new_session_shows_the_waiting_trial_and_can_keep_it():
         assert "REVERT IN" in second.screen.query_one("StatusBar").pending
         screen = await open_pane(pilot)
         await pilot.press("k")
-        await wait_until(pilot, lambda: screen.state and screen.state.pending is None, 60)
+        await wait_until(pilot, lambda: second.view.pending is None, 60)
         assert second.screen.query_one("StatusBar").pending == ""

@@ -224,6 +224,7 @@ def test_create_refuses_bad_input_and_changes_nothing(open_host, spec, message):
     (NewNetworkSpec("default", mode="isolated"), "'default' already exists"),
     (NewNetworkSpec("n2", mode="nat", cidr="192.168.122.77/25"), "overlaps 192.168.122.0/24 of network 'default'"),
     (NewNetworkSpec("n2", mode="bridge", bridge="br7"), "no host bridge named 'br7'"),
+    (NewNetworkSpec("n2", mode="bridge", bridge="eth0"), "host interface 'eth0' is not a bridge"),
 ])
 def test_create_refuses_what_the_host_has(open_host, spec, message):
     mgr = open_host(host())

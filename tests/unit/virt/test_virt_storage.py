@@ -177,6 +177,17 @@ def test_pool_kinds_probe_and_cache(open_host, monkeypatch):
     assert calls == ["fs", "logical"]
 
 
+def test_pool_kinds_hide_backends_whose_tools_are_missing(open_host, monkeypatch):
+    """On a local connection a backend libvirt was built with is hidden when its host tools are
+    missing (the real daemon case is in the integration test)."""
+    mgr = open_host(host())
+    monkeypatch.setattr(storage, "_local", lambda conn: True)
+    monkeypatch.setattr(storage, "_tools_missing", lambda kind: kind == "logical")
+    assert storage.pool_kinds(mgr) == ("dir",)
+    with pytest.raises(ValidationError, match=r"cannot create logical pools \(it offers dir\)"):
+        storage.create_pool(mgr, storage.NewPoolSpec("vg", "logical", device="/dev/sdb"))
+
+
 def test_pool_kinds_from_capabilities_xml(open_host, monkeypatch):
     mgr = open_host(host())
     caps = ("<storagepoolCapabilities><pool type='dir' supported='yes'/><pool type='fs' supported='yes'/>"
@@ -588,4 +599,18 @@ def test_upload_refused_when_pool_lacks_room(open_host, iso, monkeypatch):
                         lambda self: [*real_info(self)[:3], 1000])  # 1000 bytes free
     with pytest.raises(ValidationError, match=r"uploading small.iso needs 1 MiB; pool 'default' has 1000 B free"):
         storage.upload_volume(mgr, "default", str(iso))
+    assert "small.iso" not in names(mgr)
+
+
+def test_upload_of_a_file_that_shrinks_deletes_volume(open_host, iso, monkeypatch):
+    """The file was truncated by someone else mid-upload: one line, nothing half-written left."""
+    mgr = open_host(host())
+    _fake_upload(monkeypatch, mgr, FakeStream(per_call=10**9))
+
+    def shrink(done, total):
+        with open(iso, "r+b") as f:
+            f.truncate(done)
+
+    with pytest.raises(VirtError, match=r"small.iso shrank while uploading$"):
+        storage.upload_volume(mgr, "default", str(iso), on_progress=shrink, chunk=262_144)
     assert "small.iso" not in names(mgr)

@@ -1,0 +1,367 @@
+"""Networks pane (`3`): the host's interfaces (bridges with members, VLANs, bonds, rates, the VMs
+on each bridge) and libvirt's networks. Host changes (bridges, VLANs, addresses, MTU) go to the
+network.nix fragment with confirm-or-revert, mandatory when they reach the SSH uplink; libvirt
+networks are changed through libvirt directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable, Log, Static
+
+from hyperconsole import presenters
+from hyperconsole.errors import HyperconsoleError, ValidationError
+from hyperconsole.host import interfaces as interfaces_mod
+from hyperconsole.host import netconfig, netplan
+from hyperconsole.messages import ActionDone
+from hyperconsole.screens.hostchange import HostChangePane
+from hyperconsole.virt import netops
+from hyperconsole.widgets.confirm import ConfirmDialog
+from hyperconsole.widgets.form import InputDialog
+
+SOURCE = "Networks pane"
+
+
+@dataclass(frozen=True)
+class HostView:
+    interfaces: list[interfaces_mod.InterfaceInfo]
+    rates: dict[str, interfaces_mod.InterfaceRate]
+    uplinks: list[str]
+
+
+def interface_cells(i: interfaces_mod.InterfaceInfo, rate, uplinks: list[str], vms: tuple[str, ...]) -> list[Text]:
+    relation = ""
+    if i.bridge is not None:
+        relation = "members: " + (", ".join(i.bridge.members) or "none") + (" (STP)" if i.bridge.stp else "")
+    elif i.vlan is not None:
+        relation = f"VLAN {i.vlan.id} on {i.vlan.parent}"
+    elif i.bond is not None:
+        relation = f"{i.bond.mode}: " + ", ".join(i.bond.slaves)
+    elif i.master:
+        relation = f"in {i.master}"
+    addresses = " ".join(a.cidr for a in i.addresses if a.scope != "link")
+    carrier = presenters.DASH if i.carrier is None else ("up" if i.carrier else "down")
+    name = presenters.plain(i.name, "bold" if i.name in uplinks else "")
+    if i.name in uplinks:
+        name.append(" ⇄", "yellow")  # carries the SSH session
+    return [
+        name, presenters.plain(i.kind), presenters.plain(i.state.lower()), presenters.plain(carrier),
+        presenters.plain(f"{i.speed_mbps} Mb/s" if i.speed_mbps else presenters.DASH),
+        presenters.plain(str(i.mtu)), presenters.plain(addresses or presenters.DASH),
+        presenters.plain(relation), presenters.plain(presenters.pair(rate.rx_bps, rate.tx_bps) if rate else presenters.DASH),
+        presenters.plain(", ".join(vms)),
+    ]
+
+
+def network_cells(net: netops.NetworkDetails) -> list[Text]:
+    ipv4 = next((r for r in net.ips if r.family == "ipv4"), None)
+    dhcp = "-".join(ipv4.dhcp[0]) if ipv4 and ipv4.dhcp else presenters.DASH
+    return [
+        presenters.plain(net.name, "bold"),
+        presenters.plain("active" if net.active else "inactive", "green" if net.active else "bright_black"),
+        presenters.plain("yes" if net.autostart else "no"),
+        presenters.plain(net.forward_mode or "isolated"),
+        presenters.plain(net.bridge or presenters.DASH),
+        presenters.plain(ipv4.cidr if ipv4 else presenters.DASH),
+        presenters.plain(dhcp),
+        presenters.plain(", ".join(net.vms)),
+    ]
+
+
+class NetworksScreen(HostChangePane):
+    BINDINGS = [
+        Binding("tab", "switch_table", "Switch table", id="networks.switch"),
+        Binding("b", "add_bridge", "New bridge", id="networks.bridge"),
+        Binding("v", "add_vlan", "New VLAN", id="networks.vlan"),
+        Binding("i", "set_address", "Address", id="networks.address"),
+        Binding("m", "set_mtu", "MTU", id="networks.mtu"),
+        Binding("n", "new_network", "New network", id="networks.new"),
+        Binding("s", "start", "Start net", id="networks.start"),
+        Binding("x", "stop", "Stop net", id="networks.stop"),
+        Binding("a", "autostart", "Autostart", id="networks.autostart"),
+        Binding("e", "edit_dhcp", "DHCP range", id="networks.dhcp"),
+        Binding("delete", "delete", "Delete", id="networks.delete"),
+    ]
+    MUTATING = HostChangePane.MUTATING | {"add_bridge", "add_vlan", "set_address", "set_mtu", "new_network",
+                                          "start", "stop", "autostart", "edit_dhcp", "delete"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.host: HostView | None = None
+        self.overview: netops.NetworksOverview | None = None
+        self._sampler = interfaces_mod.InterfaceSampler()
+        self._domain_count = -1
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="pending-banner")
+        yield Static("Host interfaces  (b bridge · v VLAN · i address · m MTU · del remove; written to network.nix)",
+                     classes="box-title")
+        ifaces: DataTable = DataTable(id="ifaces", cursor_type="row", zebra_stripes=True)
+        for label in ("Name", "Kind", "State", "Link", "Speed", "MTU", "Addresses", "Bridge / VLAN / bond",
+                      "rx/tx", "VMs"):
+            ifaces.add_column(label, key=label.split()[0].lower())
+        yield ifaces
+        yield Static("libvirt networks  (n new · s start · x stop · a autostart · e DHCP range · del delete)",
+                     classes="box-title")
+        nets: DataTable = DataTable(id="nets", cursor_type="row", zebra_stripes=True)
+        for label in ("Name", "State", "Autostart", "Forward", "Bridge", "IPv4", "DHCP range", "VMs"):
+            nets.add_column(label, key=label.split()[0].lower())
+        yield nets
+        yield Log(id="rebuild-log", highlight=False)
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#ifaces", DataTable).focus()
+
+    # -- data -----------------------------------------------------------------------------------------
+    def render_data(self, kinds: frozenset[str]) -> None:
+        if kinds & {"all", "host"}:
+            self.load_host()
+        domain_count = len(self.hc.view.domains)
+        if kinds & {"all", "connection"} or domain_count != self._domain_count:
+            # Which VM sits where needs every domain's XML: read it when VMs come or go, not per tick.
+            self._domain_count = domain_count
+            self.load_networks()
+
+    def changed_on_disk(self) -> None:
+        self.load_host()
+
+    @work(thread=True, exclusive=True, group="net-host", exit_on_error=False, description="read interfaces")
+    def load_host(self) -> None:
+        try:
+            interfaces = interfaces_mod.read_interfaces()
+        except HyperconsoleError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        view = HostView(interfaces, self._sampler.sample(), interfaces_mod.uplink_interfaces(interfaces))
+        self.app.call_from_thread(self._show_host, view)
+
+    @work(thread=True, exclusive=True, group="net-libvirt", exit_on_error=False, description="read networks")
+    def load_networks(self) -> None:
+        try:
+            overview = netops.networks_overview(self.hc.manager)
+        except HyperconsoleError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        self.app.call_from_thread(self._show_networks, overview)
+
+    def _vms_on(self, bridge: str) -> tuple[str, ...]:
+        if self.overview is None:
+            return ()
+        return self.overview.usage.on_bridge(bridge, self.overview.networks)
+
+    def _show_host(self, view: HostView) -> None:
+        self.host = view
+        rows = {i.name: interface_cells(i, view.rates.get(i.name), view.uplinks, self._vms_on(i.name))
+                for i in view.interfaces}
+        _sync(self.query_one("#ifaces", DataTable), rows)
+
+    def _show_networks(self, overview: netops.NetworksOverview) -> None:
+        self.overview = overview
+        _sync(self.query_one("#nets", DataTable), {n.name: network_cells(n) for n in overview.networks})
+        if self.host is not None:
+            self._show_host(self.host)  # the VMs column depends on the overview
+
+    def action_switch_table(self) -> None:
+        ifaces, nets = self.query_one("#ifaces", DataTable), self.query_one("#nets", DataTable)
+        (nets if ifaces.has_focus else ifaces).focus()
+
+    def _cursor_key(self, table_id: str) -> str | None:
+        table = self.query_one(table_id, DataTable)
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))[0].value
+
+    # -- host changes (network.nix) ---------------------------------------------------------------------
+    def _form(self, title: str, fields: list[tuple[str, str, str]], then: Callable[[dict[str, str]], None]) -> None:
+        def answered(values: dict[str, str] | None) -> None:
+            if values is not None:
+                then(values)
+
+        self.app.push_screen(InputDialog(title, fields), answered)
+
+    @work(thread=True, exclusive=True, group="net-plan", exit_on_error=False, description="plan network change")
+    def plan(self, edit: netplan.Edit) -> None:
+        overview, host = self.overview, self.host
+        pairs = [] if overview is None else netplan.vm_nic_pairs(
+            overview.usage.by_bridge, [(n.bridge, n.vms) for n in overview.networks])
+        try:
+            planned = netplan.plan(self.controller.store, edit, source=SOURCE, vm_nics=pairs,
+                                   host=host.interfaces if host else None)
+            timeout = planned.timeout(None, self.hc.config.confirm_timeout)
+        except HyperconsoleError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="not changed", severity="error", markup=False)
+            return
+        self.app.call_from_thread(self._ask, planned, timeout)
+
+    def _ask(self, planned: netplan.NetworkPlan, timeout: int) -> None:
+        notes = []
+        if planned.touches_uplink:
+            notes.append(f"This reaches {', '.join(planned.uplinks)}, which carries your SSH session: "
+                         "confirm-or-revert is mandatory.")
+        if planned.impact.bridges_changed:
+            notes.append("Bridges changed: " + ", ".join(planned.impact.bridges_changed))
+        if planned.impact.vms_on_them:
+            notes.append("VMs on them: " + ", ".join(planned.impact.vms_on_them))
+        notes += [f"warning: {w}" for w in planned.warnings]
+        notes.append(planned.changeset.diff())
+        self.ask_apply(planned.change.description.capitalize() + "?", planned.changeset, timeout,
+                       planned.change.description, extra="\n".join(notes))
+
+    def _existing_iface(self) -> str:
+        return self._cursor_key("#ifaces") or ""
+
+    def action_add_bridge(self) -> None:
+        def then(v: dict[str, str]) -> None:
+            members = [m.strip() for m in v["members"].replace(",", " ").split() if m.strip()]
+            rstp = v["rstp"].strip().lower() in ("y", "yes", "on", "true")
+            self.plan(lambda cfg, ex: netconfig.add_bridge(cfg, v["name"].strip(), members, rstp=rstp, existing=ex))
+
+        self._form("New bridge (network.nix)", [("name", "Name", "br0"), ("members", "Members", self._existing_iface()),
+                                                ("rstp", "RSTP (yes/no)", "no")], then)
+
+    def action_add_vlan(self) -> None:
+        def then(v: dict[str, str]) -> None:
+            try:
+                vlan_id = int(v["id"].strip())
+            except ValueError:
+                self.notify(f"VLAN id must be a whole number, not {v['id'].strip()!r}", severity="error", markup=False)
+                return
+            self.plan(lambda cfg, ex: netconfig.add_vlan(cfg, v["name"].strip(), vlan_id, v["parent"].strip(), existing=ex))
+
+        parent = self._existing_iface()
+        self._form("New VLAN (network.nix)", [("name", "Name", f"{parent}.10" if parent else ""), ("id", "VLAN id", "10"),
+                                              ("parent", "Parent", parent)], then)
+
+    def action_set_address(self) -> None:
+        def then(v: dict[str, str]) -> None:
+            mode = v["address"].strip()
+            gateway = v["gateway"].strip() or None
+            if mode.lower() == "dhcp":
+                edit = lambda cfg, ex: netconfig.set_address(cfg, v["iface"].strip(), dhcp=True, existing=ex)  # noqa: E731
+            else:
+                edit = lambda cfg, ex: netconfig.set_address(cfg, v["iface"].strip(), address=mode,  # noqa: E731
+                                                             gateway=gateway, existing=ex)
+            self.plan(edit)
+
+        self._form("Address (network.nix)", [("iface", "Interface", self._existing_iface()),
+                                             ("address", "dhcp or CIDR", "dhcp"), ("gateway", "Gateway", "")], then)
+
+    def action_set_mtu(self) -> None:
+        def then(v: dict[str, str]) -> None:
+            try:
+                mtu = int(v["mtu"].strip())
+            except ValueError:
+                self.notify(f"MTU must be a whole number, not {v['mtu'].strip()!r}", severity="error", markup=False)
+                return
+            self.plan(lambda cfg, ex: netconfig.set_mtu(cfg, v["iface"].strip(), mtu, existing=ex))
+
+        self._form("MTU (network.nix)", [("iface", "Interface", self._existing_iface()), ("mtu", "MTU", "1500")], then)
+
+    # -- libvirt networks -----------------------------------------------------------------------------------
+    def _net_op(self, label: str, fn, *args) -> None:
+        self._run_net(label, fn, *args)
+
+    @work(thread=True, group="net-ops", exit_on_error=False, description="network operation")
+    def _run_net(self, label: str, fn, *args) -> None:
+        try:
+            result = fn(self.hc.manager, *args)
+        except HyperconsoleError as exc:
+            self.app.post_message(ActionDone(label, error=str(exc)))
+        else:
+            summary = getattr(result, "summary", None)
+            self.app.post_message(ActionDone(label, detail=summary() if callable(summary) else "done"))
+        self.app.call_from_thread(self.load_networks)
+
+    def _network(self) -> netops.NetworkDetails | None:
+        name = self._cursor_key("#nets")
+        if name is None or self.overview is None:
+            self.notify("pick a libvirt network first (tab switches tables)", severity="warning")
+            return None
+        return next((n for n in self.overview.networks if n.name == name), None)
+
+    def action_start(self) -> None:
+        if (net := self._network()) is not None:
+            self._net_op(f"start network {net.name}", netops.start_network, net.name)
+
+    def action_stop(self) -> None:
+        if (net := self._network()) is None:
+            return
+        detail = ("VMs on it lose their network: " + ", ".join(net.vms)) if net.vms else ""
+        self.app.push_screen(ConfirmDialog(f"Stop network {net.name}?", detail),
+                             lambda ok: ok and self._net_op(f"stop network {net.name}", netops.stop_network, net.name))
+
+    def action_autostart(self) -> None:
+        if (net := self._network()) is not None:
+            self._net_op(f"autostart {'off' if net.autostart else 'on'} {net.name}", netops.set_network_autostart,
+                         net.name, not net.autostart)
+
+    def action_new_network(self) -> None:
+        def then(v: dict[str, str]) -> None:
+            try:
+                spec = netops.NewNetworkSpec(name=v["name"].strip(), mode=v["mode"].strip().lower(),
+                                             cidr=v["cidr"].strip() or None, dhcp_start=v["start"].strip() or None,
+                                             dhcp_end=v["end"].strip() or None, bridge=v["bridge"].strip())
+                netops.validate_network_spec(spec)
+            except ValidationError as exc:
+                self.notify(str(exc), title="not created", severity="error", markup=False)
+                return
+            self._net_op(f"create network {spec.name}", netops.create_network, spec)
+
+        self._form("New libvirt network", [("name", "Name", ""), ("mode", "nat/route/isolated/bridge", "nat"),
+                                           ("cidr", "Address/prefix", "192.168.150.1/24"),
+                                           ("start", "DHCP start", "192.168.150.100"),
+                                           ("end", "DHCP end", "192.168.150.200"),
+                                           ("bridge", "Bridge (bridge mode)", "")], then)
+
+    def action_edit_dhcp(self) -> None:
+        if (net := self._network()) is None:
+            return
+        ipv4 = next((r for r in net.ips if r.family == "ipv4"), None)
+        start, end = ipv4.dhcp[0] if ipv4 and ipv4.dhcp else ("", "")
+
+        def then(v: dict[str, str]) -> None:
+            self._net_op(f"DHCP range of {net.name}", netops.set_dhcp_range, net.name, v["start"].strip(), v["end"].strip())
+
+        self._form(f"DHCP range of {net.name}", [("start", "Start", start), ("end", "End", end)], then)
+
+    def action_delete(self) -> None:
+        if self.query_one("#nets", DataTable).has_focus:
+            if (net := self._network()) is None:
+                return
+            detail = ("Used by: " + ", ".join(net.vms) + ". They lose this network.") if net.vms else "No VM uses it."
+            self.app.push_screen(ConfirmDialog(f"Delete network {net.name}?", detail),
+                                 lambda ok: ok and self._net_op(f"delete network {net.name}", netops.delete_network, net.name))
+            return
+        name = self._existing_iface()
+        info = next((i for i in (self.host.interfaces if self.host else []) if i.name == name), None)
+        if info is None:
+            return
+        if info.kind == "bridge":
+            self.plan(lambda cfg, ex: netconfig.remove_bridge(cfg, name, existing=ex))
+        elif info.kind == "vlan":
+            self.plan(lambda cfg, ex: netconfig.remove_vlan(cfg, name, existing=ex))
+        else:
+            self.notify(f"{name} is a {info.kind} interface: only bridges and VLANs are removed here",
+                        severity="warning", markup=False)
+
+
+def _sync(table: DataTable, rows: dict[str, list[Text]]) -> None:
+    """Rows by key: removed, added, and only changed cells updated."""
+    keys = [c.key for c in table.columns.values()]
+    for key in [k.value for k in table.rows if k.value not in rows]:
+        table.remove_row(key)
+    present = {k.value for k in table.rows}
+    for key, cells in rows.items():
+        if key not in present:
+            table.add_row(*cells, key=key)
+            continue
+        for column, cell in zip(keys, cells):
+            if table.get_cell(key, column) != cell:
+                table.update_cell(key, column, cell)

@@ -1,0 +1,151 @@
+"""Networks pane on the demo: real host interfaces, the demo's libvirt networks, and host changes
+written to the scratch network.nix through the demo rebuild (real nix-instantiate)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from hyperconsole.host import netconfig
+from hyperconsole.messages import ActionDone
+from hyperconsole.nixos.revert import controller_for
+from hyperconsole.screens.networks import NetworksScreen
+from hyperconsole.widgets.confirm import ConfirmDialog
+from hyperconsole.widgets.form import InputDialog
+from scripts.scenes import demo_app, settle
+from tests.conftest import in_ci
+
+if shutil.which("nix-instantiate") is None or shutil.which("ip") is None:
+    if in_ci():
+        raise RuntimeError("nix-instantiate and iproute2 are required for the Networks pane tests in CI")
+    pytest.skip("nix-instantiate or ip not installed", allow_module_level=True)
+
+
+async def open_pane(pilot) -> NetworksScreen:
+    await settle(pilot)
+    await pilot.press("3")
+    for _ in range(30):
+        await settle(pilot)
+        screen = pilot.app.screen
+        if isinstance(screen, NetworksScreen) and screen.host is not None and screen.overview is not None:
+            return screen
+    raise AssertionError("networks pane never loaded")
+
+
+async def wait_until(pilot, predicate, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await pilot.pause(0.1)
+        await pilot.app.workers.wait_for_complete()
+        if predicate():
+            return
+    raise AssertionError("condition not met in time")
+
+
+async def fill(pilot, values: dict[str, str]) -> None:
+    dialog = pilot.app.screen
+    assert isinstance(dialog, InputDialog)
+    for key, value in values.items():
+        dialog.query_one(f"#f-{key}", Input).value = value
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+def network_names(screen) -> list[str]:
+    table = screen.query_one("#nets", DataTable)
+    return [table.get_row_at(i)[0].plain for i in range(table.row_count)]
+
+
+async def test_shows_host_interfaces_and_libvirt_networks_with_their_vms():
+    app = demo_app()
+    async with app.run_test(size=(150, 42)) as pilot:
+        screen = await open_pane(pilot)
+        ifaces = screen.query_one("#ifaces", DataTable)
+        assert "lo" in [k.value for k in ifaces.rows]
+        assert network_names(screen) == ["build-isolated", "default", "lan-br0"]
+        default = next(n for n in screen.overview.networks if n.name == "default")
+        assert "db-primary" in default.vms
+
+
+async def test_create_edit_and_delete_a_libvirt_network():
+    app = demo_app()
+    seen: list = []
+    async with app.run_test(size=(150, 42), message_hook=seen.append) as pilot:
+        screen = await open_pane(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        await fill(pilot, {"name": "lab", "mode": "isolated", "cidr": "10.9.0.1/24", "start": "10.9.0.10",
+                           "end": "10.9.0.20", "bridge": ""})
+        await wait_until(pilot, lambda: "lab" in network_names(screen), 10)
+        table = screen.query_one("#nets", DataTable)
+        table.focus()
+        table.move_cursor(row=table.get_row_index("lab"))
+        await pilot.press("e")
+        await pilot.pause()
+        await fill(pilot, {"start": "10.9.0.30", "end": "10.9.0.40"})
+        await wait_until(pilot, lambda: any(
+            r.dhcp == (("10.9.0.30", "10.9.0.40"),) for n in screen.overview.networks if n.name == "lab" for r in n.ips), 10)
+        await pilot.press("delete")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: "lab" not in network_names(screen), 10)
+        assert all(m.error is None for m in seen if isinstance(m, ActionDone))
+
+
+async def test_bad_network_input_is_refused_in_one_line():
+    app = demo_app()
+    seen: list = []
+    async with app.run_test(size=(150, 42), message_hook=seen.append) as pilot:
+        screen = await open_pane(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        await fill(pilot, {"name": "lab", "mode": "nat", "cidr": "10.9.0.1/24", "start": "10.8.0.10",
+                           "end": "10.8.0.20", "bridge": ""})
+        assert "lab" not in network_names(screen)
+
+
+async def test_new_bridge_is_written_to_network_nix_on_trial_and_kept():
+    app = demo_app(confirm_timeout=60)
+    async with app.run_test(size=(150, 42)) as pilot:
+        await open_pane(pilot)
+        await pilot.press("b")
+        await pilot.pause()
+        await fill(pilot, {"name": "br-lab", "members": "", "rstp": "yes"})
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 10)
+        assert "br-lab" in app.screen.detail and "Bridges changed" in app.screen.detail
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.view.pending is not None and app.view.pending.state == "armed", 60)
+        await pilot.press("k")
+        await wait_until(pilot, lambda: app.view.pending is None, 60)
+        config, _ = netconfig.load(controller_for(app.config, demo=True).store)
+        assert [b.name for b in config.bridges] == ["br-lab"] and config.bridges[0].rstp is True
+
+
+async def test_bad_bridge_name_changes_nothing():
+    app = demo_app()
+    async with app.run_test(size=(150, 42)) as pilot:
+        await open_pane(pilot)
+        store = controller_for(app.config, demo=True).store
+        before = sorted(store.names())
+        await pilot.press("b")
+        await pilot.pause()
+        await fill(pilot, {"name": "a/b", "members": "", "rstp": "no"})
+        await settle(pilot)
+        assert not isinstance(app.screen, ConfirmDialog)
+        assert sorted(store.names()) == before
+
+
+async def test_readonly_hides_every_change():
+    app = demo_app()
+    app.view.readonly = True
+    async with app.run_test(size=(150, 42)) as pilot:
+        screen = await open_pane(pilot)
+        for action in screen.MUTATING:
+            assert screen.check_action(action, ()) is False
+        await pilot.press("b")
+        await pilot.pause()
+        assert not isinstance(app.screen, InputDialog)
