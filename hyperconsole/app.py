@@ -25,6 +25,7 @@ from hyperconsole.screens.dashboard import DashboardScreen
 from hyperconsole.screens.help import HelpScreen
 from hyperconsole.screens.networks import NetworksScreen
 from hyperconsole.screens.security import SecurityScreen
+from hyperconsole.screens.storage import StorageScreen
 from hyperconsole.screens.vms import VmsScreen
 from hyperconsole.viewstate import ViewState
 from hyperconsole.virt import inventory
@@ -38,13 +39,15 @@ log = logging.getLogger(__name__)
 class HyperconsoleApp(App):
     TITLE = "hyperconsole"
     CSS_PATH = Path(__file__).with_name("hyperconsole.tcss")
-    MODES = {"dashboard": DashboardScreen, "vms": VmsScreen, "networks": NetworksScreen, "security": SecurityScreen}
+    MODES = {"dashboard": DashboardScreen, "vms": VmsScreen, "networks": NetworksScreen, "storage": StorageScreen,
+             "security": SecurityScreen}
     DEFAULT_MODE = "vms"
     COMMANDS = App.COMMANDS | {ActionsProvider}
     BINDINGS = [
         Binding("1", "switch_mode('dashboard')", "Dashboard", id="app.dashboard"),
         Binding("2", "switch_mode('vms')", "VMs", id="app.vms"),
         Binding("3", "switch_mode('networks')", "Networks", id="app.networks"),
+        Binding("4", "switch_mode('storage')", "Storage", id="app.storage"),
         Binding("6", "switch_mode('security')", "Security", id="app.security"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),

@@ -93,3 +93,16 @@ def short_uri(uri: str) -> str:
     if uri.startswith(prefix) and uri.count("/") > 4:
         return prefix + "…/" + uri.rsplit("/", 1)[1]
     return uri
+
+
+def describe_result(result: object) -> str:
+    """Operations return small result objects; a notification shows their summary."""
+    if isinstance(result, str):
+        return result
+    summary = getattr(result, "summary", None)
+    if callable(summary):
+        return summary()
+    if result is not None and hasattr(result, "name") and hasattr(result, "volumes"):
+        copied = ", ".join(result.volumes) or "no disks"
+        return f"created {result.name} (copied {copied})"
+    return ""

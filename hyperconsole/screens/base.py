@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from textual import on
+from typing import Callable
+
+from textual import on, work
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from hyperconsole import presenters
-from hyperconsole.messages import DataChanged
+from hyperconsole.errors import HyperconsoleError
+from hyperconsole.messages import ActionDone, DataChanged
 from hyperconsole.viewstate import pending_badge
 from hyperconsole.widgets.statusbar import StatusBar
 
@@ -63,3 +66,18 @@ class PaneScreen(Screen):
 
     def render_data(self, kinds: frozenset[str]) -> None:
         """Override: redraw from self.hc.view. Runs on the UI thread; must not block."""
+
+    @work(thread=True, group="jobs", exit_on_error=False, description="operator job")
+    def run_job(self, label: str, fn: Callable[..., object], *args: object, uuid: str | None = None,
+                then: Callable[[], None] | None = None) -> None:
+        """Run `fn(manager, *args)` off the UI thread; the app reports the outcome in one line."""
+        try:
+            result = fn(self.hc.manager, *args)
+        except HyperconsoleError as exc:
+            self.app.post_message(ActionDone(label, error=str(exc), uuid=uuid))
+        except Exception as exc:  # never a traceback in front of the operator
+            self.app.post_message(ActionDone(label, error=f"{exc.__class__.__name__}: {exc}", uuid=uuid))
+        else:
+            self.app.post_message(ActionDone(label, detail=presenters.describe_result(result), uuid=uuid))
+        if then is not None:
+            self.app.call_from_thread(then)

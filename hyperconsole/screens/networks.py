@@ -19,11 +19,11 @@ from hyperconsole import presenters
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.host import interfaces as interfaces_mod
 from hyperconsole.host import netconfig, netplan
-from hyperconsole.messages import ActionDone
 from hyperconsole.screens.hostchange import HostChangePane
 from hyperconsole.virt import netops
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import InputDialog
+from hyperconsole.widgets.tablesync import sync_rows
 
 SOURCE = "Networks pane"
 
@@ -160,11 +160,11 @@ class NetworksScreen(HostChangePane):
         self.host = view
         rows = {i.name: interface_cells(i, view.rates.get(i.name), view.uplinks, self._vms_on(i.name))
                 for i in view.interfaces}
-        _sync(self.query_one("#ifaces", DataTable), rows)
+        sync_rows(self.query_one("#ifaces", DataTable), rows)
 
     def _show_networks(self, overview: netops.NetworksOverview) -> None:
         self.overview = overview
-        _sync(self.query_one("#nets", DataTable), {n.name: network_cells(n) for n in overview.networks})
+        sync_rows(self.query_one("#nets", DataTable), {n.name: network_cells(n) for n in overview.networks})
         if self.host is not None:
             self._show_host(self.host)  # the VMs column depends on the overview
 
@@ -266,18 +266,7 @@ class NetworksScreen(HostChangePane):
 
     # -- libvirt networks -----------------------------------------------------------------------------------
     def _net_op(self, label: str, fn, *args) -> None:
-        self._run_net(label, fn, *args)
-
-    @work(thread=True, group="net-ops", exit_on_error=False, description="network operation")
-    def _run_net(self, label: str, fn, *args) -> None:
-        try:
-            result = fn(self.hc.manager, *args)
-        except HyperconsoleError as exc:
-            self.app.post_message(ActionDone(label, error=str(exc)))
-        else:
-            summary = getattr(result, "summary", None)
-            self.app.post_message(ActionDone(label, detail=summary() if callable(summary) else "done"))
-        self.app.call_from_thread(self.load_networks)
+        self.run_job(label, fn, *args, then=self.load_networks)
 
     def _network(self) -> netops.NetworkDetails | None:
         name = self._cursor_key("#nets")
@@ -351,17 +340,3 @@ class NetworksScreen(HostChangePane):
             self.notify(f"{name} is a {info.kind} interface: only bridges and VLANs are removed here",
                         severity="warning", markup=False)
 
-
-def _sync(table: DataTable, rows: dict[str, list[Text]]) -> None:
-    """Rows by key: removed, added, and only changed cells updated."""
-    keys = [c.key for c in table.columns.values()]
-    for key in [k.value for k in table.rows if k.value not in rows]:
-        table.remove_row(key)
-    present = {k.value for k in table.rows}
-    for key, cells in rows.items():
-        if key not in present:
-            table.add_row(*cells, key=key)
-            continue
-        for column, cell in zip(keys, cells):
-            if table.get_cell(key, column) != cell:
-                table.update_cell(key, column, cell)

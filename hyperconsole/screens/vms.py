@@ -5,32 +5,17 @@ from __future__ import annotations
 import subprocess
 from typing import Callable
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Input
 
 from hyperconsole import presenters
-from hyperconsole.errors import HyperconsoleError
-from hyperconsole.messages import ActionDone
 from hyperconsole.screens.base import PaneScreen
 from hyperconsole.virt import ops
 from hyperconsole.virt.models import DomainInfo, DomainState
 from hyperconsole.widgets.confirm import ConfirmDialog
-
-
-def describe_result(result: object) -> str:
-    """Operations return small result objects; the notification shows their summary."""
-    if isinstance(result, str):
-        return result
-    summary = getattr(result, "summary", None)
-    if callable(summary):
-        return summary()
-    if result is not None and hasattr(result, "name") and hasattr(result, "volumes"):
-        copied = ", ".join(result.volumes) or "no disks"
-        return f"created {result.name} (copied {copied})"
-    return ""
 
 
 class VmsScreen(PaneScreen):
@@ -193,17 +178,8 @@ class VmsScreen(PaneScreen):
             table.move_cursor(row=table.cursor_row + 1)
 
     # -- jobs ----------------------------------------------------------------------------------------
-    @work(thread=True, group="vm-ops", exit_on_error=False, description="VM operation")
     def run_op(self, label: str, fn: Callable[..., object], uuid: str | None, *args: object) -> None:
-        try:
-            result = fn(self.hc.manager, *args)
-        except HyperconsoleError as exc:
-            self.app.post_message(ActionDone(label, error=str(exc), uuid=uuid))
-        except Exception as exc:  # never a traceback in front of the operator
-            self.app.post_message(ActionDone(label, error=f"{exc.__class__.__name__}: {exc}", uuid=uuid))
-        else:
-            detail = describe_result(result)
-            self.app.post_message(ActionDone(label, detail=detail, uuid=uuid))
+        self.run_job(label, fn, *args, uuid=uuid)
 
     def _each(self, verb: str, fn: Callable, allowed: Callable[[DomainInfo], bool]) -> None:
         targets = self.targets()

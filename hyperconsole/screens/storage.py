@@ -1,0 +1,364 @@
+"""Storage pane (`4`): pools with capacity bars and low-space warnings, and the volumes of the
+pool under the cursor, listed once and read a page at a time so a pool of thousands of volumes
+does not stall the console. Everything here goes through libvirt."""
+
+from __future__ import annotations
+
+import threading
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable, ProgressBar, Static
+
+from hyperconsole import presenters
+from hyperconsole.errors import HyperconsoleError
+from hyperconsole.messages import ActionDone
+from hyperconsole.screens.base import PaneScreen
+from hyperconsole.virt import storage
+from hyperconsole.virt.models import VolumeInfo
+from hyperconsole.widgets.confirm import ConfirmDialog
+from hyperconsole.widgets.form import InputDialog
+from hyperconsole.widgets.tablesync import sync_rows
+
+PAGE = 200
+LEVEL_STYLE = {storage.SpaceLevel.OK: "green", storage.SpaceLevel.WARN: "yellow",
+               storage.SpaceLevel.CRITICAL: "bold red", storage.SpaceLevel.UNKNOWN: "bright_black"}
+
+
+def usage_bar(percent: float | None, level: storage.SpaceLevel, width: int = 16) -> Text:
+    if percent is None:
+        return Text(presenters.DASH)
+    filled = round(width * percent / 100)
+    bar = Text("█" * filled, LEVEL_STYLE[level])
+    bar.append("░" * (width - filled), "bright_black")
+    bar.append(f" {percent:4.0f}%")
+    return bar
+
+
+def pool_cells(pool: storage.PoolDetails) -> list[Text]:
+    info = pool.info
+    return [
+        presenters.plain(info.name, "bold"), presenters.plain(info.kind),
+        presenters.plain(pool.state, "green" if info.active else "bright_black"),
+        presenters.plain("yes" if info.autostart else "no"),
+        presenters.plain(presenters.size_bytes(info.capacity) if info.active else presenters.DASH),
+        presenters.plain(presenters.size_bytes(info.available) if info.active else presenters.DASH),
+        usage_bar(pool.used_percent, pool.level),
+        presenters.plain(presenters.DASH if pool.volume_count is None else str(pool.volume_count)),
+        presenters.plain(info.path),
+    ]
+
+
+def volume_cells(vol: VolumeInfo, users: tuple[str, ...]) -> list[Text]:
+    return [
+        presenters.plain(vol.name), presenters.plain(vol.format or presenters.DASH),
+        presenters.plain(presenters.size_bytes(vol.capacity)), presenters.plain(presenters.size_bytes(vol.allocation)),
+        presenters.plain(", ".join(users)), presenters.plain(vol.path),
+    ]
+
+
+class StorageScreen(PaneScreen):
+    BINDINGS = [
+        Binding("tab", "switch_table", "Switch table", id="storage.switch"),
+        Binding("s", "start", "Start pool", id="storage.start"),
+        Binding("x", "stop", "Stop pool", id="storage.stop"),
+        Binding("R", "refresh", "Refresh pool", id="storage.refresh"),
+        Binding("a", "autostart", "Autostart", id="storage.autostart"),
+        Binding("N", "new_pool", "New pool", id="storage.new_pool"),
+        Binding("n", "new_volume", "New volume", id="storage.new_volume"),
+        Binding("g", "grow", "Grow volume", id="storage.grow"),
+        Binding("C", "clone", "Clone volume", id="storage.clone"),
+        Binding("U", "upload", "Upload", id="storage.upload"),
+        Binding("ctrl+x", "cancel_upload", "Cancel upload", id="storage.cancel_upload"),
+        Binding("pagedown", "more", "More volumes", show=False, id="storage.more"),
+        Binding("delete", "delete", "Delete", id="storage.delete"),
+    ]
+    MUTATING = frozenset({"start", "stop", "refresh", "autostart", "new_pool", "new_volume", "grow", "clone",
+                          "upload", "cancel_upload", "delete"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pools: list[storage.PoolDetails] = []
+        self.pool_name: str | None = None
+        self.listing: storage.VolumeListing | None = None
+        self.volumes: list[VolumeInfo] = []
+        self.usage: storage.VolumeUsage | None = None
+        self._upload_cancel: threading.Event | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("Storage pools  (s start · x stop · R refresh · a autostart · N new · del delete)",
+                     classes="box-title")
+        pools: DataTable = DataTable(id="pools", cursor_type="row", zebra_stripes=True)
+        for label in ("Name", "Type", "State", "Autostart", "Capacity", "Available", "Used", "Volumes", "Path"):
+            pools.add_column(label, key=label.lower())
+        yield pools
+        yield Static("", id="space-warning", classes="error")
+        yield Static("Volumes", id="volumes-title", classes="box-title")
+        volumes: DataTable = DataTable(id="volumes", cursor_type="row", zebra_stripes=True)
+        for label in ("Name", "Format", "Capacity", "Allocation", "Used by", "Path"):
+            volumes.add_column(label, key=label.split()[0].lower())
+        yield volumes
+        yield ProgressBar(id="upload", total=100, show_eta=True, classes="hidden")
+
+    def on_mount(self) -> None:
+        self.query_one("#pools", DataTable).focus()
+
+    # -- data ---------------------------------------------------------------------------------------
+    def render_data(self, kinds: frozenset[str]) -> None:
+        if kinds & {"all", "connection"}:
+            self.load_pools()
+
+    @work(thread=True, exclusive=True, group="pools", exit_on_error=False, description="list pools")
+    def load_pools(self) -> None:
+        try:
+            pools = storage.list_pool_details(self.hc.manager)
+        except HyperconsoleError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        self.app.call_from_thread(self._show_pools, pools)
+
+    def _show_pools(self, pools: list[storage.PoolDetails]) -> None:
+        self.pools = pools
+        sync_rows(self.query_one("#pools", DataTable), {p.name: pool_cells(p) for p in pools})
+        low = [f"{p.name} is {p.used_percent:.0f}% full" for p in pools
+               if p.level in (storage.SpaceLevel.WARN, storage.SpaceLevel.CRITICAL)]
+        self.query_one("#space-warning", Static).update(Text("Low space: " + "; ".join(low)) if low else "")
+        if self.pool_name is None and pools:
+            self._select_pool(pools[0].name)
+
+    @on(DataTable.RowHighlighted, "#pools")
+    def _pool_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value != self.pool_name:
+            self._select_pool(event.row_key.value)
+
+    def _select_pool(self, name: str) -> None:
+        self.pool_name = name
+        self.listing = None
+        self.volumes = []
+        self.query_one("#volumes", DataTable).clear()
+        self.load_volumes(name)
+
+    @work(thread=True, exclusive=True, group="volumes", exit_on_error=False, description="list volumes")
+    def load_volumes(self, pool_name: str) -> None:
+        """One listing per pool, then the first page; more pages on demand (pagedown at the end)."""
+        pool = next((p for p in self.pools if p.name == pool_name), None)
+        if pool is not None and not pool.info.active:
+            self.app.call_from_thread(self._show_volumes, pool_name, None, [], None, "pool is not running")
+            return
+        try:
+            listing = storage.open_volumes(self.hc.manager, pool_name)
+            usage = storage.volume_usage(self.hc.manager)
+            page = listing.page(0, PAGE)
+        except HyperconsoleError as exc:
+            self.app.call_from_thread(self._show_volumes, pool_name, None, [], None, str(exc))
+            return
+        self.app.call_from_thread(self._show_volumes, pool_name, listing, page, usage, "")
+
+    def _show_volumes(self, pool_name: str, listing, page: list[VolumeInfo], usage, error: str) -> None:
+        if pool_name != self.pool_name:
+            return  # the operator moved on to another pool meanwhile
+        self.listing, self.usage = listing, usage
+        self.volumes = page
+        self._render_volumes(error)
+
+    def _render_volumes(self, error: str = "") -> None:
+        usage = self.usage
+        rows = {v.name: volume_cells(v, usage.users_of(v) if usage else ()) for v in self.volumes}
+        sync_rows(self.query_one("#volumes", DataTable), rows)
+        total = len(self.listing) if self.listing is not None else 0
+        shown = f"{len(self.volumes)} of {total}" if total > len(self.volumes) else str(total)
+        title = f"Volumes of {self.pool_name}: {shown}  (n new · g grow · C clone · U upload · del delete)"
+        if total > len(self.volumes):
+            title += " · pagedown loads more"
+        self.query_one("#volumes-title", Static).update(Text(error or title, "red" if error else ""))
+
+    def action_more(self) -> None:
+        if self.listing is not None and len(self.volumes) < len(self.listing):
+            self._more(self.listing, len(self.volumes))
+
+    @work(thread=True, exclusive=True, group="volumes", exit_on_error=False, description="more volumes")
+    def _more(self, listing: storage.VolumeListing, offset: int) -> None:
+        try:
+            page = listing.page(offset, PAGE)
+        except HyperconsoleError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        self.app.call_from_thread(self._append, listing, page)
+
+    def _append(self, listing, page: list[VolumeInfo]) -> None:
+        if listing is self.listing:
+            self.volumes = self.volumes + page
+            self._render_volumes()
+
+    def _reload(self) -> None:
+        self.load_pools()
+        if self.pool_name is not None:
+            self._select_pool(self.pool_name)
+
+    # -- selection helpers -----------------------------------------------------------------------
+    def action_switch_table(self) -> None:
+        pools, vols = self.query_one("#pools", DataTable), self.query_one("#volumes", DataTable)
+        (vols if pools.has_focus else pools).focus()
+
+    def _pool(self) -> storage.PoolDetails | None:
+        return next((p for p in self.pools if p.name == self.pool_name), None)
+
+    def _volume(self) -> VolumeInfo | None:
+        table = self.query_one("#volumes", DataTable)
+        if not table.row_count:
+            self.notify("no volume under the cursor (tab switches tables)", severity="warning")
+            return None
+        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))[0].value
+        return next((v for v in self.volumes if v.name == key), None)
+
+    def _form(self, title: str, fields, then) -> None:
+        self.app.push_screen(InputDialog(title, fields), lambda v: v is not None and then(v))
+
+    def _job(self, label: str, fn, *args) -> None:
+        self.run_job(label, fn, *args, then=self._reload)
+
+    # -- pools -------------------------------------------------------------------------------------------
+    def action_start(self) -> None:
+        if (pool := self._pool()) is not None:
+            self._job(f"start pool {pool.name}", storage.start_pool, pool.name)
+
+    def action_stop(self) -> None:
+        if (pool := self._pool()) is not None:
+            self.app.push_screen(ConfirmDialog(f"Stop pool {pool.name}?", "Its volumes stay on disk."),
+                                 lambda ok: ok and self._job(f"stop pool {pool.name}", storage.stop_pool, pool.name))
+
+    def action_refresh(self) -> None:
+        if (pool := self._pool()) is not None:
+            self._job(f"refresh pool {pool.name}", storage.refresh_pool, pool.name)
+
+    def action_autostart(self) -> None:
+        if (pool := self._pool()) is not None:
+            on_ = not pool.info.autostart
+            self._job(f"autostart {'on' if on_ else 'off'} {pool.name}", storage.set_pool_autostart, pool.name, on_)
+
+    def action_new_pool(self) -> None:
+        self._kinds_then_form()
+
+    @work(thread=True, exclusive=True, group="pool-kinds", exit_on_error=False, description="probe pool types")
+    def _kinds_then_form(self) -> None:
+        try:
+            kinds = storage.pool_kinds(self.hc.manager)
+        except HyperconsoleError:
+            kinds = ("dir",)
+        self.app.call_from_thread(self._new_pool_form, kinds)
+
+    def _new_pool_form(self, kinds: tuple[str, ...]) -> None:
+        def then(v: dict[str, str]) -> None:
+            kind = v["kind"].strip() or "dir"
+            if kind not in kinds:
+                self.notify(f"pool type {kind!r} is not available here (have: {', '.join(kinds)})",
+                            severity="error", markup=False)
+                return
+            spec = storage.NewPoolSpec(name=v["name"].strip(), kind=kind, path=v["path"].strip(),
+                                       device=v["device"].strip())
+            self._job(f"create pool {spec.name}", storage.create_pool, spec)
+
+        self._form(f"New storage pool (types here: {', '.join(kinds)})",
+                   [("name", "Name", ""), ("kind", "Type", "dir"), ("path", "Path", "/var/lib/libvirt/images/"),
+                    ("device", "Device (fs/logical)", "")], then)
+
+    # -- volumes -----------------------------------------------------------------------------------------
+    def action_new_volume(self) -> None:
+        if (pool := self._pool()) is None:
+            return
+
+        def then(v: dict[str, str]) -> None:
+            self._job(f"create {pool.name}/{v['name'].strip()}", storage.create_volume, pool.name, v["name"].strip(),
+                      v["size"].strip(), v["format"].strip() or "qcow2")
+
+        self._form(f"New volume in {pool.name}", [("name", "Name", ""), ("size", "Size (e.g. 20G)", "20G"),
+                                                   ("format", "Format (qcow2/raw)", "qcow2")], then)
+
+    def action_grow(self) -> None:
+        if self.pool_name is None or (vol := self._volume()) is None:
+            return
+        pool = self.pool_name
+
+        def then(v: dict[str, str]) -> None:
+            self._job(f"grow {pool}/{vol.name}", storage.resize_volume, pool, vol.name, v["size"].strip())
+
+        self._form(f"Grow {vol.name} (now {presenters.size_bytes(vol.capacity)}; grow only)",
+                   [("size", "New size", "")], then)
+
+    def action_clone(self) -> None:
+        if self.pool_name is None or (vol := self._volume()) is None:
+            return
+        pool = self.pool_name
+
+        def then(v: dict[str, str]) -> None:
+            self._job(f"clone {pool}/{vol.name}", storage.clone_volume, pool, vol.name, v["name"].strip())
+
+        self._form(f"Clone {vol.name} in {pool}", [("name", "New name", f"copy-of-{vol.name}")], then)
+
+    def action_delete(self) -> None:
+        if self.query_one("#pools", DataTable).has_focus:
+            if (pool := self._pool()) is None:
+                return
+
+            def answered(result) -> None:
+                ok, remove_dir = result
+                if ok:
+                    self._job(f"delete pool {pool.name}", storage.delete_pool, pool.name, remove_dir)
+
+            self.app.push_screen(ConfirmDialog(f"Delete pool {pool.name}?", "Stops it and removes its definition.",
+                                               option="also remove its directory if empty"), answered)
+            return
+        if self.pool_name is None or (vol := self._volume()) is None:
+            return
+        pool = self.pool_name
+        users = self.usage.users_of(vol) if self.usage else ()
+        detail = ("Used by VM " + ", ".join(users) + ": it will be missing its disk.") if users else "No VM uses it."
+        self.app.push_screen(ConfirmDialog(f"Delete volume {pool}/{vol.name}?", detail),
+                             lambda ok: ok and self._job(f"delete {pool}/{vol.name}", storage.delete_volume, pool,
+                                                         vol.name, bool(users)))
+
+    # -- upload ------------------------------------------------------------------------------------------
+    def action_upload(self) -> None:
+        if (pool := self._pool()) is None:
+            return
+        if self._upload_cancel is not None:
+            self.notify("an upload is already running (ctrl+x cancels it)", severity="warning")
+            return
+
+        def then(v: dict[str, str]) -> None:
+            self._upload_cancel = threading.Event()
+            bar = self.query_one("#upload", ProgressBar)
+            bar.update(total=100, progress=0)
+            bar.remove_class("hidden")
+            self._upload(pool.name, v["path"].strip(), v["name"].strip() or None, self._upload_cancel)
+
+        self._form(f"Upload a local ISO or image into {pool.name}", [("path", "Local file", ""),
+                                                                     ("name", "Volume name (optional)", "")], then)
+
+    @work(thread=True, exclusive=True, group="upload", exit_on_error=False, description="upload volume")
+    def _upload(self, pool: str, path: str, name: str | None, cancel: threading.Event) -> None:
+        bar = self.query_one("#upload", ProgressBar)
+
+        def progress(done: int, total: int) -> None:
+            self.app.call_from_thread(bar.update, total=max(total, 1), progress=done)
+
+        label = f"upload {path} into {pool}"
+        try:
+            result = storage.upload_volume(self.hc.manager, pool, path, name, on_progress=progress, cancel=cancel)
+        except HyperconsoleError as exc:
+            self.app.post_message(ActionDone(label, error=str(exc)))
+        else:
+            self.app.post_message(ActionDone(label, detail=result.summary()))
+        self.app.call_from_thread(self._upload_finished)
+
+    def _upload_finished(self) -> None:
+        self._upload_cancel = None
+        self.query_one("#upload", ProgressBar).add_class("hidden")
+        self._reload()
+
+    def action_cancel_upload(self) -> None:
+        if self._upload_cancel is not None:
+            self._upload_cancel.set()
