@@ -57,6 +57,20 @@ async def snapshots(pilot) -> None:
     await settle(pilot)
 
 
+async def networks(pilot) -> None:
+    await pilot.press("3")
+    for _ in range(3):
+        await settle(pilot)
+        await pilot.pause(0.3)
+
+
+async def storage(pilot) -> None:
+    await pilot.press("4")
+    for _ in range(3):
+        await settle(pilot)
+        await pilot.pause(0.2)
+
+
 async def security(pilot) -> None:
     await pilot.press("6")
     await settle(pilot)
@@ -75,6 +89,8 @@ SCENES: dict[str, Callable[..., Awaitable[None]]] = {
     "details": details,
     "create": create,
     "snapshots": snapshots,
+    "networks": networks,
+    "storage": storage,
     "security": security,
     "help": help_,
 }

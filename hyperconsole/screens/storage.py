@@ -73,7 +73,6 @@ class StorageScreen(PaneScreen):
         Binding("C", "clone", "Clone volume", id="storage.clone"),
         Binding("U", "upload", "Upload", id="storage.upload"),
         Binding("ctrl+x", "cancel_upload", "Cancel upload", id="storage.cancel_upload"),
-        Binding("pagedown", "more", "More volumes", show=False, id="storage.more"),
         Binding("delete", "delete", "Delete", id="storage.delete"),
     ]
     MUTATING = frozenset({"start", "stop", "refresh", "autostart", "new_pool", "new_volume", "grow", "clone",
@@ -87,6 +86,7 @@ class StorageScreen(PaneScreen):
         self.volumes: list[VolumeInfo] = []
         self.usage: storage.VolumeUsage | None = None
         self._upload_cancel: threading.Event | None = None
+        self._loading_more = False
 
     def compose_body(self) -> ComposeResult:
         yield Static("Storage pools  (s start · x stop · R refresh · a autostart · N new · del delete)",
@@ -138,6 +138,7 @@ class StorageScreen(PaneScreen):
         self.pool_name = name
         self.listing = None
         self.volumes = []
+        self._loading_more = False
         self.query_one("#volumes", DataTable).clear()
         self.load_volumes(name)
 
@@ -172,12 +173,21 @@ class StorageScreen(PaneScreen):
         shown = f"{len(self.volumes)} of {total}" if total > len(self.volumes) else str(total)
         title = f"Volumes of {self.pool_name}: {shown}  (n new · g grow · C clone · U upload · del delete)"
         if total > len(self.volumes):
-            title += " · pagedown loads more"
+            title += " · more load as the cursor nears the end"
         self.query_one("#volumes-title", Static).update(Text(error or title, "red" if error else ""))
 
-    def action_more(self) -> None:
-        if self.listing is not None and len(self.volumes) < len(self.listing):
-            self._more(self.listing, len(self.volumes))
+    @on(DataTable.RowHighlighted, "#volumes")
+    def _volume_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        # Pages are read as the operator scrolls: a pool of thousands never loads at once.
+        table = event.data_table
+        if table.cursor_row >= table.row_count - 10:
+            self.load_more()
+
+    def load_more(self) -> None:
+        listing = self.listing
+        if listing is not None and len(self.volumes) < len(listing) and not self._loading_more:
+            self._loading_more = True
+            self._more(listing, len(self.volumes))
 
     @work(thread=True, exclusive=True, group="volumes", exit_on_error=False, description="more volumes")
     def _more(self, listing: storage.VolumeListing, offset: int) -> None:
@@ -185,10 +195,11 @@ class StorageScreen(PaneScreen):
             page = listing.page(offset, PAGE)
         except HyperconsoleError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
-            return
+            page = []
         self.app.call_from_thread(self._append, listing, page)
 
     def _append(self, listing, page: list[VolumeInfo]) -> None:
+        self._loading_more = False
         if listing is self.listing:
             self.volumes = self.volumes + page
             self._render_volumes()

@@ -8,12 +8,14 @@ pictures depend only on our code and the demo host.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+from hyperconsole.host import interfaces
 from hyperconsole.host.metrics import DiskUsage, HostSample
 from hyperconsole.messages import DataChanged
 from hyperconsole.virt import inventory
@@ -45,6 +47,13 @@ def _pinned_host(monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     monkeypatch.setenv("SSH_CONNECTION", "198.51.100.7 50000 192.0.2.10 22")
+    # This machine's interfaces are not the layout under test: a recorded host with a bridge,
+    # a bond and a VLAN is (the same data the host unit tests use).
+    data = Path(__file__).resolve().parents[1] / "unit" / "host" / "data"
+    links = json.loads((data / "ip-link-vlan-bond.json").read_text())
+    addrs = json.loads((data / "ip-addr-vlan-bond.json").read_text())
+    monkeypatch.setattr(interfaces, "read_interfaces", lambda netns=None: interfaces.parse_interfaces(links, addrs))
+    monkeypatch.setattr(interfaces, "route_device", lambda dest, netns=None: None)
     real = inventory.node_info
     monkeypatch.setattr(inventory, "node_info",
                         lambda target: dataclasses.replace(real(target), hostname="hv-demo"))

@@ -12,7 +12,6 @@ import pytest
 from hyperconsole import cli
 from hyperconsole.host import netcommands, netconfig, netplan
 
-REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -1,0 +1,136 @@
+"""Storage pane on per-test test-driver hosts: pools, paged volumes, volume operations."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable, Input
+
+from hyperconsole.messages import ActionDone
+from hyperconsole.screens.storage import PAGE, StorageScreen
+from hyperconsole.widgets.confirm import ConfirmDialog
+from hyperconsole.widgets.form import InputDialog
+from tests.fixtures import GIB, build_host_xml, domain_xml, pool_xml, volume_xml
+from tests.ui.conftest import text_of
+
+
+def host(n_volumes: int = 3) -> str:
+    vols = [volume_xml("web.qcow2", capacity=20 * GIB, allocation=5 * GIB)]
+    vols += [volume_xml(f"vol-{i:04d}.qcow2", capacity=GIB, allocation=GIB // 8) for i in range(n_volumes - 1)]
+    return build_host_xml(
+        domains=[domain_xml("web", "running", disks=[{"pool": "default", "volume": "web.qcow2"}])],
+        pools=[pool_xml("default", "/var/lib/libvirt/images", volumes=vols),
+               pool_xml("full", "/srv/full", volumes=[volume_xml("big.raw", capacity=96 * GIB, allocation=96 * GIB,
+                                                                 fmt="raw")])],
+    )
+
+
+async def open_pane(h) -> StorageScreen:
+    await h.pilot.press("4")
+    for _ in range(20):
+        await h.settle()
+        screen = h.app.screen
+        if isinstance(screen, StorageScreen) and screen.listing is not None:
+            return screen
+    raise AssertionError("storage pane never listed volumes")
+
+
+async def fill(h, values: dict[str, str]) -> None:
+    dialog = h.app.screen
+    assert isinstance(dialog, InputDialog)
+    for key, value in values.items():
+        dialog.query_one(f"#f-{key}", Input).value = value
+    await h.pilot.press("enter")
+    await h.settle()
+
+
+def volume_names(screen) -> list[str]:
+    table = screen.query_one("#volumes", DataTable)
+    return [table.get_row_at(i)[0].plain for i in range(table.row_count)]
+
+
+async def select_volume(h, screen, name: str) -> None:
+    table = screen.query_one("#volumes", DataTable)
+    table.focus()
+    table.move_cursor(row=table.get_row_index(name))
+    await h.pilot.pause()
+
+
+async def test_pools_volumes_users_and_low_space_warning(make_app):
+    async with make_app(host()) as h:
+        screen = await open_pane(h)
+        assert [p.name for p in screen.pools] == ["default", "full"]
+        assert "full is 96% full" in text_of(screen.query_one("#space-warning"))
+        assert volume_names(screen)[0] == "vol-0000.qcow2" or "web.qcow2" in volume_names(screen)
+        row = screen.query_one("#volumes", DataTable).get_row("web.qcow2")
+        assert row[4].plain == "web"  # used by
+
+
+async def test_large_pool_is_paged(make_app):
+    async with make_app(host(450)) as h:
+        screen = await open_pane(h)
+        assert len(screen.listing) == 450
+        assert len(volume_names(screen)) == PAGE
+        await select_volume(h, screen, volume_names(screen)[PAGE // 2])
+        await h.settle()
+        assert len(volume_names(screen)) == PAGE  # nothing more read while far from the end
+        await select_volume(h, screen, volume_names(screen)[-1])
+        await h.settle()
+        assert len(volume_names(screen)) == 2 * PAGE
+        assert "of 450" in text_of(screen.query_one("#volumes-title"))
+
+
+async def test_create_clone_and_delete_volumes(make_app):
+    async with make_app(host()) as h:
+        screen = await open_pane(h)
+        await h.pilot.press("n")
+        await h.pilot.pause()
+        await fill(h, {"name": "data.qcow2", "size": "2G", "format": "qcow2"})
+        await h.settle()
+        assert "data.qcow2" in volume_names(screen)
+        await select_volume(h, screen, "data.qcow2")
+        await h.pilot.press("C")
+        await h.pilot.pause()
+        await fill(h, {"name": "data-copy.qcow2"})
+        assert "data-copy.qcow2" in volume_names(screen)
+        await select_volume(h, screen, "data-copy.qcow2")
+        await h.pilot.press("delete")
+        await h.pilot.pause()
+        assert isinstance(h.app.screen, ConfirmDialog)
+        await h.pilot.press("y")
+        await h.settle()
+        assert "data-copy.qcow2" not in volume_names(screen)
+        assert all(m.error is None for m in h.of_type(ActionDone))
+
+
+async def test_deleting_a_volume_in_use_says_who_uses_it(make_app):
+    async with make_app(host()) as h:
+        screen = await open_pane(h)
+        await select_volume(h, screen, "web.qcow2")
+        await h.pilot.press("delete")
+        await h.pilot.pause()
+        dialog = h.app.screen
+        assert isinstance(dialog, ConfirmDialog) and "Used by VM web" in dialog.detail
+        await h.pilot.press("n")
+        await h.settle()
+        assert "web.qcow2" in volume_names(screen)
+
+
+async def test_bad_volume_input_is_one_line_and_creates_nothing(make_app):
+    async with make_app(host()) as h:
+        screen = await open_pane(h)
+        before = volume_names(screen)
+        await h.pilot.press("n")
+        await h.pilot.pause()
+        await fill(h, {"name": "../escape", "size": "2G", "format": "qcow2"})
+        await h.pilot.press("n")
+        await h.pilot.pause()
+        await fill(h, {"name": "ok.qcow2", "size": "lots", "format": "qcow2"})
+        assert volume_names(screen) == before
+        errors = [m.error for m in h.of_type(ActionDone) if m.error]
+        assert len(errors) == 2 and all("\n" not in e for e in errors)
+
+
+async def test_readonly_hides_storage_changes(make_app):
+    async with make_app(host(), readonly=True) as h:
+        screen = await open_pane(h)
+        for action in screen.MUTATING:
+            assert screen.check_action(action, ()) is False
