@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from pathlib import Path
@@ -15,17 +16,12 @@ from hyperconsole.commands import ActionsProvider
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host.metrics import HostSampler
-from hyperconsole.nixos.revert import controller_for
 from hyperconsole.messages import (
     ActionDone, ConnectionChanged, DataChanged, DomainLifecycle, DomainsSampled, HostSampled,
     PollFailed,
 )
 from hyperconsole.screens.base import PaneScreen
-from hyperconsole.screens.dashboard import DashboardScreen
 from hyperconsole.screens.help import HelpScreen
-from hyperconsole.screens.networks import NetworksScreen
-from hyperconsole.screens.security import SecurityScreen
-from hyperconsole.screens.storage import StorageScreen
 from hyperconsole.screens.vms import VmsScreen
 from hyperconsole.viewstate import ViewState
 from hyperconsole.virt import inventory
@@ -36,11 +32,24 @@ from hyperconsole.virt.sampler import DomainSampler, Tick
 log = logging.getLogger(__name__)
 
 
+def _lazy(module: str, name: str):
+    def make():
+        return getattr(importlib.import_module(f"hyperconsole.screens.{module}"), name)()
+
+    return make
+
+
 class HyperconsoleApp(App):
     TITLE = "hyperconsole"
     CSS_PATH = Path(__file__).with_name("hyperconsole.tcss")
-    MODES = {"dashboard": DashboardScreen, "vms": VmsScreen, "networks": NetworksScreen, "storage": StorageScreen,
-             "security": SecurityScreen}
+    # Panes other than the first are imported when first shown: start-up pays only for the VM list.
+    MODES = {
+        "dashboard": _lazy("dashboard", "DashboardScreen"),
+        "vms": VmsScreen,
+        "networks": _lazy("networks", "NetworksScreen"),
+        "storage": _lazy("storage", "StorageScreen"),
+        "security": _lazy("security", "SecurityScreen"),
+    }
     DEFAULT_MODE = "vms"
     COMMANDS = App.COMMANDS | {ActionsProvider}
     BINDINGS = [
@@ -139,8 +148,8 @@ class HyperconsoleApp(App):
 
     @on(DomainLifecycle)
     def _lifecycle(self, message: DomainLifecycle) -> None:
-        self.sampler.mark_dirty(message.event.uuid)
-        self.poll_domains()
+        self.sampler.note_event(message.event.uuid, message.event.event)
+        self.poll_domains()  # the state column, at once; bursts coalesce into one tick
 
     def _tick_finished(self) -> None:
         self._domains_busy = False
@@ -179,6 +188,8 @@ class HyperconsoleApp(App):
     @work(thread=True, group="pending", exit_on_error=False, description="pending host change")
     def _check_pending(self) -> None:
         """A trial change left by an earlier session (or the CLI) is shown and can be kept."""
+        from hyperconsole.nixos.revert import controller_for
+
         try:
             pending = controller_for(self.config, demo=self.view.demo).pending()
         except HyperconsoleError as exc:

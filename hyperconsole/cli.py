@@ -39,10 +39,11 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="use the shipped test-driver host and a scratch NixOS directory")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hyperconsole",
         description="Keyboard-driven console for a NixOS virtualisation host.",
+        add_help=subcommands,
     )
     parser.add_argument("--version", action="version", version=f"hyperconsole {__version__}")
     parser.add_argument("--connect", "-c", metavar="URI", help="libvirt URI (default qemu:///system)")
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", action="append", type=Path,
                         help="config file to read instead of the system and user ones (repeatable)")
     _add_common(parser, suppress=False)
+    parser.set_defaults(func=run_tui)
+    if not subcommands:
+        return parser
     sub_common = argparse.ArgumentParser(add_help=False)
     _add_common(sub_common, suppress=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -64,8 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
         nixos_commands.register(subparsers, sub_common)
     from hyperconsole.host import netcommands
     netcommands.register(subparsers, sub_common)
-    parser.set_defaults(func=run_tui)
     return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The console itself is parsed without importing every subcommand's module, so the
+    libvirt connection starts sooner; anything else (a subcommand, --help) gets the full parser."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, rest = build_parser(subcommands=False).parse_known_args(argv)
+    if rest:
+        args = build_parser().parse_args(argv)
+    return args
 
 
 def resolve(args: argparse.Namespace) -> Config:
@@ -153,8 +166,7 @@ def run_tui(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     for key, value in (("demo", False), ("nixos_dir", None), ("rebuild_cmd", None), ("revert_cmd", None)):
         if not hasattr(args, key):
             setattr(args, key, value)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hyperconsole.host.metrics import HostSample
-from hyperconsole.nixos.revert import PendingChange
 from hyperconsole.virt.models import ConnectionState, DomainInfo, InventoryDiff, NodeInfo
+
+if TYPE_CHECKING:
+    from hyperconsole.nixos.revert import PendingChange
 
 HISTORY = 60
 

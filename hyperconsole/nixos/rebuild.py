@@ -8,8 +8,6 @@ HyperconsoleError only when the rebuild could not be started (busy, command miss
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import queue
@@ -29,6 +27,7 @@ from typing import Callable, Iterator, Sequence
 
 from hyperconsole import paths
 from hyperconsole.errors import HyperconsoleError, ValidationError
+from hyperconsole.nixos import locking
 
 ACTIONS = ("dry-build", "test", "switch", "boot", "rollback")
 SYSTEM_PROFILES = Path("/nix/var/nix/profiles")
@@ -200,32 +199,18 @@ class RebuildRunner:
     @contextmanager
     def _lock(self, wait: float) -> Iterator[None]:
         """The host-wide rebuild lock; waits up to `wait` seconds, then RebuildBusyError."""
+        path = self.lock_path
         try:
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
         except OSError:
             # Cannot share the lock beside the fragments (read-only dir): fall back to ours.
-            fallback = self.state_dir / "rebuild.lock"
-            fallback.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(fallback, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if time.monotonic() >= deadline:
-                        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
-                        raise RebuildBusyError(f"another rebuild is running ({holder})", hint="wait for it to finish") from None
-                    time.sleep(0.1)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}".encode(), 0)
+            path = self.state_dir / "rebuild.lock"
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with locking.held(path, wait, lambda holder: RebuildBusyError(
+                f"another rebuild is running ({holder})", hint="wait for it to finish"),
+                note=f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}", poll=0.1):
             yield
-        finally:
-            os.close(fd)  # closing drops the flock
 
     def _run_locked(self, argv, label, on_line, timeout, cancel) -> RebuildResult:
         self.log_dir.mkdir(parents=True, exist_ok=True)

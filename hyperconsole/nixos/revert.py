@@ -18,8 +18,6 @@ Every state transition happens under `.pending.lock`, so confirm and the timer c
 from __future__ import annotations
 
 import argparse
-import errno
-import fcntl
 import json
 import os
 import shlex
@@ -35,6 +33,7 @@ from typing import Callable, Iterator
 
 from hyperconsole import paths
 from hyperconsole.errors import HyperconsoleError
+from hyperconsole.nixos import locking
 from hyperconsole.nixos.rebuild import RebuildLine, RebuildResult, RebuildRunner, split_command, under_systemd
 from hyperconsole.nixos.render import parse
 from hyperconsole.nixos.store import ChangeSet, CommitResult, FragmentStore, atomic_write
@@ -142,22 +141,10 @@ class ConfirmOrRevert:
     @contextmanager
     def _locked(self, wait: float = 30.0) -> Iterator[None]:
         self.store.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.store.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise HyperconsoleError("another hyperconsole process is confirming or reverting") from None
-                    time.sleep(0.05)
+        busy = lambda _holder: HyperconsoleError(  # noqa: E731
+            "another hyperconsole process is confirming or reverting")
+        with locking.held(self.store.dir / LOCK_NAME, wait, busy):
             yield
-        finally:
-            os.close(fd)
 
     def pending(self) -> PendingChange | None:
         """The change waiting for confirmation, if any (what a new session should show)."""

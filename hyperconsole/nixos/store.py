@@ -12,7 +12,6 @@ Guarantees, because the operator's only way back in may depend on these files:
 from __future__ import annotations
 
 import difflib
-import errno
 import fcntl
 import hashlib
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from hyperconsole.errors import HyperconsoleError, ValidationError
+from hyperconsole.nixos import locking
 from hyperconsole.nixos.render import parse, read_meta, render_fragment
 
 FRAGMENTS_SUBDIR = "hyperconsole"
@@ -254,30 +254,12 @@ class FragmentStore:
     def lock(self) -> Iterator[None]:
         """Exclusive lock across processes; waits up to lock_timeout seconds, then fails clearly."""
         self._ensure_dir()
-        lock_path = self.dir / ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + self.lock_timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if time.monotonic() >= deadline:
-                        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-                        raise LockBusyError(
-                            f"another hyperconsole process (pid {holder}) is changing {self.dir}",
-                            hint="wait for it to finish and try again",
-                        ) from None
-                    time.sleep(0.05)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        busy = lambda holder: LockBusyError(  # noqa: E731
+            f"another hyperconsole process (pid {holder}) is changing {self.dir}",
+            hint="wait for it to finish and try again")
+        with locking.held(self.dir / ".lock", self.lock_timeout, busy, note=f"{os.getpid()}\n"):
             self._remove_stale_temp_files()
             yield
-        finally:
-            os.close(fd)  # closing drops the flock
 
     def _remove_stale_temp_files(self) -> None:
         # Only called with the lock held, so any temp file left here belongs to a dead writer.

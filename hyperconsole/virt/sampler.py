@@ -1,4 +1,5 @@
-"""DomainSampler: one listAllDomains + one getAllDomainStats per tick, rates from two samples.
+"""DomainSampler: one getAllDomainStats per tick (it lists every domain with its stats; a driver
+without bulk stats gets listAllDomains plus per-domain info), rates from two samples.
 
 Facts that change only when a domain is (re)defined — vCPUs, memory, autostart, persistence,
 managed save — are fetched once per domain and again only when it is marked dirty (lifecycle
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import libvirt
 
@@ -28,9 +29,17 @@ STATS_GROUPS = (
 )
 NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
 
+# Lifecycle events after which vCPUs, memory, persistence or managed save may differ; pause,
+# resume and crash only change the state, which every tick reads anyway.
+STATIC_CHANGING_EVENTS = frozenset({
+    libvirt.VIR_DOMAIN_EVENT_DEFINED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED,
+    libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STOPPED,
+})
+
 
 @dataclass(frozen=True)
 class _Static:
+    name: str  # a rename is a (re)define, which marks the domain dirty
     vcpus: int
     memory_kib: int
     max_memory_kib: int
@@ -82,6 +91,7 @@ class DomainSampler:
         self._static: dict[str, _Static] = {}
         self._counters: dict[str, _Counters] = {}
         self._previous: dict[str, DomainInfo] = {}
+        self._built_from: dict[str, tuple[_Static, dict]] = {}
         self._dirty: set[str] = set()
         self._dirty_all = False
         self._dirty_lock = threading.Lock()
@@ -96,6 +106,11 @@ class DomainSampler:
                 self._dirty_all = True
             else:
                 self._dirty.add(uuid)
+
+    def note_event(self, uuid: str, event: int) -> None:
+        """A lifecycle event: refetch static facts only when the event can have changed them."""
+        if event in STATIC_CHANGING_EVENTS:
+            self.mark_dirty(uuid)
 
     @property
     def domains(self) -> dict[str, DomainInfo]:
@@ -115,28 +130,29 @@ class DomainSampler:
             # A new connection: counters from the old one would give nonsense rates.
             self._generation = self.manager.generation
             self._counters.clear()
+            self._built_from.clear()
             self.mark_dirty()
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
             dirty_all, self._dirty_all = self._dirty_all, False
 
-        calls = 1
-        doms = conn.listAllDomains(0)
-        stats_by_uuid, extra_calls = self._bulk_stats(conn, doms)
-        calls += extra_calls
+        # getAllDomainStats lists every domain, active or not, with its stats: one call is the
+        # whole inventory. listAllDomains is only needed where the driver has no bulk stats.
+        calls = 0
+        pairs = self._bulk_stats(conn)
+        if pairs is None:
+            pairs = [(dom, None) for dom in conn.listAllDomains(0)]
+        calls += 1
         now = self._clock()
-
-        stale = [dom for dom in doms if dirty_all or dom.UUIDString() in dirty
-                 or dom.UUIDString() not in self._static]
+        keyed = [(dom.UUIDString(), dom, stats) for dom, stats in pairs]
+        stale = [dom for uuid, dom, _stats in keyed if dirty_all or uuid in dirty or uuid not in self._static]
         if stale:
             calls += self._refresh_static(conn, stale)
         current: dict[str, DomainInfo] = {}
-        for dom in doms:
-            uuid = dom.UUIDString()
+        for uuid, dom, stats in keyed:
             static = self._static.get(uuid)
             if static is None:
                 continue  # undefined between the list and the query
-            stats = stats_by_uuid.get(uuid)
             if stats is None:  # driver without bulk stats: per-domain fallback
                 try:
                     stats = self._fallback_stats(dom)
@@ -145,36 +161,87 @@ class DomainSampler:
                         continue
                     raise
                 calls += 1
-            current[uuid] = self._build(uuid, dom.name(), static, stats, now)
+            current[uuid] = self._build(uuid, static.name, static, stats, now)
 
         for gone in set(self._static) - set(current):
             self._static.pop(gone, None)
             self._counters.pop(gone, None)
+            self._built_from.pop(gone, None)
         previous = self._previous
         diff = InventoryDiff(
             removed=frozenset(previous.keys() - current.keys()),
             added=frozenset(current.keys() - previous.keys()),
-            changed=frozenset(k for k in current.keys() & previous.keys() if current[k] != previous[k]),
+            changed=frozenset(k for k in current.keys() & previous.keys()
+                              if current[k] is not previous[k] and current[k] != previous[k]),
         )
         self._previous = current
         return Tick(current, diff, calls, time.perf_counter() - started)
 
-    def _bulk_stats(self, conn: libvirt.virConnect, doms: list) -> tuple[dict[str, dict], int]:
-        if self.bulk_stats is False or not doms:
-            return {}, 0
+    def _bulk_stats(self, conn: libvirt.virConnect) -> list | None:
+        """[(virDomain, stats)] for every domain, or None where the driver has no bulk stats."""
+        if self.bulk_stats is False:
+            return None
         try:
             result = conn.getAllDomainStats(STATS_GROUPS, self._flags)
         except libvirt.libvirtError as exc:
             if self._flags and errors.code(exc) in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT,
                                                      libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
                 self._flags = 0  # older daemon: no NOWAIT
-                return self._bulk_stats(conn, doms)
+                return self._bulk_stats(conn)
             if errors.is_no_support(exc):
                 self.bulk_stats = False
-                return {}, 1
+                return None
             raise
         self.bulk_stats = True
-        return {dom.UUIDString(): stats for dom, stats in result}, 1
+        return result
+
+    @staticmethod
+    def _fallback_stats(dom) -> dict:
+        state, _max, _mem, _vcpus, cpu_time = dom.info()
+        return {"state.state": state, "cpu.time": cpu_time}
+
+    # Below this many stale domains, three calls each beat three lists of every domain.
+    FILTERED_LISTS_FROM = 32
+
+    def _refresh_static(self, conn: libvirt.virConnect, doms: list) -> int:
+        """Static facts for new or changed domains; returns the libvirt calls it made.
+
+        Autostart, persistence and managed save come from three filtered lists when many domains
+        are stale (start-up, reconnect), else from three calls per domain; vCPUs and memory
+        always need one info() per domain.
+        """
+        calls = 0
+        flagged: dict[str, set[str]] | None = None
+        if len(doms) >= self.FILTERED_LISTS_FROM:
+            flagged = {
+                name: {d.UUIDString() for d in conn.listAllDomains(flag)}
+                for name, flag in (
+                    ("autostart", libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
+                    ("persistent", libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT),
+                    ("managed_save", libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE),
+                )
+            }
+            calls += 3
+        for dom in doms:
+            uuid = dom.UUIDString()
+            try:
+                _state, max_mem, mem, vcpus, _cpu = dom.info()
+                if flagged is not None:
+                    autostart, persistent, managed = (uuid in flagged[k] for k in ("autostart", "persistent",
+                                                                                   "managed_save"))
+                else:
+                    persistent = bool(dom.isPersistent())
+                    autostart = persistent and bool(dom.autostart())
+                    managed = persistent and bool(dom.hasManagedSaveImage(0))
+                    calls += 3 if persistent else 1
+            except libvirt.libvirtError as exc:
+                if errors.is_no_domain(exc):
+                    self._static.pop(uuid, None)
+                    continue
+                raise
+            calls += 1
+            self._static[uuid] = _Static(dom.name(), vcpus, mem, max_mem, autostart, persistent, managed)
+        return calls
 
     @staticmethod
     def _fallback_stats(dom) -> dict:
@@ -205,39 +272,41 @@ class DomainSampler:
                     continue
                 raise
             self._static[uuid] = _Static(
-                vcpus, mem, max_mem, uuid in flagged["autostart"], uuid in flagged["persistent"],
+                dom.name(), vcpus, mem, max_mem, uuid in flagged["autostart"], uuid in flagged["persistent"],
                 uuid in flagged["managed_save"])
         return 3 + len(doms)
 
     def _build(self, uuid: str, name: str, static: _Static, stats: dict, now: float) -> DomainInfo:
+        previous = self._previous.get(uuid)
+        if ("cpu.time" not in stats and previous is not None and self._built_from.get(uuid) == (static, stats)):
+            # Nothing moved and there are no counters to turn into rates: same row as last tick.
+            return previous
+        self._built_from[uuid] = (static, stats)
         state = DomainState.of(int(stats.get("state.state", 0)))
         vcpus = int(stats.get("vcpu.current", static.vcpus) or static.vcpus)
         memory = int(stats.get("balloon.current", static.memory_kib) or static.memory_kib)
-        counters = _Counters(
-            now,
-            stats.get("cpu.time"),
-            _sum(stats, "block", "block.count", "rd.bytes"),
-            _sum(stats, "block", "block.count", "wr.bytes"),
-            _sum(stats, "net", "net.count", "rx.bytes"),
-            _sum(stats, "net", "net.count", "tx.bytes"),
-        )
-        old = self._counters.get(uuid)
-        self._counters[uuid] = counters
-        info = DomainInfo(
+        cpu_ns = stats.get("cpu.time")
+        rates: dict[str, float | None] = {}
+        if cpu_ns is not None or "block.count" in stats or "net.count" in stats:
+            counters = _Counters(
+                now, cpu_ns,
+                _sum(stats, "block", "block.count", "rd.bytes"), _sum(stats, "block", "block.count", "wr.bytes"),
+                _sum(stats, "net", "net.count", "rx.bytes"), _sum(stats, "net", "net.count", "tx.bytes"),
+            )
+            old = self._counters.get(uuid)
+            self._counters[uuid] = counters
+            if old is not None and state.is_active:
+                seconds = now - old.at
+                cpu = _rate(counters.cpu_ns, old.cpu_ns, seconds)
+                rates = {
+                    "cpu_percent": None if cpu is None else min(100.0, cpu / 1e9 / max(vcpus, 1) * 100.0),
+                    "disk_read_bps": _rate(counters.rd, old.rd, seconds),
+                    "disk_write_bps": _rate(counters.wr, old.wr, seconds),
+                    "net_rx_bps": _rate(counters.rx, old.rx, seconds),
+                    "net_tx_bps": _rate(counters.tx, old.tx, seconds),
+                }
+        return DomainInfo(
             uuid=uuid, name=name, state=state, vcpus=vcpus, memory_kib=memory,
             max_memory_kib=static.max_memory_kib, autostart=static.autostart,
-            persistent=static.persistent, managed_save=static.managed_save,
-            cpu_time_ns=counters.cpu_ns,
-        )
-        if old is None or not state.is_active:
-            return info
-        seconds = now - old.at
-        cpu = _rate(counters.cpu_ns, old.cpu_ns, seconds)
-        return replace(
-            info,
-            cpu_percent=None if cpu is None else min(100.0, cpu / 1e9 / max(vcpus, 1) * 100.0),
-            disk_read_bps=_rate(counters.rd, old.rd, seconds),
-            disk_write_bps=_rate(counters.wr, old.wr, seconds),
-            net_rx_bps=_rate(counters.rx, old.rx, seconds),
-            net_tx_bps=_rate(counters.tx, old.tx, seconds),
+            persistent=static.persistent, managed_save=static.managed_save, cpu_time_ns=cpu_ns, **rates,
         )

@@ -38,7 +38,7 @@ def test_steady_state_calls_do_not_grow_with_vm_count(tmp_path):
     first_many = sampler_many.tick()
     sampler_few.tick()
     assert first_many.calls > 60  # static facts fetched once per new domain
-    assert sampler_few.tick().calls == sampler_many.tick().calls == 2
+    assert sampler_few.tick().calls == sampler_many.tick().calls == 1  # one getAllDomainStats
 
 
 def test_diff_reports_added_removed_and_changed(tmp_path):
@@ -77,11 +77,11 @@ def test_hostile_names_come_back_verbatim(tmp_path):
 
 def test_rates_from_two_samples():
     """The test driver's bulk stats carry only state, so rate arithmetic is checked directly."""
-    sampler = DomainSampler.__new__(DomainSampler)
+    sampler = DomainSampler(manager=None)  # _build needs no connection
     sampler._counters = {"u": _Counters(10.0, 1_000_000_000, 0, 0, 100, 0)}
     from hyperconsole.virt.sampler import _Static
 
-    static = _Static(2, 1024, 2048, False, True, False)
+    static = _Static("vm", 2, 1024, 2048, False, True, False)
     stats = {"state.state": 1, "cpu.time": 2_000_000_000, "vcpu.current": 2,
              "block.count": 2, "block.0.rd.bytes": 4096, "block.1.rd.bytes": 4096, "block.0.wr.bytes": 0,
              "net.count": 1, "net.0.rx.bytes": 2148, "net.0.tx.bytes": 512}
@@ -93,11 +93,11 @@ def test_rates_from_two_samples():
 
 
 def test_counter_reset_gives_no_rate_instead_of_negative():
-    sampler = DomainSampler.__new__(DomainSampler)
+    sampler = DomainSampler(manager=None)  # _build needs no connection
     from hyperconsole.virt.sampler import _Static
 
     sampler._counters = {"u": _Counters(10.0, 5_000_000_000, None, None, None, None)}
-    info = sampler._build("u", "vm", _Static(1, 1, 1, False, True, False),
+    info = sampler._build("u", "vm", _Static("vm", 1, 1, 1, False, True, False),
                           {"state.state": 1, "cpu.time": 1_000}, 11.0)
     assert info.cpu_percent is None
 
@@ -109,3 +109,38 @@ def test_tick_on_lost_connection_raises_one_line(tmp_path):
     with pytest.raises(Exception) as err:
         sampler.tick()
     assert "\n" not in str(err.value) and "not connected" in str(err.value)
+
+
+def test_driver_without_bulk_stats_falls_back_to_list_and_info(tmp_path, monkeypatch):
+    manager = _manager(tmp_path, domain_xml("a", "running"), domain_xml("b", "shutoff"))
+    sampler = DomainSampler(manager)
+    err = libvirt.libvirtError("this function is not supported by the connection driver")
+    err.err = (libvirt.VIR_ERR_NO_SUPPORT, 0, str(err), 0, "", "", "", 0, 0)
+
+    class NoBulk:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def getAllDomainStats(self, *args):
+            raise err
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    real = manager.conn
+    monkeypatch.setattr(type(manager), "conn", property(lambda self: NoBulk(real)))
+    sampler.tick()
+    tick = sampler.tick()
+    assert sampler.bulk_stats is False
+    assert {d.name: d.state for d in tick.domains.values()} == {"a": DomainState.RUNNING, "b": DomainState.SHUTOFF}
+    assert tick.calls == 1 + 2  # listAllDomains + one info() per domain
+
+
+def test_only_events_that_can_change_static_facts_mark_dirty(tmp_path):
+    manager = _manager(tmp_path, domain_xml("a", "running"))
+    sampler = DomainSampler(manager)
+    uuid = next(iter(sampler.tick().domains))
+    sampler.note_event(uuid, libvirt.VIR_DOMAIN_EVENT_SUSPENDED)
+    assert sampler.tick().calls == 1
+    sampler.note_event(uuid, libvirt.VIR_DOMAIN_EVENT_DEFINED)
+    assert sampler.tick().calls == 1 + 4  # info, isPersistent, autostart, hasManagedSaveImage
