@@ -343,33 +343,44 @@ def controller_for(config, demo: bool = False) -> "ConfirmOrRevert":
 
 
 def default_confirm_timeout(changeset: ChangeSet, configured: int) -> int:
-    """`configured` seconds when the change touches options that can cut the operator off
-    (firewall, SSH, users, bridges, security/profile), else 0 (switch directly)."""
+    """`configured` seconds when the change alters options that can cut the operator off
+    (firewall, SSH, users, bridges, default gateway, security/profile), else 0 (switch directly).
+    Only options whose value differs count: a DNS change in a fragment that also holds firewall
+    rules does not put the unchanged firewall on trial."""
     for change in changeset.changes:
         if not change.changed:
             continue
-        for text in (change.old_text, change.new_text):
-            if text is None:
-                continue
-            try:
-                value = parse(text)
-            except HyperconsoleError:
-                return configured  # unreadable: assume the worst
-            if _touches_risky(value):
-                return configured
+        try:
+            old = parse(change.old_text) if change.old_text is not None else {}
+            new = parse(change.new_text) if change.new_text is not None else {}
+        except HyperconsoleError:
+            return configured  # unreadable: assume the worst
+        if any(_is_risky(path) for path in changed_paths(old, new)):
+            return configured
     return 0
 
 
-def _touches_risky(value, prefix: str = "") -> bool:
-    if not isinstance(value, dict):
-        return False
-    for key, child in value.items():
-        path = f"{prefix}.{key}" if prefix else key
-        if any(path == root or path.startswith(root + ".") for root in RISKY_OPTION_ROOTS):
-            return True
-        if any(root.startswith(path + ".") for root in RISKY_OPTION_ROOTS) and _touches_risky(child, path):
-            return True
-    return False
+def _is_risky(path: str) -> bool:
+    return any(path == root or path.startswith(root + ".") for root in RISKY_OPTION_ROOTS)
+
+
+_ABSENT = object()
+
+
+def changed_paths(old, new, prefix: str = ""):
+    """Dotted option paths whose value differs between two fragment values (leaves, or the
+    deepest attribute set that appeared, vanished or changed type, plus every leaf under it)."""
+    if old == new:
+        return
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(old.keys() | new.keys()):
+            path = f"{prefix}.{key}" if prefix else key
+            yield from changed_paths(old.get(key, _ABSENT), new.get(key, _ABSENT), path)
+        return
+    yield prefix
+    for side in (old, new):
+        if isinstance(side, dict):  # a whole subtree came or went: each option in it changed
+            yield from changed_paths(side, {}, prefix)
 
 
 def cancel_timer(record: PendingChange) -> None:

@@ -5,6 +5,7 @@ networks are changed through libvirt directly."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -74,6 +75,25 @@ def network_cells(net: netops.NetworkDetails) -> list[Text]:
     ]
 
 
+def parse_ports(text: str) -> list[int]:
+    try:
+        return [int(p) for p in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValidationError(f"ports must be whole numbers separated by spaces, not {text.strip()!r}") from None
+
+
+def lease_text(leases: netops.LeaseList) -> Text:
+    if not leases.supported:
+        return Text(f"DHCP leases of {leases.network}: not available ({leases.reason})", "dim")
+    if not leases.leases:
+        return Text(f"DHCP leases of {leases.network}: none", "dim")
+    text = Text(f"DHCP leases of {leases.network}: ", "bold")
+    for lease in leases.leases:
+        expires = time.strftime("%H:%M", time.localtime(lease.expires)) if lease.expires else "never"
+        text.append(f"\n  {lease.ip:<20} {lease.mac}  {lease.hostname or '-'}  expires {expires}")
+    return text
+
+
 class NetworksScreen(HostChangePane):
     BINDINGS = [
         Binding("tab", "switch_table", "Switch table", id="networks.switch"),
@@ -81,6 +101,8 @@ class NetworksScreen(HostChangePane):
         Binding("v", "add_vlan", "New VLAN", id="networks.vlan"),
         Binding("i", "set_address", "Address", id="networks.address"),
         Binding("m", "set_mtu", "MTU", id="networks.mtu"),
+        Binding("f", "firewall", "Firewall ports", id="networks.firewall"),
+        Binding("d", "dns", "DNS", id="networks.dns"),
         Binding("n", "new_network", "New network", id="networks.new"),
         Binding("s", "start", "Start net", id="networks.start"),
         Binding("x", "stop", "Stop net", id="networks.stop"),
@@ -88,7 +110,8 @@ class NetworksScreen(HostChangePane):
         Binding("e", "edit_dhcp", "DHCP range", id="networks.dhcp"),
         Binding("delete", "delete", "Delete", id="networks.delete"),
     ]
-    MUTATING = HostChangePane.MUTATING | {"add_bridge", "add_vlan", "set_address", "set_mtu", "new_network",
+    MUTATING = HostChangePane.MUTATING | {"add_bridge", "add_vlan", "set_address", "set_mtu", "firewall", "dns",
+                                          "new_network",
                                           "start", "stop", "autostart", "edit_dhcp", "delete"}
 
     def __init__(self) -> None:
@@ -100,7 +123,8 @@ class NetworksScreen(HostChangePane):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="pending-banner")
-        yield Static("Host interfaces  (b bridge · v VLAN · i address · m MTU · del remove; written to network.nix)",
+        yield Static("Host interfaces  (b bridge · v VLAN · i address · m MTU · f firewall · d DNS · del remove; "
+                     "written to network.nix)",
                      classes="box-title")
         ifaces: DataTable = DataTable(id="ifaces", cursor_type="row", zebra_stripes=True)
         for label in ("Name", "Kind", "State", "Link", "Speed", "MTU", "Addresses", "Bridge / VLAN / bond",
@@ -113,6 +137,7 @@ class NetworksScreen(HostChangePane):
         for label in ("Name", "State", "Autostart", "Forward", "Bridge", "IPv4", "DHCP range", "VMs"):
             nets.add_column(label, key=label.split()[0].lower())
         yield nets
+        yield Static("", id="leases")
         yield Log(id="rebuild-log", highlight=False)
 
     def on_mount(self) -> None:
@@ -167,6 +192,22 @@ class NetworksScreen(HostChangePane):
         sync_rows(self.query_one("#nets", DataTable), {n.name: network_cells(n) for n in overview.networks})
         if self.host is not None:
             self._show_host(self.host)  # the VMs column depends on the overview
+
+    @on(DataTable.RowHighlighted, "#nets")
+    def _network_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.load_leases(event.row_key.value)
+
+    @work(thread=True, exclusive=True, group="net-leases", exit_on_error=False, description="DHCP leases")
+    def load_leases(self, name: str) -> None:
+        try:
+            leases = netops.dhcp_leases(self.hc.manager, name)
+        except HyperconsoleError as exc:
+            self.app.call_from_thread(self._show_leases, Text(f"DHCP leases of {name}: {exc}", "red"))
+            return
+        self.app.call_from_thread(self._show_leases, lease_text(leases))
+
+    def _show_leases(self, text: Text) -> None:
+        self.query_one("#leases", Static).update(text)
 
     def action_switch_table(self) -> None:
         ifaces, nets = self.query_one("#ifaces", DataTable), self.query_one("#nets", DataTable)
@@ -263,6 +304,26 @@ class NetworksScreen(HostChangePane):
             self.plan(lambda cfg, ex: netconfig.set_mtu(cfg, v["iface"].strip(), mtu, existing=ex))
 
         self._form("MTU (network.nix)", [("iface", "Interface", self._existing_iface()), ("mtu", "MTU", "1500")], then)
+
+    def action_firewall(self) -> None:
+        def then(v: dict[str, str]) -> None:
+            try:
+                tcp, udp = parse_ports(v["tcp"]), parse_ports(v["udp"])
+            except ValidationError as exc:
+                self.notify(str(exc), title="not changed", severity="error", markup=False)
+                return
+            self.plan(lambda cfg, ex: netconfig.set_firewall_ports(cfg, v["iface"].strip(), tcp=tcp, udp=udp, existing=ex))
+
+        self._form("Firewall ports open on an interface (network.nix)",
+                   [("iface", "Interface", self._existing_iface()), ("tcp", "TCP ports", ""), ("udp", "UDP ports", "")],
+                   then)
+
+    def action_dns(self) -> None:
+        def then(v: dict[str, str]) -> None:
+            servers = v["servers"].replace(",", " ").split()
+            self.plan(lambda cfg, ex: netconfig.set_nameservers(cfg, servers, existing=ex))
+
+        self._form("DNS servers (network.nix)", [("servers", "Nameservers", "")], then)
 
     # -- libvirt networks -----------------------------------------------------------------------------------
     def _net_op(self, label: str, fn, *args) -> None:

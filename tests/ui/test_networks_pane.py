@@ -16,6 +16,7 @@ from hyperconsole.screens.networks import NetworksScreen
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import InputDialog
 from scripts.scenes import demo_app, settle
+from tests.ui.conftest import text_of
 from tests.conftest import in_ci
 
 if shutil.which("nix-instantiate") is None or shutil.which("ip") is None:
@@ -149,3 +150,50 @@ async def test_readonly_hides_every_change():
         await pilot.press("b")
         await pilot.pause()
         assert not isinstance(app.screen, InputDialog)
+
+
+async def test_leases_show_for_the_highlighted_network():
+    app = demo_app()
+    async with app.run_test(size=(150, 42)) as pilot:
+        screen = await open_pane(pilot)
+        table = screen.query_one("#nets", DataTable)
+        table.focus()
+        table.move_cursor(row=table.get_row_index("default"))
+        await settle(pilot)
+        text = text_of(screen.query_one("#leases"))
+        # The test driver has no lease database; the pane says so instead of showing "none".
+        assert "DHCP leases of default" in text and "not available" in text
+
+
+async def test_firewall_ports_and_dns_go_to_network_nix():
+    app = demo_app(confirm_timeout=60)
+    async with app.run_test(size=(150, 42)) as pilot:
+        await open_pane(pilot)
+        await pilot.press("f")
+        await pilot.pause()
+        await fill(pilot, {"iface": "br-lab", "tcp": "22 443", "udp": ""})
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 10)
+        assert "allowedTCPPorts" in app.screen.detail
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.view.pending is not None and app.view.pending.state == "armed", 60)
+        await pilot.press("k")
+        await wait_until(pilot, lambda: app.view.pending is None, 60)
+        await pilot.press("d")
+        await pilot.pause()
+        await fill(pilot, {"servers": "9.9.9.9 1.1.1.1"})
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 10)
+        await pilot.press("y")  # DNS alone cannot cut the session off: switched directly, no trial
+        store = controller_for(app.config, demo=True).store
+        await wait_until(pilot, lambda: netconfig.load(store)[0].nameservers == ("9.9.9.9", "1.1.1.1"), 60)
+        assert app.view.pending is None
+        assert netconfig.load(store)[0].interface("br-lab").tcp_ports == (22, 443)
+
+
+async def test_non_numeric_ports_are_refused_in_one_line():
+    app = demo_app()
+    async with app.run_test(size=(150, 42)) as pilot:
+        await open_pane(pilot)
+        await pilot.press("f")
+        await pilot.pause()
+        await fill(pilot, {"iface": "eth0", "tcp": "ssh", "udp": ""})
+        assert not isinstance(app.screen, ConfirmDialog)

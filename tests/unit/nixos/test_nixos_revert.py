@@ -264,3 +264,26 @@ def test_default_confirm_timeout_only_for_risky_options(nixos_dir):
     store.commit(risky)
     # Removing a risky fragment is risky too (the old text is checked as well).
     assert default_confirm_timeout(store.prepare({"fw": None}, source="t", message="m"), 90) == 90
+
+
+def test_only_options_whose_value_changes_decide_the_confirm_window():
+    from hyperconsole.nixos.revert import changed_paths, default_confirm_timeout
+    from hyperconsole.nixos.render import render_fragment
+    from hyperconsole.nixos.store import ChangeSet, FragmentChange
+
+    base = {"networking": {"firewall": {"interfaces": {"br0": {"allowedTCPPorts": [22]}}},
+                           "nameservers": ["1.1.1.1"]}}
+    dns = {"networking": {**base["networking"], "nameservers": ["9.9.9.9"]}}
+    ports = {"networking": {**base["networking"], "firewall": {"interfaces": {"br0": {"allowedTCPPorts": [22, 80]}}}}}
+
+    def window(old, new) -> int:
+        change = FragmentChange("network", render_fragment(old, source="t") if old is not None else None,
+                                render_fragment(new, source="t") if new is not None else None, "")
+        return default_confirm_timeout(ChangeSet((change,), "m"), 120)
+
+    assert list(changed_paths(base, dns)) == ["networking.nameservers"]
+    assert window(base, dns) == 0  # the firewall is in the file but unchanged
+    assert window(base, ports) == 120
+    assert window(None, base) == 120  # a new fragment with firewall rules
+    assert window(base, None) == 120  # removing it drops the rules
+    assert window({"networking": {"nameservers": ["1.1.1.1"]}}, {"networking": {"nameservers": []}}) == 0
