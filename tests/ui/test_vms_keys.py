@@ -333,3 +333,18 @@ async def test_keymap_from_config_remaps_a_binding(make_app):
         await h.pilot.press("g")
         await h.settle()
         assert h.domain("charlie").state is DomainState.RUNNING
+
+
+async def test_palette_lists_pane_actions_and_runs_them(make_app):
+    from textual.command import CommandPalette
+
+    async with make_app() as h:
+        await h.cursor_to("charlie")
+        await h.pilot.press("ctrl+p")
+        await h.pilot.pause()
+        assert isinstance(h.app.screen, CommandPalette)
+        await h.pilot.press(*"Start (s)")
+        await h.pilot.pause(0.5)
+        await h.pilot.press("enter")
+        await h.settle()
+        assert h.domain("charlie").state is DomainState.RUNNING
