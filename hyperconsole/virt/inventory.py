@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from typing import Callable, TypeVar
+
 import libvirt
 
 from hyperconsole.errors import ValidationError
@@ -25,11 +27,25 @@ def split(target: Target) -> tuple[libvirt.virConnect, ConnectionManager | None]
     return target, None
 
 
+T = TypeVar("T")
+
+
 def fail(manager: ConnectionManager | None, action: str, exc: libvirt.libvirtError) -> VirtError:
     """Report a libvirt error to the manager (reconnect on a dead link) and make it one line."""
     if manager is not None:
         manager.check_error(exc)
     return VirtError.wrap(action, exc)
+
+
+def find(manager: ConnectionManager | None, action: str, lookup: Callable[[], T], missing: int) -> T | None:
+    """`lookup()`, or None when libvirt answers that the object does not exist (error code
+    `missing`); any other libvirt error is reported to the manager and raised as one line."""
+    try:
+        return lookup()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == missing:
+            return None
+        raise fail(manager, action, exc) from exc
 
 
 def _xml(text: str) -> ET.Element:

@@ -21,7 +21,7 @@ import libvirt
 from hyperconsole.errors import ValidationError
 from hyperconsole.virt import errors as verrors
 from hyperconsole.virt.errors import VirtError
-from hyperconsole.virt.inventory import Target, split
+from hyperconsole.virt.inventory import Target, find, split
 from hyperconsole.virt.ops import _calling, validate_name
 
 log = logging.getLogger(__name__)
@@ -267,14 +267,10 @@ def networks_overview(target: Target) -> NetworksOverview:
 def _lookup(conn, manager, name: str) -> libvirt.virNetwork:
     if not name:
         raise ValidationError("no network given")
-    try:
-        return conn.networkLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if manager is not None:
-            manager.check_error(exc)
-        if verrors.code(exc) == libvirt.VIR_ERR_NO_NETWORK:
-            raise ValidationError(f"no libvirt network named {name!r}") from exc
-        raise VirtError.wrap(f"look up network {name}", exc) from exc
+    net = find(manager, f"look up network {name}", lambda: conn.networkLookupByName(name), libvirt.VIR_ERR_NO_NETWORK)
+    if net is None:
+        raise ValidationError(f"no libvirt network named {name!r}")
+    return net
 
 
 def network_details(target: Target, name: str) -> NetworkDetails:
@@ -477,15 +473,9 @@ def build_network_xml(spec: NewNetworkSpec) -> str:
 
 
 def _name_free(conn, manager, name: str) -> None:
-    try:
-        conn.networkLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if verrors.code(exc) == libvirt.VIR_ERR_NO_NETWORK:
-            return
-        if manager is not None:
-            manager.check_error(exc)
-        raise VirtError.wrap(f"check network name {name}", exc) from exc
-    raise ValidationError(f"a libvirt network named {name!r} already exists")
+    if find(manager, f"check network name {name}", lambda: conn.networkLookupByName(name),
+            libvirt.VIR_ERR_NO_NETWORK) is not None:
+        raise ValidationError(f"a libvirt network named {name!r} already exists")
 
 
 def _is_local(uri: str) -> bool:

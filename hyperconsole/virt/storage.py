@@ -32,7 +32,7 @@ import libvirt
 from hyperconsole.errors import ValidationError
 from hyperconsole.virt import errors as verrors
 from hyperconsole.virt.errors import VirtError
-from hyperconsole.virt.inventory import Target, split
+from hyperconsole.virt.inventory import Target, find, split
 from hyperconsole.virt.models import PoolInfo, VolumeInfo
 from hyperconsole.virt.ops import _calling, validate_name
 
@@ -195,15 +195,12 @@ def list_pool_details(target: Target) -> list[PoolDetails]:
 def _pool(conn, manager, name: str, *, active: bool | None = None) -> libvirt.virStoragePool:
     if not name:
         raise ValidationError("no storage pool given")
-    try:
-        pool = conn.storagePoolLookupByName(name)
-        is_active = bool(pool.isActive())
-    except libvirt.libvirtError as exc:
-        if manager is not None:
-            manager.check_error(exc)
-        if verrors.code(exc) == libvirt.VIR_ERR_NO_STORAGE_POOL:
-            raise ValidationError(f"no storage pool named {name!r}") from exc
-        raise VirtError.wrap(f"look up pool {name}", exc) from exc
+    found = find(manager, f"look up pool {name}",
+                 lambda: (pool := conn.storagePoolLookupByName(name), bool(pool.isActive())),
+                 libvirt.VIR_ERR_NO_STORAGE_POOL)
+    if found is None:
+        raise ValidationError(f"no storage pool named {name!r}")
+    pool, is_active = found
     if active is True and not is_active:
         raise ValidationError(f"storage pool {name!r} is not active", hint="start the pool first")
     if active is False and is_active:
@@ -659,15 +656,12 @@ def volume_usage(target: Target) -> VolumeUsage:
 
 def _volume(conn, manager, pool_name: str, name: str):
     pool = _pool(conn, manager, pool_name, active=True)
-    try:
-        vol = pool.storageVolLookupByName(name)
-        return pool, vol, _volume_from_xml(pool_name, vol.XMLDesc(0))
-    except libvirt.libvirtError as exc:
-        if manager is not None:
-            manager.check_error(exc)
-        if verrors.code(exc) == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            raise ValidationError(f"pool {pool_name!r} has no volume {name!r}") from exc
-        raise VirtError.wrap(f"look up volume {pool_name}/{name}", exc) from exc
+    found = find(manager, f"look up volume {pool_name}/{name}",
+                 lambda: (vol := pool.storageVolLookupByName(name), _volume_from_xml(pool_name, vol.XMLDesc(0))),
+                 libvirt.VIR_ERR_NO_STORAGE_VOL)
+    if found is None:
+        raise ValidationError(f"pool {pool_name!r} has no volume {name!r}")
+    return pool, found[0], found[1]
 
 
 def _room_for(pool, manager, pool_name: str, needed: int, what: str) -> None:
@@ -681,15 +675,9 @@ def _room_for(pool, manager, pool_name: str, needed: int, what: str) -> None:
 
 
 def _volume_name_free(pool, manager, pool_name: str, name: str) -> None:
-    try:
-        pool.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if verrors.code(exc) == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            return
-        if manager is not None:
-            manager.check_error(exc)
-        raise VirtError.wrap(f"check volume name {name}", exc) from exc
-    raise ValidationError(f"pool {pool_name!r} already has a volume named {name!r}")
+    if find(manager, f"check volume name {name}", lambda: pool.storageVolLookupByName(name),
+            libvirt.VIR_ERR_NO_STORAGE_VOL) is not None:
+        raise ValidationError(f"pool {pool_name!r} already has a volume named {name!r}")
 
 
 def build_volume_xml(name: str, capacity: int, fmt: str) -> str:
