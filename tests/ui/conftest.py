@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 
 import pytest
@@ -85,3 +86,14 @@ def text_of(widget) -> str:
     console = Console(width=200, record=True, file=open("/dev/null", "w"))
     console.print(content)
     return console.export_text()
+
+
+async def wait_until(pilot, predicate, seconds: float) -> None:
+    """Poll (letting workers finish) until `predicate()` holds; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await pilot.pause(0.1)
+        await pilot.app.workers.wait_for_complete()
+        if predicate():
+            return
+    raise AssertionError("condition not met in time")

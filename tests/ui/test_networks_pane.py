@@ -4,7 +4,6 @@ written to the scratch network.nix through the demo rebuild (real nix-instantiat
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 from textual.widgets import DataTable, Input
@@ -16,7 +15,7 @@ from hyperconsole.screens.networks import NetworksScreen
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import InputDialog
 from scripts.scenes import demo_app, settle
-from tests.ui.conftest import text_of
+from tests.ui.conftest import text_of, wait_until
 from tests.conftest import in_ci
 
 if shutil.which("nix-instantiate") is None or shutil.which("ip") is None:
@@ -35,15 +34,6 @@ async def open_pane(pilot) -> NetworksScreen:
             return screen
     raise AssertionError("networks pane never loaded")
 
-
-async def wait_until(pilot, predicate, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        await pilot.pause(0.1)
-        await pilot.app.workers.wait_for_complete()
-        if predicate():
-            return
-    raise AssertionError("condition not met in time")
 
 
 async def fill(pilot, values: dict[str, str]) -> None:

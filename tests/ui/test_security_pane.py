@@ -4,7 +4,6 @@ The demo's rebuild really evaluates the fragments with nix-instantiate."""
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 from textual.widgets import OptionList, SelectionList
@@ -16,7 +15,7 @@ from hyperconsole.screens.security import SecurityScreen
 from hyperconsole.widgets.confirm import ConfirmDialog
 from scripts.scenes import demo_app, settle
 from tests.conftest import in_ci
-from tests.ui.conftest import text_of
+from tests.ui.conftest import text_of, wait_until
 
 if shutil.which("nix-instantiate") is None:
     if in_ci():
@@ -34,15 +33,6 @@ async def open_pane(pilot):
             return screen
     raise AssertionError("security pane never showed a preview")
 
-
-async def wait_until(pilot, predicate, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        await pilot.pause(0.1)
-        await pilot.app.workers.wait_for_complete()
-        if predicate():
-            return
-    raise AssertionError("condition not met in time")
 
 
 async def test_shows_profiles_and_side_by_side_diff():
