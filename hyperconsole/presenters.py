@@ -100,9 +100,4 @@ def describe_result(result: object) -> str:
     if isinstance(result, str):
         return result
     summary = getattr(result, "summary", None)
-    if callable(summary):
-        return summary()
-    if result is not None and hasattr(result, "name") and hasattr(result, "volumes"):
-        copied = ", ".join(result.volumes) or "no disks"
-        return f"created {result.name} (copied {copied})"
-    return ""
+    return summary() if callable(summary) else ""

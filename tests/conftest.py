@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import stat
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +20,22 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(base / "cache"))
+
+
+def write_script(path: Path, body: str) -> Path:
+    """An executable /bin/sh script (stand-ins for nixos-rebuild, revert commands, …)."""
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+@pytest.fixture
+def script(tmp_path):
+    """Write an executable shell script into tmp_path/bin and return its path."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+
+    def make(name: str, body: str) -> Path:
+        return write_script(bindir / name, body)
+
+    return make

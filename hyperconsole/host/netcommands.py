@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
 
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
@@ -186,30 +185,3 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     how.add_argument("--address", metavar="CIDR", help="e.g. 192.0.2.10/24 or 2001:db8::10/64")
     p.add_argument("--gateway", metavar="IP", help="default gateway, inside the address's subnet")
     p.set_defaults(func=cmd_addr_set)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry like hyperconsole.nixos.commands.main (used by tests)."""
-    import os
-
-    from hyperconsole import config as config_mod
-    from hyperconsole.nixos.commands import common_parser
-
-    common = common_parser()
-    parser = argparse.ArgumentParser(prog="hyperconsole", parents=[common])
-    register(parser.add_subparsers(dest="command", required=True), common)
-    args = parser.parse_args(argv)
-    config = config_mod.load()
-    args.demo = getattr(args, "demo", False)
-    changes = {}
-    if hasattr(args, "nixos_dir"):
-        changes["nixos_dir"] = os.path.abspath(args.nixos_dir)
-    if hasattr(args, "rebuild_cmd"):
-        changes["rebuild_command"] = args.rebuild_cmd
-    if hasattr(args, "revert_cmd"):
-        changes["revert_command"] = args.revert_cmd
-    return args.func(args, config.replace(**changes))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import re
 import select
 import shutil
@@ -19,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from hyperconsole import paths
 from hyperconsole import profiles as profiles_mod
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
@@ -393,46 +391,3 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = nixos_sub.add_parser("status", help="fragments, pending change, whether the config imports them", parents=[common])
     p.add_argument("--add-import", action="store_true", help="add ./hyperconsole to configuration.nix imports")
     p.set_defaults(func=cmd_nixos_status)
-
-
-# -- standalone entry (tests, and scripting without the full CLI) ------------------------------
-
-
-def common_parser() -> argparse.ArgumentParser:
-    """The shared options, as hyperconsole.cli defines them."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--nixos-dir", default=argparse.SUPPRESS)
-    common.add_argument("--rebuild-cmd", default=argparse.SUPPRESS)
-    common.add_argument("--revert-cmd", default=argparse.SUPPRESS)
-    common.add_argument("--demo", action="store_true", default=argparse.SUPPRESS)
-    return common
-
-
-def main(argv: list[str] | None = None) -> int:
-    from hyperconsole import config as config_mod
-
-    common = common_parser()
-    parser = argparse.ArgumentParser(prog="hyperconsole", parents=[common])
-    register(parser.add_subparsers(dest="command", required=True), common)
-    args = parser.parse_args(argv)
-    try:
-        config = config_mod.load()
-    except HyperconsoleError as exc:
-        _err(str(exc))
-        return 1
-    demo_mode = getattr(args, "demo", False)
-    args.demo = demo_mode
-    changes = {}
-    if hasattr(args, "nixos_dir"):
-        changes["nixos_dir"] = os.path.abspath(args.nixos_dir)
-    elif demo_mode:
-        changes["nixos_dir"] = str(paths.demo_dir() / "nixos")
-    if hasattr(args, "rebuild_cmd"):
-        changes["rebuild_command"] = args.rebuild_cmd
-    if hasattr(args, "revert_cmd"):
-        changes["revert_command"] = args.revert_cmd
-    return args.func(args, config.replace(**changes))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,6 @@ Guarantees, because the operator's only way back in may depend on these files:
 from __future__ import annotations
 
 import difflib
-import fcntl
 import hashlib
 import os
 import re

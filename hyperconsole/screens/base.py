@@ -65,6 +65,13 @@ class PaneScreen(Screen):
     def render_data(self, kinds: frozenset[str]) -> None:
         """Override: redraw from self.hc.view. Runs on the UI thread; must not block."""
 
+    def ask_form(self, title: str, fields: list[tuple[str, str, str]],
+                 then: Callable[[dict[str, str]], None]) -> None:
+        """A modal form of (key, label, initial value); `then(values)` runs unless cancelled."""
+        from hyperconsole.widgets.form import InputDialog
+
+        self.app.push_screen(InputDialog(title, fields), lambda values: values is not None and then(values))
+
     @work(thread=True, group="jobs", exit_on_error=False, description="operator job")
     def run_job(self, label: str, fn: Callable[..., object], *args: object, uuid: str | None = None,
                 then: Callable[[], None] | None = None) -> None:

@@ -153,8 +153,7 @@ class CreateVmScreen(ModalScreen[None]):
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._error, str(exc))
             return
-        made = f" with new disk {result.created_volume}" if result.created_volume else ""
-        self.app.post_message(ActionDone(f"create {spec.name}", detail=f"defined {result.name}{made}", uuid=result.uuid))
+        self.app.post_message(ActionDone(f"create {spec.name}", detail=result.summary(), uuid=result.uuid))
         self.app.call_from_thread(self.dismiss, None)
 
     @on(Input.Submitted)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 from rich.text import Text
 from textual import on, work
@@ -23,7 +22,6 @@ from hyperconsole.host import netconfig, netplan
 from hyperconsole.screens.hostchange import HostChangePane
 from hyperconsole.virt import netops
 from hyperconsole.widgets.confirm import ConfirmDialog
-from hyperconsole.widgets.form import InputDialog
 from hyperconsole.widgets.tablesync import sync_rows
 
 SOURCE = "Networks pane"
@@ -220,13 +218,6 @@ class NetworksScreen(HostChangePane):
         return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))[0].value
 
     # -- host changes (network.nix) ---------------------------------------------------------------------
-    def _form(self, title: str, fields: list[tuple[str, str, str]], then: Callable[[dict[str, str]], None]) -> None:
-        def answered(values: dict[str, str] | None) -> None:
-            if values is not None:
-                then(values)
-
-        self.app.push_screen(InputDialog(title, fields), answered)
-
     @work(thread=True, exclusive=True, group="net-plan", exit_on_error=False, description="plan network change")
     def plan(self, edit: netplan.Edit) -> None:
         overview, host = self.overview, self.host
@@ -264,7 +255,7 @@ class NetworksScreen(HostChangePane):
             rstp = v["rstp"].strip().lower() in ("y", "yes", "on", "true")
             self.plan(lambda cfg, ex: netconfig.add_bridge(cfg, v["name"].strip(), members, rstp=rstp, existing=ex))
 
-        self._form("New bridge (network.nix)", [("name", "Name", "br0"), ("members", "Members", self._existing_iface()),
+        self.ask_form("New bridge (network.nix)", [("name", "Name", "br0"), ("members", "Members", self._existing_iface()),
                                                 ("rstp", "RSTP (yes/no)", "no")], then)
 
     def action_add_vlan(self) -> None:
@@ -277,7 +268,7 @@ class NetworksScreen(HostChangePane):
             self.plan(lambda cfg, ex: netconfig.add_vlan(cfg, v["name"].strip(), vlan_id, v["parent"].strip(), existing=ex))
 
         parent = self._existing_iface()
-        self._form("New VLAN (network.nix)", [("name", "Name", f"{parent}.10" if parent else ""), ("id", "VLAN id", "10"),
+        self.ask_form("New VLAN (network.nix)", [("name", "Name", f"{parent}.10" if parent else ""), ("id", "VLAN id", "10"),
                                               ("parent", "Parent", parent)], then)
 
     def action_set_address(self) -> None:
@@ -291,7 +282,7 @@ class NetworksScreen(HostChangePane):
                                                              gateway=gateway, existing=ex)
             self.plan(edit)
 
-        self._form("Address (network.nix)", [("iface", "Interface", self._existing_iface()),
+        self.ask_form("Address (network.nix)", [("iface", "Interface", self._existing_iface()),
                                              ("address", "dhcp or CIDR", "dhcp"), ("gateway", "Gateway", "")], then)
 
     def action_set_mtu(self) -> None:
@@ -303,7 +294,7 @@ class NetworksScreen(HostChangePane):
                 return
             self.plan(lambda cfg, ex: netconfig.set_mtu(cfg, v["iface"].strip(), mtu, existing=ex))
 
-        self._form("MTU (network.nix)", [("iface", "Interface", self._existing_iface()), ("mtu", "MTU", "1500")], then)
+        self.ask_form("MTU (network.nix)", [("iface", "Interface", self._existing_iface()), ("mtu", "MTU", "1500")], then)
 
     def action_firewall(self) -> None:
         def then(v: dict[str, str]) -> None:
@@ -314,7 +305,7 @@ class NetworksScreen(HostChangePane):
                 return
             self.plan(lambda cfg, ex: netconfig.set_firewall_ports(cfg, v["iface"].strip(), tcp=tcp, udp=udp, existing=ex))
 
-        self._form("Firewall ports open on an interface (network.nix)",
+        self.ask_form("Firewall ports open on an interface (network.nix)",
                    [("iface", "Interface", self._existing_iface()), ("tcp", "TCP ports", ""), ("udp", "UDP ports", "")],
                    then)
 
@@ -323,7 +314,7 @@ class NetworksScreen(HostChangePane):
             servers = v["servers"].replace(",", " ").split()
             self.plan(lambda cfg, ex: netconfig.set_nameservers(cfg, servers, existing=ex))
 
-        self._form("DNS servers (network.nix)", [("servers", "Nameservers", "")], then)
+        self.ask_form("DNS servers (network.nix)", [("servers", "Nameservers", "")], then)
 
     # -- libvirt networks -----------------------------------------------------------------------------------
     def _net_op(self, label: str, fn, *args) -> None:
@@ -364,7 +355,7 @@ class NetworksScreen(HostChangePane):
                 return
             self._net_op(f"create network {spec.name}", netops.create_network, spec)
 
-        self._form("New libvirt network", [("name", "Name", ""), ("mode", "nat/route/isolated/bridge", "nat"),
+        self.ask_form("New libvirt network", [("name", "Name", ""), ("mode", "nat/route/isolated/bridge", "nat"),
                                            ("cidr", "Address/prefix", "192.168.150.1/24"),
                                            ("start", "DHCP start", "192.168.150.100"),
                                            ("end", "DHCP end", "192.168.150.200"),
@@ -379,7 +370,7 @@ class NetworksScreen(HostChangePane):
         def then(v: dict[str, str]) -> None:
             self._net_op(f"DHCP range of {net.name}", netops.set_dhcp_range, net.name, v["start"].strip(), v["end"].strip())
 
-        self._form(f"DHCP range of {net.name}", [("start", "Start", start), ("end", "End", end)], then)
+        self.ask_form(f"DHCP range of {net.name}", [("start", "Start", start), ("end", "End", end)], then)
 
     def action_delete(self) -> None:
         if self.query_one("#nets", DataTable).has_focus:

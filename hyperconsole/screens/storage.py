@@ -20,7 +20,6 @@ from hyperconsole.screens.base import PaneScreen
 from hyperconsole.virt import storage
 from hyperconsole.virt.models import VolumeInfo
 from hyperconsole.widgets.confirm import ConfirmDialog
-from hyperconsole.widgets.form import InputDialog
 from hyperconsole.widgets.tablesync import sync_rows
 
 PAGE = 200
@@ -225,9 +224,6 @@ class StorageScreen(PaneScreen):
         key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))[0].value
         return next((v for v in self.volumes if v.name == key), None)
 
-    def _form(self, title: str, fields, then) -> None:
-        self.app.push_screen(InputDialog(title, fields), lambda v: v is not None and then(v))
-
     def _job(self, label: str, fn, *args) -> None:
         self.run_job(label, fn, *args, then=self._reload)
 
@@ -272,7 +268,7 @@ class StorageScreen(PaneScreen):
                                        device=v["device"].strip())
             self._job(f"create pool {spec.name}", storage.create_pool, spec)
 
-        self._form(f"New storage pool (types here: {', '.join(kinds)})",
+        self.ask_form(f"New storage pool (types here: {', '.join(kinds)})",
                    [("name", "Name", ""), ("kind", "Type", "dir"), ("path", "Path", "/var/lib/libvirt/images/"),
                     ("device", "Device (fs/logical)", "")], then)
 
@@ -285,7 +281,7 @@ class StorageScreen(PaneScreen):
             self._job(f"create {pool.name}/{v['name'].strip()}", storage.create_volume, pool.name, v["name"].strip(),
                       v["size"].strip(), v["format"].strip() or "qcow2")
 
-        self._form(f"New volume in {pool.name}", [("name", "Name", ""), ("size", "Size (e.g. 20G)", "20G"),
+        self.ask_form(f"New volume in {pool.name}", [("name", "Name", ""), ("size", "Size (e.g. 20G)", "20G"),
                                                    ("format", "Format (qcow2/raw)", "qcow2")], then)
 
     def action_grow(self) -> None:
@@ -296,7 +292,7 @@ class StorageScreen(PaneScreen):
         def then(v: dict[str, str]) -> None:
             self._job(f"grow {pool}/{vol.name}", storage.resize_volume, pool, vol.name, v["size"].strip())
 
-        self._form(f"Grow {vol.name} (now {presenters.size_bytes(vol.capacity)}; grow only)",
+        self.ask_form(f"Grow {vol.name} (now {presenters.size_bytes(vol.capacity)}; grow only)",
                    [("size", "New size", "")], then)
 
     def action_clone(self) -> None:
@@ -307,7 +303,7 @@ class StorageScreen(PaneScreen):
         def then(v: dict[str, str]) -> None:
             self._job(f"clone {pool}/{vol.name}", storage.clone_volume, pool, vol.name, v["name"].strip())
 
-        self._form(f"Clone {vol.name} in {pool}", [("name", "New name", f"copy-of-{vol.name}")], then)
+        self.ask_form(f"Clone {vol.name} in {pool}", [("name", "New name", f"copy-of-{vol.name}")], then)
 
     def action_delete(self) -> None:
         if self.query_one("#pools", DataTable).has_focus:
@@ -346,7 +342,7 @@ class StorageScreen(PaneScreen):
             bar.remove_class("hidden")
             self._upload(pool.name, v["path"].strip(), v["name"].strip() or None, self._upload_cancel)
 
-        self._form(f"Upload a local ISO or image into {pool.name}", [("path", "Local file", ""),
+        self.ask_form(f"Upload a local ISO or image into {pool.name}", [("path", "Local file", ""),
                                                                      ("name", "Volume name (optional)", "")], then)
 
     @work(thread=True, exclusive=True, group="upload", exit_on_error=False, description="upload volume")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import libvirt
 
 from hyperconsole.errors import ValidationError
 from hyperconsole.virt.connection import ConnectionManager
+from hyperconsole.virt import errors
 from hyperconsole.virt.errors import VirtError
 from hyperconsole.virt.models import NetworkInfo, NodeInfo, PoolInfo, VolumeInfo
 
@@ -46,6 +48,36 @@ def find(manager: ConnectionManager | None, action: str, lookup: Callable[[], T]
         if exc.get_error_code() == missing:
             return None
         raise fail(manager, action, exc) from exc
+
+
+@dataclass(frozen=True)
+class DomainDefinition:
+    name: str
+    running: bool
+    roots: tuple[ET.Element, ...]  # the inactive XML, plus the live XML when running
+
+
+def domain_definitions(target: Target) -> list[DomainDefinition]:
+    """Every domain's definition in one pass: the inactive XML (what it will use) and, when
+    running, the live XML (hot-plugged devices). For "which VMs use X" questions, asked once per
+    refresh rather than once per X. Raises VirtError."""
+    conn, manager = split(target)
+    try:
+        domains = conn.listAllDomains(0)
+    except libvirt.libvirtError as exc:
+        raise fail(manager, "list VMs", exc) from exc
+    out = []
+    for dom in domains:
+        try:
+            name = dom.name()
+            running = bool(dom.isActive())
+            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)] + ([dom.XMLDesc(0)] if running else [])
+        except libvirt.libvirtError as exc:
+            if errors.is_no_domain(exc):  # undefined meanwhile: uses nothing any more
+                continue
+            raise fail(manager, "read VM definitions", exc) from exc
+        out.append(DomainDefinition(name, running, tuple(ET.fromstring(x) for x in xmls)))
+    return out
 
 
 def _xml(text: str) -> ET.Element:

@@ -21,7 +21,7 @@ import libvirt
 from hyperconsole.errors import ValidationError
 from hyperconsole.virt import errors as verrors
 from hyperconsole.virt.errors import VirtError
-from hyperconsole.virt.inventory import Target, find, split
+from hyperconsole.virt.inventory import Target, domain_definitions, find, split
 from hyperconsole.virt.ops import _calling, validate_name
 
 log = logging.getLogger(__name__)
@@ -223,27 +223,12 @@ def _nics(root: ET.Element, name: str, by_network: dict[str, set[str]], by_bridg
 
 
 def nic_usage(target: Target) -> NicUsage:
-    """One pass over every domain: inactive XML (what it will use) and, when running, the live
-    XML (hot-plugged NICs). Call once per refresh, not per network. Raises VirtError."""
-    conn, manager = split(target)
+    """Who has a NIC where, from one pass over every domain's definition. Raises VirtError."""
     by_network: dict[str, set[str]] = {}
     by_bridge: dict[str, set[str]] = {}
-    with _calling(manager, "list VMs"):
-        domains = conn.listAllDomains(0)
-    for dom in domains:
-        try:
-            name = dom.name()
-            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
-            if dom.isActive():
-                xmls.append(dom.XMLDesc(0))
-        except libvirt.libvirtError as exc:
-            if verrors.is_no_domain(exc):  # undefined meanwhile: uses nothing any more
-                continue
-            if manager is not None:
-                manager.check_error(exc)
-            raise VirtError.wrap("read VM definitions", exc) from exc
-        for xml in xmls:
-            _nics(ET.fromstring(xml), name, by_network, by_bridge)
+    for definition in domain_definitions(target):
+        for root in definition.roots:
+            _nics(root, definition.name, by_network, by_bridge)
     return NicUsage({k: tuple(sorted(v)) for k, v in by_network.items()},
                     {k: tuple(sorted(v)) for k, v in by_bridge.items()})
 

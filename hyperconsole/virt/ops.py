@@ -571,6 +571,9 @@ class CloneResult:
     name: str
     volumes: tuple[str, ...]  # "pool/volume" of each copied disk
 
+    def summary(self) -> str:
+        return f"created {self.name} (copied {', '.join(self.volumes) or 'no disks'})"
+
 
 def _clone_volume_name(old_vol: str, old_name: str, new_name: str, target: str) -> str:
     if old_name and old_name in old_vol:
@@ -754,6 +757,10 @@ class CreateResult:
     created_volume: str = ""  # "pool/volume" when a new disk was made
     started: bool = False
     xml: str = ""
+
+    def summary(self) -> str:
+        made = f" with new disk {self.created_volume}" if self.created_volume else ""
+        return f"defined {self.name}{made}" + (" and started it" if self.started else "")
 
 
 def _pick_domain_type(conn, manager) -> str:

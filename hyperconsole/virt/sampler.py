@@ -243,39 +243,6 @@ class DomainSampler:
             self._static[uuid] = _Static(dom.name(), vcpus, mem, max_mem, autostart, persistent, managed)
         return calls
 
-    @staticmethod
-    def _fallback_stats(dom) -> dict:
-        state, _max, _mem, _vcpus, cpu_time = dom.info()
-        return {"state.state": state, "cpu.time": cpu_time}
-
-    def _refresh_static(self, conn: libvirt.virConnect, doms: list) -> int:
-        """Static facts for new or changed domains; returns the libvirt calls it made.
-
-        Autostart, persistence and managed save come from three filtered lists, whatever the
-        number of domains; only vCPUs and memory need one info() per domain.
-        """
-        flagged = {
-            name: {d.UUIDString() for d in conn.listAllDomains(flag)}
-            for name, flag in (
-                ("autostart", libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
-                ("persistent", libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT),
-                ("managed_save", libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE),
-            )
-        }
-        for dom in doms:
-            uuid = dom.UUIDString()
-            try:
-                _state, max_mem, mem, vcpus, _cpu = dom.info()
-            except libvirt.libvirtError as exc:
-                if errors.is_no_domain(exc):
-                    self._static.pop(uuid, None)
-                    continue
-                raise
-            self._static[uuid] = _Static(
-                dom.name(), vcpus, mem, max_mem, uuid in flagged["autostart"], uuid in flagged["persistent"],
-                uuid in flagged["managed_save"])
-        return 3 + len(doms)
-
     def _build(self, uuid: str, name: str, static: _Static, stats: dict, now: float) -> DomainInfo:
         previous = self._previous.get(uuid)
         if ("cpu.time" not in stats and previous is not None and self._built_from.get(uuid) == (static, stats)):

@@ -32,7 +32,7 @@ import libvirt
 from hyperconsole.errors import ValidationError
 from hyperconsole.virt import errors as verrors
 from hyperconsole.virt.errors import VirtError
-from hyperconsole.virt.inventory import Target, find, split
+from hyperconsole.virt.inventory import Target, domain_definitions, find, split
 from hyperconsole.virt.models import PoolInfo, VolumeInfo
 from hyperconsole.virt.ops import _calling, validate_name
 
@@ -615,28 +615,14 @@ class VolumeUsage:
 
 
 def volume_usage(target: Target) -> VolumeUsage:
-    """One pass over all domains. Raises VirtError."""
-    conn, manager = split(target)
+    """Which VMs use which volume, from one pass over every domain's definition. Raises VirtError."""
     by_path: dict[str, set[str]] = {}
     by_ref: dict[tuple[str, str], set[str]] = {}
-    running: set[str] = set()
-    with _calling(manager, "list VMs"):
-        domains = conn.listAllDomains(0)
-    for dom in domains:
-        try:
-            name = dom.name()
-            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
-            if dom.isActive():
-                running.add(name)
-                xmls.append(dom.XMLDesc(0))
-        except libvirt.libvirtError as exc:
-            if verrors.is_no_domain(exc):
-                continue
-            if manager is not None:
-                manager.check_error(exc)
-            raise VirtError.wrap("read VM definitions", exc) from exc
-        for xml in xmls:
-            for disk in ET.fromstring(xml).findall("devices/disk"):
+    definitions = domain_definitions(target)
+    for definition in definitions:
+        name = definition.name
+        for root in definition.roots:
+            for disk in root.findall("devices/disk"):
                 src = disk.find("source")
                 if src is None:
                     continue
@@ -648,7 +634,8 @@ def volume_usage(target: Target) -> VolumeUsage:
                     by_path.setdefault(os.path.normpath(path), set()).add(name)
                     by_path.setdefault(path, set()).add(name)
     return VolumeUsage({k: tuple(sorted(v)) for k, v in by_path.items()},
-                       {k: tuple(sorted(v)) for k, v in by_ref.items()}, frozenset(running))
+                       {k: tuple(sorted(v)) for k, v in by_ref.items()},
+                       frozenset(d.name for d in definitions if d.running))
 
 
 # --------------------------------------------------------------------------- volumes: operations

@@ -496,3 +496,14 @@ def tiny_vm(libvirtd, hcit_pool, tmp_path, request):
                 disk.unlink(missing_ok=True)
     finally:
         conn.close()
+
+
+@pytest.fixture
+def manager(libvirtd):
+    """Our ConnectionManager on the test daemon, closed after the test."""
+    from hyperconsole.virt.connection import ConnectionManager
+
+    mgr = ConnectionManager(libvirtd.uri)
+    mgr.connect()
+    yield mgr
+    mgr.close()

@@ -16,20 +16,11 @@ libvirt = pytest.importorskip("libvirt")
 
 from hyperconsole.errors import ValidationError  # noqa: E402
 from hyperconsole.virt import netops  # noqa: E402
-from hyperconsole.virt.connection import ConnectionManager  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 NET = "hcit-net"
 BRIDGE = "hcit-br0"  # ≤ 15 bytes, unlikely to clash with anything on the host
-
-
-@pytest.fixture
-def manager(libvirtd):
-    mgr = ConnectionManager(libvirtd.uri)
-    mgr.connect()
-    yield mgr
-    mgr.close()
 
 
 @pytest.fixture

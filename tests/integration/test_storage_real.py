@@ -22,7 +22,6 @@ libvirt = pytest.importorskip("libvirt")
 
 from hyperconsole.errors import ValidationError  # noqa: E402
 from hyperconsole.virt import storage  # noqa: E402
-from hyperconsole.virt.connection import ConnectionManager  # noqa: E402
 from hyperconsole.virt.errors import VirtError  # noqa: E402
 from hyperconsole.virt.storage import SpaceLevel  # noqa: E402
 
@@ -30,14 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 MIB = 1024 * 1024
 POOL = "hcit-store"
-
-
-@pytest.fixture
-def manager(libvirtd):
-    mgr = ConnectionManager(libvirtd.uri)
-    mgr.connect()
-    yield mgr
-    mgr.close()
 
 
 @pytest.fixture

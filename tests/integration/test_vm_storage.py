@@ -15,21 +15,12 @@ libvirt = pytest.importorskip("libvirt")
 
 from hyperconsole.errors import ValidationError  # noqa: E402
 from hyperconsole.virt import inventory, ops  # noqa: E402
-from hyperconsole.virt.connection import ConnectionManager  # noqa: E402
 from hyperconsole.virt.models import DomainState  # noqa: E402
 from hyperconsole.virt.sampler import DomainSampler  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def manager(libvirtd):
-    mgr = ConnectionManager(libvirtd.uri)
-    mgr.connect()
-    yield mgr
-    mgr.close()
 
 
 @pytest.fixture

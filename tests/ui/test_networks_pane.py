@@ -87,16 +87,19 @@ async def test_create_edit_and_delete_a_libvirt_network():
         assert all(m.error is None for m in seen if isinstance(m, ActionDone))
 
 
-async def test_bad_network_input_is_refused_in_one_line():
+async def test_bad_network_input_is_refused_in_one_line(monkeypatch):
     app = demo_app()
-    seen: list = []
-    async with app.run_test(size=(150, 42), message_hook=seen.append) as pilot:
+    said: list[tuple[str, str]] = []
+    monkeypatch.setattr(app, "notify", lambda message, **kw: said.append((message, kw.get("severity", ""))))
+    async with app.run_test(size=(150, 42)) as pilot:
         screen = await open_pane(pilot)
         await pilot.press("n")
         await pilot.pause()
         await fill(pilot, {"name": "lab", "mode": "nat", "cidr": "10.9.0.1/24", "start": "10.8.0.10",
                            "end": "10.8.0.20", "bridge": ""})
         assert "lab" not in network_names(screen)
+        errors = [m for m, severity in said if severity == "error"]
+        assert len(errors) == 1 and "10.8.0.10" in errors[0] and "\n" not in errors[0], errors
 
 
 async def test_new_bridge_is_written_to_network_nix_on_trial_and_kept():
@@ -179,11 +182,15 @@ async def test_firewall_ports_and_dns_go_to_network_nix():
         assert netconfig.load(store)[0].interface("br-lab").tcp_ports == (22, 443)
 
 
-async def test_non_numeric_ports_are_refused_in_one_line():
+async def test_non_numeric_ports_are_refused_in_one_line(monkeypatch):
     app = demo_app()
+    said: list[tuple[str, str]] = []
+    monkeypatch.setattr(app, "notify", lambda message, **kw: said.append((message, kw.get("severity", ""))))
     async with app.run_test(size=(150, 42)) as pilot:
         await open_pane(pilot)
         await pilot.press("f")
         await pilot.pause()
         await fill(pilot, {"iface": "eth0", "tcp": "ssh", "udp": ""})
         assert not isinstance(app.screen, ConfirmDialog)
+        assert [m for m, severity in said if severity == "error"] == [
+            "ports must be whole numbers separated by spaces, not 'ssh'"]

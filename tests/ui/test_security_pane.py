@@ -100,7 +100,7 @@ async def test_readonly_hides_apply_keep_revert():
 async def test_a_new_session_shows_the_waiting_trial_and_can_keep_it():
     first = demo_app(confirm_timeout=120)
     async with first.run_test(size=(150, 42)) as pilot:
-        screen = await open_pane(pilot)
+        await open_pane(pilot)
         await pilot.press("a", "y")
         await wait_until(pilot, lambda: first.view.pending and first.view.pending.state == "armed", 60)
     # The console exits; the trial stays. A new session opens on the VM list and says so.
@@ -109,7 +109,7 @@ async def test_a_new_session_shows_the_waiting_trial_and_can_keep_it():
         await settle(pilot)
         assert second.view.pending is not None
         assert "REVERT IN" in second.screen.query_one("StatusBar").pending
-        screen = await open_pane(pilot)
+        await open_pane(pilot)
         await pilot.press("k")
         await wait_until(pilot, lambda: second.view.pending is None, 60)
         assert second.screen.query_one("StatusBar").pending == ""

@@ -59,7 +59,7 @@ async def test_pools_volumes_users_and_low_space_warning(make_app):
         screen = await open_pane(h)
         assert [p.name for p in screen.pools] == ["default", "full"]
         assert "full is 96% full" in text_of(screen.query_one("#space-warning"))
-        assert volume_names(screen)[0] == "vol-0000.qcow2" or "web.qcow2" in volume_names(screen)
+        assert volume_names(screen) == ["vol-0000.qcow2", "vol-0001.qcow2", "web.qcow2"]
         row = screen.query_one("#volumes", DataTable).get_row("web.qcow2")
         assert row[4].plain == "web"  # used by
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import libvirt
-import pytest
 from textual.widgets import DataTable, Input
 
 from hyperconsole.messages import ActionDone
@@ -13,6 +11,7 @@ from hyperconsole.screens.edit import EditResourcesScreen
 from hyperconsole.screens.help import HelpScreen
 from hyperconsole.screens.snapshots import SnapshotsScreen
 from hyperconsole.screens.vms import VmsScreen
+from hyperconsole.virt import ops
 from hyperconsole.virt.models import DomainState
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import InputDialog
@@ -317,12 +316,13 @@ async def test_lifecycle_event_from_outside_refreshes_the_row(make_app):
 
 async def test_libvirt_error_is_one_line_notification(make_app):
     async with make_app() as h:
-        await h.cursor_to("alpha")
-        h.app.manager.conn.lookupByName("alpha").destroy()  # behind the console's back
-        await h.app.screen.run_action("shutdown")  # row still says running until the event lands
+        charlie = h.domain("charlie")
+        # Past the screen's own state check, straight into libvirt: shutting down a shut-off VM.
+        h.app.screen.run_op("shutdown charlie", ops.shutdown, charlie.uuid, charlie.uuid)
         await h.settle()
-        errors = [m for m in h.of_type(ActionDone) if m.error]
-        assert all("\n" not in m.error for m in errors)
+        errors = [m.error for m in h.of_type(ActionDone) if m.error]
+        assert len(errors) == 1, errors
+        assert errors[0].startswith("shut down charlie: ") and "not running" in errors[0] and "\n" not in errors[0]
 
 
 async def test_keymap_from_config_remaps_a_binding(make_app):

@@ -6,7 +6,6 @@ import pkgutil
 import subprocess
 import sys
 
-import hyperconsole
 
 CORE_PACKAGES = ("hyperconsole.virt", "hyperconsole.host", "hyperconsole.nixos")
 CORE_MODULES = ("hyperconsole.config", "hyperconsole.profiles", "hyperconsole.errors", "hyperconsole.paths")

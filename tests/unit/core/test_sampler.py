@@ -144,3 +144,43 @@ def test_only_events_that_can_change_static_facts_mark_dirty(tmp_path):
     assert sampler.tick().calls == 1
     sampler.note_event(uuid, libvirt.VIR_DOMAIN_EVENT_DEFINED)
     assert sampler.tick().calls == 1 + 4  # info, isPersistent, autostart, hasManagedSaveImage
+
+
+class CountingConn:
+    """Wraps a virConnect and records which connection-level calls a tick makes."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self.seen: list[tuple[str, tuple]] = []
+
+    def __getattr__(self, name):
+        attr = getattr(self._conn, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args):
+            self.seen.append((name, args))
+            return attr(*args)
+
+        return call
+
+
+def _counting(manager, monkeypatch) -> CountingConn:
+    counting = CountingConn(manager.conn)
+    monkeypatch.setattr(type(manager), "conn", property(lambda self: counting))
+    return counting
+
+
+def test_a_few_changed_domains_are_asked_one_by_one(tmp_path, monkeypatch):
+    manager = _manager(tmp_path, *[domain_xml(f"vm{i}") for i in range(40)])
+    sampler = DomainSampler(manager)
+    counting = _counting(manager, monkeypatch)
+    first = sampler.tick()
+    # 40 new domains: three filtered lists instead of 120 per-domain calls.
+    lists = [args for name, args in counting.seen if name == "listAllDomains"]
+    assert len(lists) == 3 and first.calls == 1 + 3 + 40
+    counting.seen.clear()
+    sampler.mark_dirty(next(iter(first.domains)))
+    tick = sampler.tick()
+    # One changed domain: no list of all 40 domains, four calls on that domain.
+    assert [name for name, _ in counting.seen] == ["getAllDomainStats"] and tick.calls == 1 + 4

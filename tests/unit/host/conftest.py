@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -51,19 +49,6 @@ def nixos_dir(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def script(tmp_path):
-    """Write an executable shell script into tmp_path/bin and return its path."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-
-    def make(name: str, body: str) -> Path:
-        path = bindir / name
-        path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
-        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        return path
-
-    return make
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import stat
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -31,22 +29,6 @@ def nixos_dir(tmp_path) -> Path:
     return path
 
 
-def write_script(path: Path, body: str) -> Path:
-    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return path
-
-
-@pytest.fixture
-def script(tmp_path):
-    """Write an executable shell script into tmp_path/bin and return its path."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-
-    def make(name: str, body: str) -> Path:
-        return write_script(bindir / name, body)
-
-    return make
 
 
 @pytest.fixture

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from hyperconsole import cli
 from hyperconsole.nixos import commands
 
 REPO = Path(__file__).resolve().parents[3]
@@ -20,7 +20,7 @@ CORE_MODULES = [
 
 
 def run(argv, capsys):
-    code = commands.main(argv)
+    code = cli.main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -78,7 +78,7 @@ def test_unknown_toggle_fails_and_changes_nothing(common, nixos_dir, capsys):
 @pytest.mark.parametrize("value", ["-1", "86401", "abc", "1.5"])
 def test_confirm_timeout_out_of_range_is_a_usage_error(common, capsys, value):
     with pytest.raises(SystemExit) as exc:
-        commands.main(["profile", "apply", "headless", "--confirm-timeout", value, *common])
+        cli.main(["profile", "apply", "headless", "--confirm-timeout", value, *common])
     assert exc.value.code == 2
 
 
@@ -93,7 +93,7 @@ def test_rebuild_failure_prints_error_lines_first(nixos_dir, script, capsys):
 
 def test_rebuild_action_must_be_known(common):
     with pytest.raises(SystemExit) as exc:
-        commands.main(["rebuild", "build-vm", *common])
+        cli.main(["rebuild", "build-vm", *common])
     assert exc.value.code == 2
 
 
@@ -164,10 +164,8 @@ def test_demo_config_uses_demo_commands(tmp_path):
     assert custom.rebuild_command == "mine"
 
 
-def test_register_accepts_cli_common_parser():
-    common = commands.common_parser()
-    parser = argparse.ArgumentParser(parents=[common])
-    commands.register(parser.add_subparsers(dest="command"), common)
+def test_registered_in_the_cli_with_its_common_options():
+    parser = cli.build_parser()
     args = parser.parse_args(["rollback", "3", "--nixos-dir", "/x"])
     assert args.func is commands.cmd_rollback and args.generation == 3 and args.nixos_dir == "/x"
     args = parser.parse_args(["generations", "--diff", "1", "2"])

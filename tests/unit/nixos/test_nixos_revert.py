@@ -158,7 +158,7 @@ def test_systemd_timer_is_armed_with_systemd_run(setup, monkeypatch):
     assert seen[-1][:2] == ["systemctl", "stop"] and seen[-1][2].endswith(".timer")
 
 
-CLI_APPLY = [sys.executable, "-m", "hyperconsole.nixos.commands"]
+CLI_APPLY = [sys.executable, "-m", "hyperconsole"]
 
 
 def test_cli_apply_returns_and_the_timer_outlives_it(nixos_dir, tmp_path, recording_rebuild, script, wait_for):
