@@ -27,6 +27,3 @@ def demo_dir() -> Path:
     """Scratch area for --demo: a NixOS dir and the demo's rebuild logs."""
     return state_dir() / "demo"
 
-
-def package_data(name: str) -> Path:
-    return Path(__file__).resolve().parent / "data" / name

@@ -9,7 +9,7 @@ from hyperconsole import cli
 from hyperconsole.app import HyperconsoleApp
 from hyperconsole.config import Config
 from hyperconsole.host.metrics import HostSampler
-from hyperconsole.virt import demo
+from hyperconsole.demo import libvirt as demo
 from hyperconsole.virt.connection import ConnectionManager
 
 SIZE = (150, 42)

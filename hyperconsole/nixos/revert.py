@@ -9,7 +9,7 @@ Sequence of `ConfirmOrRevert.apply(changeset, timeout=N)`:
    on failure restore the files and run the revert command at once.
 
 `confirm()` removes the record (which disarms the timer) and runs `switch`. The timer is a detached
-process (or, under systemd, a transient timer unit) running `python -m hyperconsole.nixos.revert`:
+process (or, under systemd, a transient timer unit) running `python -m hyperconsole.cli.revert_timer`:
 it polls the record until its deadline, then restores the files and runs the revert command. The
 record lives in the NixOS dir, not in a user's home, so any later session on the host sees it.
 Every state transition happens under `.pending.lock`, so confirm and the timer cannot both win.
@@ -17,7 +17,6 @@ Every state transition happens under `.pending.lock`, so confirm and the timer c
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -98,9 +97,13 @@ class RevertOutcome:
     reason: str
 
 
+# The detached timer's entry point (argument parsing lives with the other commands).
+TIMER_MODULE = "hyperconsole.cli.revert_timer"
+
+
 def timer_argv(nixos_dir: Path, change_id: str, state_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "hyperconsole.nixos.revert",
+        sys.executable, "-m", TIMER_MODULE,
         "--nixos-dir", str(nixos_dir), "--id", change_id, "--state-dir", str(state_dir),
     ]
 
@@ -323,7 +326,7 @@ def _is_our_timer(pid: int, change_id: str) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"hyperconsole.nixos.revert" in cmdline and change_id.encode() in cmdline
+    return TIMER_MODULE.encode() in cmdline and change_id.encode() in cmdline
 
 
 def _alive(pid: int) -> bool:
@@ -404,30 +407,24 @@ def cancel_timer(record: PendingChange) -> None:
 # -- the timer process ----------------------------------------------------------------------------
 
 
-def timer_main(argv: list[str] | None = None) -> int:
-    """Entry point of the detached revert timer: wait for the deadline, then revert unless the
-    change was confirmed (the record is gone or belongs to another change)."""
-    parser = argparse.ArgumentParser(prog="python -m hyperconsole.nixos.revert")
-    parser.add_argument("--nixos-dir", required=True)
-    parser.add_argument("--id", required=True, dest="change_id")
-    parser.add_argument("--state-dir", required=True)
-    args = parser.parse_args(argv)
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
-    store = FragmentStore(args.nixos_dir)
-    state_dir = Path(args.state_dir)
-    runner = RebuildRunner(args.nixos_dir, "true", state_dir=state_dir, use_systemd=False)
+def run_timer(nixos_dir: str | Path, change_id: str, state_dir: str | Path,
+              say: Callable[[str], None], stopped: Callable[[], bool] = lambda: False) -> int:
+    """The detached revert timer: wait for the deadline, then revert unless the change was
+    confirmed (the record is gone or belongs to another change). Returns an exit status."""
+    store = FragmentStore(nixos_dir)
+    state_dir = Path(state_dir)
+    runner = RebuildRunner(nixos_dir, "true", state_dir=state_dir, use_systemd=False)
     while True:
-        if stop["flag"]:
-            print(f"{time.strftime('%H:%M:%S')} timer cancelled", flush=True)
+        if stopped():
+            say(f"{time.strftime('%H:%M:%S')} timer cancelled")
             return 0
         try:
             record = load_pending(store.dir)
         except HyperconsoleError as exc:
-            print(f"error: {exc}", flush=True)
+            say(f"error: {exc}")
             return 1
-        if record is None or record.change_id != args.change_id or record.state == "reverting":
-            print(f"{time.strftime('%H:%M:%S')} change {args.change_id} no longer pending; exiting", flush=True)
+        if record is None or record.change_id != change_id or record.state == "reverting":
+            say(f"{time.strftime('%H:%M:%S')} change {change_id} no longer pending; exiting")
             return 0
         remaining = record.remaining()
         if remaining <= 0:
@@ -439,21 +436,17 @@ def timer_main(argv: list[str] | None = None) -> int:
             break
         time.sleep(min(POLL_INTERVAL, remaining))
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once reverting, finish the job
-    revert_argv = record.revert_argv
-    controller = ConfirmOrRevert(store, runner, shlex.join(revert_argv), state_dir=state_dir, use_systemd=False)
-    print(f"{time.strftime('%H:%M:%S')} {reason}; reverting change {args.change_id}", flush=True)
+    controller = ConfirmOrRevert(store, runner, shlex.join(record.revert_argv), state_dir=state_dir,
+                                 use_systemd=False)
+    say(f"{time.strftime('%H:%M:%S')} {reason}; reverting change {change_id}")
     try:
-        outcome = controller.revert_now(args.change_id, reason=reason,
-                                        on_line=lambda line: print(line.text, flush=True))
+        outcome = controller.revert_now(change_id, reason=reason, on_line=lambda line: say(line.text))
     except HyperconsoleError as exc:
-        print(f"error: revert failed: {exc}", flush=True)
+        say(f"error: revert failed: {exc}")
         return 1
     if outcome is None:
-        print("nothing to revert (confirmed meanwhile)", flush=True)
+        say("nothing to revert (confirmed meanwhile)")
         return 0
-    print(f"reverted {', '.join(outcome.restored) or 'no files'}; revert command {outcome.result.status if outcome.result else 'not run'}", flush=True)
+    say(f"reverted {', '.join(outcome.restored) or 'no files'}; revert command "
+        f"{outcome.result.status if outcome.result else 'not run'}")
     return 0 if outcome.result is None or outcome.result.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(timer_main())

@@ -55,7 +55,7 @@ class PaneScreen(Screen):
     def update_status(self) -> None:
         view = self.hc.view
         bar = self.query_one(StatusBar)
-        bar.state = view.connection
+        bar.state = view.connection.value
         bar.uri = presenters.short_uri(view.uri)
         bar.readonly = view.readonly
         bar.demo = view.demo

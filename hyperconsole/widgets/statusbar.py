@@ -6,13 +6,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from hyperconsole.virt.models import ConnectionState
-
-_STATE_STYLE = {
-    ConnectionState.ACTIVE: "bold green",
-    ConnectionState.CONNECTING: "bold yellow",
-    ConnectionState.DISCONNECTED: "bold red",
-}
+# Connection states by their value ("active", …): the widget takes data, not core types.
+_STATE_STYLE = {"active": "bold green", "connecting": "bold yellow", "disconnected": "bold red"}
 
 
 class StatusBar(Static):
@@ -20,7 +15,7 @@ class StatusBar(Static):
     StatusBar { height: 1; background: $boost; color: $text; padding: 0 1; }
     """
 
-    state: reactive[ConnectionState] = reactive(ConnectionState.DISCONNECTED)
+    state: reactive[str] = reactive("disconnected")
     uri: reactive[str] = reactive("")
     readonly: reactive[bool] = reactive(False)
     demo: reactive[bool] = reactive(False)
@@ -29,7 +24,7 @@ class StatusBar(Static):
 
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(f"● {self.state.value}", _STATE_STYLE[self.state])
+        text.append(f"● {self.state}", _STATE_STYLE.get(self.state, "bold red"))
         text.append("  ")
         text.append(self.uri)
         if self.demo:

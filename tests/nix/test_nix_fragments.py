@@ -153,10 +153,10 @@ def test_hostile_strings_evaluate_exactly(nix, tmp_path, text):
 
 
 def test_demo_rebuild_really_evaluates_fragments(nix, tmp_path):
-    from hyperconsole.nixos import demo
+    from hyperconsole.demo import nixos as demo
 
     nixos_dir = demo.prepare_demo_nixos(tmp_path / "nixos", tmp_path / "system")
-    base = [sys.executable, "-m", "hyperconsole.nixos.demo_rebuild", "--state", str(tmp_path / "system"), str(nixos_dir)]
+    base = [sys.executable, "-m", "hyperconsole.demo.rebuild", "--state", str(tmp_path / "system"), str(nixos_dir)]
     catalog = profiles.load_catalog([SHIPPED])
     (nixos_dir / "hyperconsole" / "security-profile.nix").write_text(profiles.render_profile_fragment(catalog, "headless"))
     good = subprocess.run(base + ["switch"], capture_output=True, text=True, cwd=REPO, timeout=60)

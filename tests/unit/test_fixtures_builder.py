@@ -158,7 +158,7 @@ def test_each_test_gets_its_own_host(open_host):
 
 def test_demo_host_opens():
     from pathlib import Path
-    demo = Path(__file__).resolve().parents[2] / "hyperconsole" / "data" / "demo-host.xml"
+    demo = Path(__file__).resolve().parents[2] / "hyperconsole" / "demo" / "data" / "demo-host.xml"
     conn = libvirt.open("test://" + str(demo))
     try:
         states = {d.state()[0] for d in conn.listAllDomains()}

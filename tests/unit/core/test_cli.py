@@ -59,4 +59,4 @@ def test_flags_override_config(tmp_path):
 def test_demo_points_at_shipped_host_and_scratch_nixos_dir():
     resolved = cli.resolve(cli.build_parser().parse_args(["--demo"]))
     assert resolved.uri.startswith("test:///") and resolved.uri.endswith("demo-host.xml")
-    assert "demo" in resolved.nixos_dir and "demo_rebuild" in resolved.rebuild_command
+    assert "demo" in resolved.nixos_dir and "hyperconsole.demo.rebuild" in resolved.rebuild_command

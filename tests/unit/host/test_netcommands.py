@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from hyperconsole import cli
-from hyperconsole.host import netcommands, netconfig, netplan
+from hyperconsole.cli import net as netcommands
+from hyperconsole.host import netconfig, netplan
 
 
 

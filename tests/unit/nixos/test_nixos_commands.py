@@ -9,14 +9,9 @@ from pathlib import Path
 import pytest
 
 from hyperconsole import cli
-from hyperconsole.nixos import commands
+from hyperconsole.cli import nixos as commands
 
 REPO = Path(__file__).resolve().parents[3]
-CORE_MODULES = [
-    "hyperconsole.profiles", "hyperconsole.nixos", "hyperconsole.nixos.render", "hyperconsole.nixos.store",
-    "hyperconsole.nixos.rebuild", "hyperconsole.nixos.revert", "hyperconsole.nixos.commands",
-    "hyperconsole.nixos.demo", "hyperconsole.nixos.demo_rebuild",
-]
 
 
 def run(argv, capsys):
@@ -30,17 +25,6 @@ def common(nixos_dir, recording_rebuild, script):
     rebuild, _, _ = recording_rebuild
     revert = script("fake-revert", "echo reverted\n")
     return ["--nixos-dir", str(nixos_dir), "--rebuild-cmd", str(rebuild), "--revert-cmd", str(revert)]
-
-
-def test_core_modules_import_without_textual_or_rich():
-    code = (
-        "import sys\n"
-        f"for m in {CORE_MODULES!r}: __import__(m)\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
-        "assert not bad, bad\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stderr
 
 
 def test_profile_list_and_show(common, capsys):
@@ -140,7 +124,7 @@ def test_demo_flow_without_nix(tmp_path, capsys, monkeypatch):
     # The reader stands in for nix-instantiate when Nix is absent; tests/nix covers the real one.
     monkeypatch.setattr("shutil.which", lambda name, *a, **k: None if name == "nix-instantiate" else "/bin/" + name)
     demo_dir = tmp_path / "demo-nixos"
-    from hyperconsole.nixos import demo, demo_rebuild
+    from hyperconsole.demo import nixos as demo, rebuild as demo_rebuild
 
     demo.prepare_demo_nixos(demo_dir, tmp_path / "system")
     assert demo_rebuild.main(["--state", str(tmp_path / "system"), str(demo_dir), "switch"]) == 0
@@ -154,10 +138,10 @@ def test_demo_flow_without_nix(tmp_path, capsys, monkeypatch):
 
 def test_demo_config_uses_demo_commands(tmp_path):
     from hyperconsole.config import Config
-    from hyperconsole.nixos import demo
+    from hyperconsole.demo import nixos as demo
 
     config = demo.demo_config(Config(nixos_dir=str(tmp_path / "n")), tmp_path / "system")
-    assert "hyperconsole.nixos.demo_rebuild" in config.rebuild_command
+    assert "hyperconsole.demo.rebuild" in config.rebuild_command
     assert config.revert_command.endswith(" revert")
     assert (tmp_path / "n" / "configuration.nix").exists()
     custom = demo.demo_config(Config(nixos_dir=str(tmp_path / "n"), rebuild_command="mine"), tmp_path / "system")

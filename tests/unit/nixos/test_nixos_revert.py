@@ -135,7 +135,7 @@ def test_systemd_timer_argv():
     argv = systemd_timer_argv("hyperconsole-revert-abc123def456", 120, command)
     assert argv[:3] == ["systemd-run", "--unit=hyperconsole-revert-abc123def456", "--on-active=120s"]
     assert argv[argv.index("--") + 1:] == command
-    assert command[1:3] == ["-m", "hyperconsole.nixos.revert"] and "abc123def456" in command
+    assert command[1:3] == ["-m", "hyperconsole.cli.revert_timer"] and "abc123def456" in command
 
 
 def test_systemd_timer_is_armed_with_systemd_run(setup, monkeypatch):

@@ -2,7 +2,7 @@
 
 `register(subparsers, common)` is called by hyperconsole.cli; every handler is
 `handler(args, config) -> int` and turns HyperconsoleError into one `error:` line on stderr.
-`python -m hyperconsole.nixos.commands …` runs the same commands standalone (used by tests).
+`python -m hyperconsole.cli.nixos …` runs the same commands standalone (used by tests).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Callable
 from hyperconsole import profiles as profiles_mod
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
-from hyperconsole.nixos import demo
+from hyperconsole.demo import nixos as demo
 from hyperconsole.nixos.rebuild import (
     ACTIONS, RebuildLine, RebuildResult, RebuildRunner, diff_generations, find_generation, list_generations,
     rollback_argvs,

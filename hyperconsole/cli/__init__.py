@@ -61,12 +61,12 @@ def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
     tui = subparsers.add_parser("tui", parents=[sub_common], help="the console (default)")
     tui.set_defaults(func=run_tui)
     try:
-        from hyperconsole.nixos import commands as nixos_commands
+        from hyperconsole.cli import nixos as nixos_commands
     except ImportError:  # pragma: no cover - the nixos package is part of the distribution
         nixos_commands = None
     if nixos_commands is not None:
         nixos_commands.register(subparsers, sub_common)
-    from hyperconsole.host import netcommands
+    from hyperconsole.cli import net as netcommands
     netcommands.register(subparsers, sub_common)
     return parser
 
@@ -91,7 +91,7 @@ def resolve(args: argparse.Namespace) -> Config:
         changes["connections"] = {**config.connections, "cli": args.connect}
         changes["default_connection"] = "cli"
     if args.demo:
-        from hyperconsole.virt.demo import demo_uri
+        from hyperconsole.demo.libvirt import demo_uri
 
         changes["connections"] = {**config.connections, "demo": demo_uri()}
         changes["default_connection"] = "demo"
@@ -104,7 +104,7 @@ def resolve(args: argparse.Namespace) -> Config:
         changes["revert_command"] = args.revert_cmd
     config = config.replace(**changes)
     if args.demo:
-        from hyperconsole.nixos import demo
+        from hyperconsole.demo import nixos as demo
 
         # Scratch NixOS dir and a rebuild that really evaluates the fragments with nix-instantiate.
         config = demo.demo_config(config)
@@ -141,7 +141,7 @@ def run_tui(args: argparse.Namespace, config: Config) -> int:
             failure.append(exc)
             return
         if args.demo:
-            from hyperconsole.virt import demo
+            from hyperconsole.demo import libvirt as demo
 
             demo.prepare(manager)
         try:

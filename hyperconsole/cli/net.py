@@ -15,7 +15,7 @@ from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.host import interfaces as interfaces_mod
 from hyperconsole.host import netconfig, netplan
-from hyperconsole.nixos.commands import (
+from hyperconsole.cli.nixos import (
     _ask_within, _interactive, _print_line, confirm_timeout_arg, guarded, make_controller, report_apply_outcome,
 )
 from hyperconsole.nixos.store import FragmentStore

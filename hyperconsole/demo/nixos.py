@@ -40,13 +40,13 @@ def demo_booted_link(system_dir: Path | None = None) -> Path:
 
 def demo_commands(nixos_dir: Path, system_dir: Path | None = None) -> tuple[str, str]:
     """(rebuild command, revert command) running the demo entry point with this interpreter."""
-    base = [sys.executable, "-m", "hyperconsole.nixos.demo_rebuild", "--state", str(system_dir or demo_system_dir()), str(nixos_dir)]
+    base = [sys.executable, "-m", "hyperconsole.demo.rebuild", "--state", str(system_dir or demo_system_dir()), str(nixos_dir)]
     return shlex.join(base), shlex.join(base + ["revert"])
 
 
 def prepare_demo_nixos(nixos_dir: Path, system_dir: Path | None = None) -> Path:
     """Create (once) a minimal configuration.nix, the fragments dir and generation 1."""
-    from hyperconsole.nixos.demo_rebuild import DemoSystem
+    from hyperconsole.demo.rebuild import DemoSystem
 
     nixos_dir = Path(nixos_dir)
     nixos_dir.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
-"""The shipped demo host: libvirt's test driver on hyperconsole/data/demo-host.xml."""
+"""The shipped demo host: libvirt's test driver on hyperconsole/demo/data/demo-host.xml."""
 
 from __future__ import annotations
 
 import libvirt
 
-from hyperconsole import paths
+from pathlib import Path
+
 from hyperconsole.virt.connection import ConnectionManager, StateChanged
 from hyperconsole.virt.models import ConnectionState
 
@@ -13,7 +14,7 @@ AUTOSTART = ("db-primary", "db-replica", "web-01", "web-02", "mail-gw", "k8s-nod
 
 
 def demo_uri() -> str:
-    return "test://" + str(paths.package_data("demo-host.xml"))
+    return "test://" + str(Path(__file__).resolve().parent / "data" / "demo-host.xml")
 
 
 def apply_autostart(conn: libvirt.virConnect) -> None:

@@ -1,6 +1,6 @@
 """Demo stand-in for nixos-rebuild: really evaluates every fragment with nix-instantiate.
 
-    python -m hyperconsole.nixos.demo_rebuild --state DIR NIXOS_DIR ACTION [GENERATION]
+    python -m hyperconsole.demo.rebuild --state DIR NIXOS_DIR ACTION [GENERATION]
 
 ACTION is dry-build, test, switch, boot, rollback, or revert (what the revert timer runs; like
 `switch-to-configuration test` of the current generation). Each fragment is parsed with
@@ -193,7 +193,7 @@ def evaluate_all(nixos_dir: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hyperconsole.nixos.demo_rebuild")
+    parser = argparse.ArgumentParser(prog="python -m hyperconsole.demo.rebuild")
     parser.add_argument("--state", required=True, help="demo system dir (generations)")
     parser.add_argument("nixos_dir")
     parser.add_argument("action", choices=["dry-build", "test", "switch", "boot", "rollback", "revert"])

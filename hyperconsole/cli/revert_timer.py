@@ -1,0 +1,28 @@
+"""Entry point of the detached revert timer: `python -m hyperconsole.cli.revert_timer …`.
+
+Started by nixos.revert when a change goes on trial; it outlives the console that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from hyperconsole.nixos.revert import run_timer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hyperconsole.cli.revert_timer")
+    parser.add_argument("--nixos-dir", required=True)
+    parser.add_argument("--id", required=True, dest="change_id")
+    parser.add_argument("--state-dir", required=True)
+    args = parser.parse_args(argv)
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    return run_timer(args.nixos_dir, args.change_id, args.state_dir,
+                     say=lambda text: print(text, flush=True), stopped=lambda: stop["flag"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
