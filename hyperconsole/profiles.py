@@ -241,11 +241,11 @@ def profile_meta(name: str, toggles: Sequence[str]) -> dict[str, str]:
     return {"profile": name, "toggles": " ".join(toggles) if toggles else "none"}
 
 
-def render_profile_fragment(catalog: Catalog, name: str, toggles: Sequence[str] = (), *, source: str = "profile apply") -> str:
+def render_profile_fragment(catalog: Catalog, name: str, toggles: Sequence[str] = ()) -> str:
     from hyperconsole.nixos.render import render_fragment
 
     chosen = normalise_toggles(catalog, toggles)
-    return render_fragment(profile_options(catalog, name, chosen), source=source, meta=profile_meta(name, chosen))
+    return render_fragment(profile_options(catalog, name, chosen), meta=profile_meta(name, chosen))
 
 
 def current_selection(store) -> Selection | None:
@@ -258,13 +258,12 @@ def current_selection(store) -> Selection | None:
     return Selection(meta["profile"], toggles)
 
 
-def prepare_profile_change(store, catalog: Catalog, name: str, toggles: Sequence[str] = (), *, source: str = "profile apply"):
+def prepare_profile_change(store, catalog: Catalog, name: str, toggles: Sequence[str] = ()):
     """A ChangeSet writing the security fragment for this profile + toggles (nothing written yet)."""
     chosen = normalise_toggles(catalog, toggles)
     label = f"{name}" + (f" + {', '.join(chosen)}" if chosen else "")
     return store.prepare(
         {FRAGMENT_NAME: profile_options(catalog, name, chosen)},
-        source=source,
         message=f"hyperconsole: security profile {label}",
         meta={FRAGMENT_NAME: profile_meta(name, chosen)},
     )

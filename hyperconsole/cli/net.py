@@ -20,8 +20,6 @@ from hyperconsole.cli.nixos import (
 )
 from hyperconsole.nixos.store import FragmentStore
 
-SOURCE = "net command"
-
 
 def read_vm_nics(config: Config) -> list[tuple[str, str]]:
     """(VM, bridge) pairs for the impact preview, from libvirt when it answers (read-only);
@@ -44,7 +42,7 @@ def read_vm_nics(config: Config) -> list[tuple[str, str]]:
 
 def _apply_change(args: argparse.Namespace, config: Config, edit: netplan.Edit) -> int:
     store = FragmentStore(config.nixos_dir)
-    planned = netplan.plan(store, edit, source=SOURCE, vm_nics=read_vm_nics(config))
+    planned = netplan.plan(store, edit, vm_nics=read_vm_nics(config))
     changeset = planned.changeset
     if changeset.is_empty:
         print(f"network.nix already says this ({planned.change.description}); nothing to change")

@@ -8,17 +8,21 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
+import json
+import os
 import re
 import select
 import shutil
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from hyperconsole import profiles as profiles_mod
+from hyperconsole import profiles as profiles_mod, safefs
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.demo import nixos as demo
@@ -27,7 +31,7 @@ from hyperconsole.nixos.rebuild import (
     rollback_argvs,
 )
 from hyperconsole.nixos.revert import ConfirmOrRevert, controller_for
-from hyperconsole.nixos.store import FragmentStore, atomic_write
+from hyperconsole.nixos.store import FRAGMENTS_SUBDIR, FragmentStore
 
 MAX_CONFIRM_TIMEOUT = 86400
 _IMPORT_RE = re.compile(r"(?<![\w/.-])\./hyperconsole(?:/default\.nix)?(?![\w/.-])")
@@ -296,9 +300,80 @@ def add_import(text: str) -> str:
     raise ValidationError("cannot find where to add the import", hint="add `imports = [ ./hyperconsole ];` by hand")
 
 
+# How a configuration's imports are checked without nixpkgs: call the module with stub arguments
+# and import every path it lists (a missing ./hyperconsole/default.nix fails here).
+_STUB_ARGS = '{ config = { }; lib = { }; pkgs = { }; options = { }; modulesPath = "/"; }'
+_EVAL_IMPORTS = (
+    "let m = import (/. + {path}); r = if builtins.isFunction m then m {stubs} else m; in "
+    "map (i: if builtins.isPath i then builtins.typeOf (import i) else \"other\") (r.imports or [ ])"
+)
+
+
+def _nix(nix: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([nix, *argv], capture_output=True, text=True, check=False, timeout=120)
+
+
+def _evaluates(nix: str, path: Path) -> subprocess.CompletedProcess:
+    expr = _EVAL_IMPORTS.format(path=json.dumps(str(path)), stubs=_STUB_ARGS)
+    return _nix(nix, "--eval", "--strict", "--json", "-E", expr)
+
+
+def _nix_error(done: subprocess.CompletedProcess) -> str:
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip().startswith("error:")]
+    return (lines[0] if lines else f"exit {done.returncode}").removeprefix("error:").strip()
+
+
+def _check_configuration(nix: str, candidate: Path, current: Path) -> str:
+    """Refuse a candidate configuration.nix that does not parse, or that no longer evaluates
+    where the current one does (with stub arguments; a full NixOS evaluation needs nixpkgs)."""
+    parsed = _nix(nix, "--parse", str(candidate))
+    if parsed.returncode != 0:
+        raise ValidationError(f"adding the import would break configuration.nix ({_nix_error(parsed)}); nothing changed",
+                              hint="add `imports = [ ./hyperconsole ];` by hand")
+    if _evaluates(nix, current).returncode != 0:
+        return "checked with nix-instantiate --parse (the current file does not evaluate on its own)"
+    evaluated = _evaluates(nix, candidate)
+    if evaluated.returncode != 0:
+        raise ValidationError(f"configuration.nix would not evaluate with the import ({_nix_error(evaluated)}); "
+                              "nothing changed", hint="add `imports = [ ./hyperconsole ];` by hand")
+    return "checked with nix-instantiate --parse and --eval"
+
+
+def add_fragments_import(nixos_dir: Path, store: FragmentStore) -> tuple[str, str]:
+    """Create the fragments dir with a valid default.nix, then add ./hyperconsole to
+    configuration.nix, checked before the file is replaced (atomically, never through a link).
+    Returns the diff and how it was checked; on refusal nothing is left changed or created."""
+    configuration = nixos_dir / "configuration.nix"
+    data = safefs.read_bytes(configuration)
+    if data is None:
+        raise HyperconsoleError(f"{configuration} does not exist", hint="with a flake, add ./hyperconsole to the host's modules by hand")
+    try:
+        old = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HyperconsoleError(f"{configuration} is not UTF-8 text; nothing changed") from None
+    new = add_import(old)
+    mode = stat.S_IMODE(os.lstat(configuration).st_mode)
+    created = not os.path.lexists(store.dir)
+    try:
+        store.ensure_index()
+        with safefs.Transaction(nixos_dir) as txn:
+            candidate = txn.write(configuration.name, new.encode("utf-8"), mode)
+            nix = shutil.which("nix-instantiate")
+            checked = _check_configuration(nix, candidate, configuration) if nix else "not checked (no nix-instantiate)"
+            txn.commit()
+    except BaseException:
+        if created:
+            safefs.remove_tree(nixos_dir, FRAGMENTS_SUBDIR)
+        raise
+    diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "a/configuration.nix", "b/configuration.nix"))
+    return diff, checked
+
+
 @guarded
 def cmd_nixos_status(args: argparse.Namespace, config: Config) -> int:
     nixos_dir = Path(config.nixos_dir)
+    if not nixos_dir.is_dir():
+        raise HyperconsoleError(f"NixOS directory {nixos_dir} does not exist", hint="use --nixos-dir")
     store = FragmentStore(nixos_dir)
     print(f"NixOS dir: {nixos_dir}{' (demo)' if _is_demo(args) else ''}")
     print(f"rebuild command: {config.rebuild_command}")
@@ -319,10 +394,8 @@ def cmd_nixos_status(args: argparse.Namespace, config: Config) -> int:
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.get("reverted_at", 0)))
         print(f"last revert: {last.get('description')} at {when} ({last.get('reason')})")
-    configuration = nixos_dir / "configuration.nix"
-    flake = nixos_dir / "flake.nix"
     found = False
-    for path in (configuration, flake):
+    for path in (nixos_dir / "configuration.nix", nixos_dir / "flake.nix"):
         if path.is_file():
             imported = imports_fragments(path.read_text(encoding="utf-8", errors="replace"))
             found = found or imported
@@ -333,24 +406,9 @@ def cmd_nixos_status(args: argparse.Namespace, config: Config) -> int:
         print("the fragments are not used until the configuration imports them; run "
               "`hyperconsole nixos status --add-import` to add `./hyperconsole` to configuration.nix")
         return 0
-    if not configuration.is_file():
-        raise HyperconsoleError(f"{configuration} does not exist", hint="with a flake, add ./hyperconsole to the host's modules by hand")
-    old = configuration.read_text(encoding="utf-8")
-    new = add_import(old)
-    nix = shutil.which("nix-instantiate")
-    if nix:
-        check = subprocess.run([nix, "--parse", "-E", new], capture_output=True, text=True, check=False)
-        if check.returncode != 0:
-            raise ValidationError("adding the import would break configuration.nix; nothing changed",
-                                  hint="add `imports = [ ./hyperconsole ];` by hand")
-    import difflib
-
-    print("".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "a/configuration.nix", "b/configuration.nix")), end="")
-    try:
-        atomic_write(configuration, new.encode("utf-8"), mode=configuration.stat().st_mode & 0o7777)
-    except OSError as exc:
-        raise HyperconsoleError(f"cannot write {configuration}: {exc.strerror or exc}") from exc
-    print("added ./hyperconsole to configuration.nix imports")
+    diff, checked = add_fragments_import(nixos_dir, store)
+    print(diff, end="")
+    print(f"added ./hyperconsole to configuration.nix imports ({checked})")
     return 0
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from hyperconsole import paths
 from hyperconsole.config import DEFAULT_REVERT_COMMAND, Config
-from hyperconsole.nixos.store import FRAGMENTS_SUBDIR, FragmentStore, atomic_write
+from hyperconsole.nixos.store import FragmentStore
+from hyperconsole.safefs import atomic_write
 
 DEMO_CONFIGURATION = """\
 # Demo NixOS configuration created by `hyperconsole --demo`: a scratch directory, not a real host.
@@ -53,11 +54,7 @@ def prepare_demo_nixos(nixos_dir: Path, system_dir: Path | None = None) -> Path:
     configuration = nixos_dir / "configuration.nix"
     if not configuration.exists():
         atomic_write(configuration, DEMO_CONFIGURATION.encode())
-    store = FragmentStore(nixos_dir)
-    (nixos_dir / FRAGMENTS_SUBDIR).mkdir(exist_ok=True)
-    index = store.dir / "default.nix"
-    if not index.exists():
-        atomic_write(index, store.index_text().encode())
+    FragmentStore(nixos_dir).ensure_index()
     system = DemoSystem(system_dir or demo_system_dir(), nixos_dir)
     if not system.generations():
         system.new_generation(activate=True)

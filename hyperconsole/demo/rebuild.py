@@ -25,7 +25,8 @@ from pathlib import Path
 
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.nixos.render import parse
-from hyperconsole.nixos.store import FRAGMENTS_SUBDIR, atomic_write
+from hyperconsole.nixos.store import FRAGMENTS_SUBDIR
+from hyperconsole.safefs import atomic_write
 
 EVAL_WRAPPER = (
     "let m = import {path}; in "

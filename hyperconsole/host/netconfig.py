@@ -595,16 +595,16 @@ def load(store: FragmentStore) -> tuple[NetworkConfig, Fragment]:
     return from_options(value), fragment
 
 
-def render(config: NetworkConfig, *, source: str) -> str | None:
+def render(config: NetworkConfig) -> str | None:
     """The fragment text, or None when nothing is configured (the file is then removed)."""
     options = to_options(config)
-    return render_fragment(options, source=source) if options else None
+    return render_fragment(options) if options else None
 
 
-def prepare(store: FragmentStore, fragment: Fragment, change: NetworkChange, *, source: str) -> ChangeSet:
+def prepare(store: FragmentStore, fragment: Fragment, change: NetworkChange) -> ChangeSet:
     """A ChangeSet against the fragment as it was read by `load`: if the file changed since, the
     store's commit refuses it (no lost update)."""
-    new_text = render(change.after, source=source)
+    new_text = render(change.after)
     return ChangeSet((FragmentChange(FRAGMENT_NAME, fragment.text, new_text, fragment.content_hash),),
                      f"hyperconsole: network: {change.description}")
 

@@ -64,7 +64,7 @@ class NetworkPlan:
         return timeout
 
 
-def plan(store: FragmentStore, edit: Edit, *, source: str,
+def plan(store: FragmentStore, edit: Edit, *,
          vm_nics: Iterable[tuple[str, str]] = (),
          host: list[interfaces_mod.InterfaceInfo] | None = None) -> NetworkPlan:
     """Read network.nix, apply `edit`, and say what it would change. Writes nothing."""
@@ -74,7 +74,7 @@ def plan(store: FragmentStore, edit: Edit, *, source: str,
         host, notes = read_host_interfaces()
     existing = interfaces_mod.interface_names(host) if host else None
     change = edit(current, existing)
-    changeset = netconfig.prepare(store, fragment, change, source=source)
+    changeset = netconfig.prepare(store, fragment, change)
     uplinks = interfaces_mod.uplink_interfaces(host) if host else []
     impact = netconfig.impact(change, host, list(vm_nics), uplinks=uplinks)
     return NetworkPlan(change, changeset, impact, tuple(sorted(set(uplinks))), tuple(notes) + tuple(impact.warnings))

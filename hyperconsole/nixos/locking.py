@@ -10,14 +10,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from hyperconsole import safefs
+
 
 @contextmanager
 def held(path: Path, wait: float, busy: Callable[[str], Exception], *, note: str | None = None,
          poll: float = 0.05) -> Iterator[int]:
     """Hold an exclusive flock on `path`, waiting up to `wait` seconds. When it stays taken,
     raise `busy(what the holder wrote into the file)`. `note` is written for the next waiter
-    to read. Closing the descriptor on exit drops the lock (also if the process dies)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    to read. Closing the descriptor on exit drops the lock (also if the process dies).
+    A symbolic link at `path` is refused (root would otherwise write the note where it points)."""
+    fd = safefs.open_file(path, os.O_RDWR | os.O_CREAT)
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -32,8 +35,11 @@ def held(path: Path, wait: float, busy: Callable[[str], Exception], *, note: str
                     raise busy(holder) from None
                 time.sleep(poll)
         if note is not None:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, note.encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, note.encode(), 0)
+            except OSError:
+                pass  # the note only helps a waiter name the holder; a full disk must not stop the lock
         yield fd
     finally:
         os.close(fd)

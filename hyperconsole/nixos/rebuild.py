@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from hyperconsole import paths
+from hyperconsole import paths, safefs
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos import locking
 
@@ -201,19 +201,19 @@ class RebuildRunner:
         """The host-wide rebuild lock; waits up to `wait` seconds, then RebuildBusyError."""
         path = self.lock_path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+            safefs.ensure_dir(path.parent)
+            os.close(safefs.open_file(path, os.O_RDWR | os.O_CREAT))
         except OSError:
             # Cannot share the lock beside the fragments (read-only dir): fall back to ours.
             path = self.state_dir / "rebuild.lock"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            safefs.ensure_private_dir(path.parent)
         with locking.held(path, wait, lambda holder: RebuildBusyError(
                 f"another rebuild is running ({holder})", hint="wait for it to finish"),
                 note=f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}", poll=0.1):
             yield
 
     def _run_locked(self, argv, label, on_line, timeout, cancel) -> RebuildResult:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        safefs.ensure_private_dir(self.log_dir)
         stamp = _now_stamp()
         log_path = self.log_dir / f"{stamp}-{label}.log"
         launch = self.launch_argv(argv, label)
@@ -238,7 +238,7 @@ class RebuildRunner:
         reader = threading.Thread(target=read_output, name=f"rebuild-{label}-output", daemon=True)
         reader.start()
         status = None
-        with open(log_path, "w", encoding="utf-8") as log:
+        with safefs.open_private_text(log_path, append=False) as log:
             log.write(f"$ {shlex.join(launch)}\n")
             try:
                 status = self._pump(pending, started, lines, log, on_line, timeout, cancel)
@@ -263,7 +263,8 @@ class RebuildRunner:
             "action": label, "argv": list(launch), "status": status, "returncode": returncode,
             "duration": round(duration, 3), "started": stamp, "log": str(log_path),
         }
-        (self.log_dir / f"{stamp}-{label}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        safefs.atomic_write(self.log_dir / f"{stamp}-{label}.json", (json.dumps(record, indent=2) + "\n").encode(),
+                            mode=safefs.PRIVATE_FILE_MODE)
         return RebuildResult(label, tuple(launch), status, returncode, duration, tuple(lines), log_path)
 
     @staticmethod

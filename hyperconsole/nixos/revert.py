@@ -30,12 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from hyperconsole import paths
+from hyperconsole import paths, safefs
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.nixos import locking
 from hyperconsole.nixos.rebuild import RebuildLine, RebuildResult, RebuildRunner, split_command, under_systemd
 from hyperconsole.nixos.render import parse
-from hyperconsole.nixos.store import ChangeSet, CommitResult, FragmentStore, atomic_write
+from hyperconsole.nixos.store import ChangeSet, CommitResult, FragmentStore
 
 PENDING_NAME = ".pending-change.json"
 LAST_REVERT_NAME = ".last-revert.json"
@@ -143,7 +143,7 @@ class ConfirmOrRevert:
 
     @contextmanager
     def _locked(self, wait: float = 30.0) -> Iterator[None]:
-        self.store.dir.mkdir(parents=True, exist_ok=True)
+        safefs.ensure_dir(self.store.dir)
         busy = lambda _holder: HyperconsoleError(  # noqa: E731
             "another hyperconsole process is confirming or reverting")
         with locking.held(self.store.dir / LOCK_NAME, wait, busy):
@@ -155,12 +155,12 @@ class ConfirmOrRevert:
 
     def last_revert(self) -> dict | None:
         try:
-            return json.loads((self.store.dir / LAST_REVERT_NAME).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return json.loads(safefs.read_bytes(self.store.dir / LAST_REVERT_NAME) or b"null")
+        except (OSError, ValueError, HyperconsoleError):
             return None
 
     def _save(self, record: PendingChange) -> None:
-        atomic_write(self.pending_path, record.to_json().encode("utf-8"), mode=0o644)
+        safefs.atomic_write(self.pending_path, record.to_json().encode("utf-8"))
 
     def _drop(self) -> None:
         self.pending_path.unlink(missing_ok=True)
@@ -199,8 +199,8 @@ class ConfirmOrRevert:
         with self._locked():
             if self.pending_path.exists():
                 raise HyperconsoleError("another change is waiting for confirmation", hint="run `hyperconsole confirm`")
-            commit = self.store.commit(changeset)
-            self._save(record)
+            # The record is written with the fragments, all or nothing: never a change without it.
+            commit = self.store.commit(changeset, records={PENDING_NAME: record.to_json().encode("utf-8")})
         try:
             record = self._arm_timer(record)
         except BaseException:
@@ -235,8 +235,9 @@ class ConfirmOrRevert:
             timer = {"kind": "systemd", "unit": unit}
         else:
             log_dir = self.state_dir / "rebuilds"
-            log_dir.mkdir(parents=True, exist_ok=True)
-            with open(log_dir / f"revert-timer-{record.change_id}.log", "ab") as log:
+            safefs.ensure_private_dir(log_dir)
+            fd = safefs.open_private(log_dir / f"revert-timer-{record.change_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            with os.fdopen(fd, "ab") as log:
                 # A new session and no inherited pipes: the timer must outlive this console and
                 # must not keep a caller's stdout open.
                 proc = subprocess.Popen(
@@ -300,7 +301,7 @@ class ConfirmOrRevert:
             "log": str(result.log_path) if result and result.log_path else None,
         }
         with self._locked(wait=REVERT_LOCK_WAIT):
-            atomic_write(self.store.dir / LAST_REVERT_NAME, (json.dumps(summary, indent=2) + "\n").encode())
+            safefs.atomic_write(self.store.dir / LAST_REVERT_NAME, (json.dumps(summary, indent=2) + "\n").encode())
             self._drop()
         if record.timer.get("kind") == "process" and record.timer.get("pid") != os.getpid():
             cancel_timer(record)
@@ -309,11 +310,14 @@ class ConfirmOrRevert:
 
 def load_pending(fragments_dir: Path) -> PendingChange | None:
     try:
-        text = (fragments_dir / PENDING_NAME).read_text(encoding="utf-8")
-    except FileNotFoundError:
+        data = safefs.read_bytes(fragments_dir / PENDING_NAME)
+    except FileNotFoundError:  # no fragments dir yet
         return None
     except OSError as exc:
         raise HyperconsoleError(f"cannot read {fragments_dir / PENDING_NAME}: {exc.strerror}") from exc
+    if data is None:
+        return None
+    text = data.decode("utf-8", "replace")
     try:
         return PendingChange.from_json(text)
     except (ValueError, TypeError) as exc:

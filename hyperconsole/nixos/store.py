@@ -1,12 +1,16 @@
 """FragmentStore: the `<nixos-dir>/hyperconsole/*.nix` files hyperconsole owns.
 
 Guarantees, because the operator's only way back in may depend on these files:
-- a file is either fully written or untouched (temp file in the same dir, fsync, rename, fsync dir);
+- a change is all or nothing, also on a full disk: every new file (fragments, records such as the
+  pending change, default.nix, the history copy) is written and synced as a temp first, and only
+  then renamed into place, default.nix last (safefs.Transaction);
+- no symbolic link is followed, in the fragments dir or its history (safefs);
 - one writer at a time across processes (fcntl.flock on `.lock`), waiting a bounded time;
 - no lost update: a change carries the content hash of each file as it was read, and is refused
   if any file changed since;
 - every change is recorded: a git commit when the NixOS dir is a git work tree, otherwise numbered
-  copies under `.history/` (the newest HISTORY_LIMIT kept).
+  copies under `.history/` (the newest HISTORY_LIMIT kept; 0600 files in a 0700 dir, since a
+  fragment may hold what only root should read).
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from hyperconsole import safefs
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos import locking
 from hyperconsole.nixos.render import parse, read_meta, render_fragment
@@ -31,8 +35,6 @@ from hyperconsole.nixos.render import parse, read_meta, render_fragment
 FRAGMENTS_SUBDIR = "hyperconsole"
 INDEX_NAME = "default"
 HISTORY_LIMIT = 50
-FILE_MODE = 0o644
-DIR_MODE = 0o755
 ABSENT = "absent"  # content hash of a file that does not exist
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
@@ -147,31 +149,6 @@ class CommitResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
-    """Write `data` to `path` so that readers see either the old or the new content, never a mix."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 class FragmentStore:
     """The fragments directory of one NixOS configuration directory."""
 
@@ -187,20 +164,24 @@ class FragmentStore:
         return self.dir / f"{check_fragment_name(name)}.nix"
 
     def names(self) -> list[str]:
-        if not self.dir.is_dir():
+        try:
+            with safefs.open_dir(self.dir) as fd:
+                entries = os.listdir(fd)
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(
-            p.stem for p in self.dir.glob("*.nix") if p.stem != INDEX_NAME and _NAME.match(p.stem)
-        )
+        stems = (e[: -len(".nix")] for e in entries if e.endswith(".nix"))
+        return sorted(stem for stem in stems if stem != INDEX_NAME and _NAME.match(stem))
 
     def read(self, name: str) -> Fragment:
         path = self.path(name)
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return Fragment(name, path, None, ABSENT)
+            data = safefs.read_bytes(path)
+        except FileNotFoundError:  # the fragments dir itself is missing
+            data = None
         except OSError as exc:
             raise HyperconsoleError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if data is None:
+            return Fragment(name, path, None, ABSENT)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -213,7 +194,6 @@ class FragmentStore:
         self,
         updates: Mapping[str, Mapping[str, Any] | None],
         *,
-        source: str,
         message: str,
         meta: Mapping[str, Mapping[str, str]] | None = None,
     ) -> ChangeSet:
@@ -225,7 +205,7 @@ class FragmentStore:
         for name in sorted(updates):
             current = self.read(name)
             value = updates[name]
-            new_text = None if value is None else render_fragment(value, source=source, meta=(meta or {}).get(name))
+            new_text = None if value is None else render_fragment(value, meta=(meta or {}).get(name))
             changes.append(FragmentChange(name, current.text, new_text, current.content_hash))
         return ChangeSet(tuple(changes), message)
 
@@ -243,7 +223,7 @@ class FragmentStore:
         if not self.nixos_dir.is_dir():
             raise HyperconsoleError(f"NixOS directory {self.nixos_dir} does not exist", hint="use --nixos-dir")
         try:
-            self.dir.mkdir(mode=DIR_MODE, exist_ok=True)
+            safefs.ensure_dir(self.dir)
         except PermissionError as exc:
             raise HyperconsoleError(f"cannot create {self.dir}: permission denied", hint="run as root or a member of the group owning it") from exc
         if not os.access(self.dir, os.W_OK | os.X_OK):
@@ -261,14 +241,18 @@ class FragmentStore:
             yield
 
     def _remove_stale_temp_files(self) -> None:
-        # Only called with the lock held, so any temp file left here belongs to a dead writer.
-        for tmp in self.dir.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+        # Only called with the lock held, so any temp left here belongs to a dead writer.
+        safefs.remove_temps(self.dir)
+        if self.history_dir.is_dir() and not self.history_dir.is_symlink():
+            safefs.remove_temps(self.history_dir)
 
     # -- writing ------------------------------------------------------------------------------
 
-    def commit(self, changeset: ChangeSet, *, check_hashes: bool = True) -> CommitResult:
-        """Write a prepared change atomically under the lock, regenerate default.nix, record history.
+    def commit(self, changeset: ChangeSet, *, check_hashes: bool = True,
+               records: Mapping[str, bytes] | None = None) -> CommitResult:
+        """Write a prepared change under the lock, all or nothing: the fragments, default.nix, the
+        history copy and `records` (dot files of this dir, such as the pending change, that must
+        exist exactly when the change does).
 
         With check_hashes (the default) the change is refused with ConflictError if any file
         differs from when it was prepared; revert passes False because restoring must win.
@@ -282,35 +266,59 @@ class FragmentStore:
                             f"{FRAGMENTS_SUBDIR}/{change.name}.nix changed since it was read; nothing was written",
                             hint="review the new content and apply again",
                         )
-            written = self._write_all(changeset)
-            if not written:
+            changed = [c for c in changeset.changes if c.changed]
+            if not changed and not records:
                 return CommitResult([], "no change")
             warnings: list[str] = []
-            history = self._record_history(changeset, written, warnings)
-            return CommitResult(written, history, warnings)
+            git = self.is_git_repo()
+            try:
+                history = self._write_all(changeset.message, changed, dict(records or {}), git=git)
+            except PermissionError as exc:
+                raise HyperconsoleError(f"cannot write in {self.dir}: permission denied; nothing was changed") from exc
+            except OSError as exc:
+                raise HyperconsoleError(f"cannot write in {self.dir}: {exc.strerror or exc}; nothing was changed") from exc
+            if not changed:
+                return CommitResult([], "no change")
+            if git:
+                history = self._git_commit(changeset.message, warnings)
+            return CommitResult([c.name for c in changed], history, warnings)
 
-    def _write_all(self, changeset: ChangeSet) -> list[str]:
-        written = []
-        try:
-            for change in changeset.changes:
-                if not change.changed:
-                    continue
-                path = self.path(change.name)
+    def _write_all(self, message: str, changed: list[FragmentChange], records: dict[str, bytes], *, git: bool) -> str:
+        """Stage every file, then rename them all (default.nix last, the history copy after it)."""
+        after = {name: self.read(name).text for name in self.names()}
+        after.update({c.name: c.new_text for c in changed})
+        texts = {name: text for name, text in sorted(after.items()) if text is not None}
+        index = self.index_text(list(texts))
+        with ExitStack() as stack:
+            history_txn, history = None, "no change"
+            if changed and not git:
+                history_txn, history = self._stage_history(stack, message, texts, index)
+            txn = stack.enter_context(safefs.Transaction(self.dir))
+            for change in changed:
+                if change.new_text is not None:
+                    txn.write(f"{change.name}.nix", change.new_text.encode("utf-8"))
+            for name, data in records.items():
+                txn.write(name, data)
+            if safefs.read_bytes(self.dir / f"{INDEX_NAME}.nix") != index.encode("utf-8"):
+                txn.write(f"{INDEX_NAME}.nix", index.encode("utf-8"))
+            for change in changed:
                 if change.new_text is None:
-                    path.unlink(missing_ok=True)
-                    _fsync_dir(self.dir)
-                else:
-                    atomic_write(path, change.new_text.encode("utf-8"))
-                written.append(change.name)
-            self._write_index()
-        except PermissionError as exc:
-            raise HyperconsoleError(f"cannot write in {self.dir}: permission denied") from exc
-        except OSError as exc:
-            raise HyperconsoleError(f"cannot write in {self.dir}: {exc.strerror or exc}") from exc
-        return written
+                    txn.remove(f"{change.name}.nix")
+            txn.commit()
+            if history_txn is not None:
+                history_txn.commit()
+        return history
 
-    def index_text(self) -> str:
-        names = self.names()
+    def ensure_index(self) -> None:
+        """The fragments dir and its default.nix exist (an empty but valid one when new), so a
+        configuration importing ./hyperconsole evaluates before any fragment is written."""
+        with self.lock():
+            if safefs.read_bytes(self.dir / f"{INDEX_NAME}.nix") is None:
+                safefs.atomic_write(self.dir / f"{INDEX_NAME}.nix", self.index_text().encode("utf-8"))
+
+    def index_text(self, names: list[str] | None = None) -> str:
+        """default.nix importing `names` (by default the fragments on disk now)."""
+        names = self.names() if names is None else names
         lines = [
             "# Generated by hyperconsole: imports every fragment in this directory.",
             "# Import this directory once from configuration.nix (imports = [ ./hyperconsole ];).",
@@ -325,16 +333,6 @@ class FragmentStore:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
-    def _write_index(self) -> None:
-        path = self.dir / f"{INDEX_NAME}.nix"
-        text = self.index_text()
-        try:
-            if path.read_text(encoding="utf-8") == text:
-                return
-        except (FileNotFoundError, UnicodeDecodeError):
-            pass
-        atomic_write(path, text.encode("utf-8"))
-
     # -- history ------------------------------------------------------------------------------
 
     def is_git_repo(self) -> bool:
@@ -345,11 +343,6 @@ class FragmentStore:
             capture_output=True, text=True, check=False,
         )
         return probe.returncode == 0 and probe.stdout.strip() == "true"
-
-    def _record_history(self, changeset: ChangeSet, written: list[str], warnings: list[str]) -> str:
-        if self.is_git_repo():
-            return self._git_commit(changeset.message, warnings)
-        return self._copy_history(changeset.message)
 
     def _git_commit(self, message: str, warnings: list[str]) -> str:
         # A fixed identity so commits work on hosts where root has no git identity configured.
@@ -368,20 +361,19 @@ class FragmentStore:
     def history_dir(self) -> Path:
         return self.dir / ".history"
 
-    def _copy_history(self, message: str) -> str:
-        self.history_dir.mkdir(mode=DIR_MODE, exist_ok=True)
-        numbers = [int(p.name) for p in self.history_dir.iterdir() if p.name.isdigit()]
+    def _stage_history(self, stack: ExitStack, message: str, texts: dict[str, str], index: str):
+        """Stage the numbered copy of the fragments as they will be, and the pruning of old ones."""
+        safefs.ensure_private_dir(self.history_dir)
+        txn = stack.enter_context(safefs.Transaction(self.history_dir))
+        numbers = sorted(int(name) for name in txn.names() if name.isdigit())
         number = max(numbers, default=0) + 1
-        target = self.history_dir / f"{number:06d}"
-        staging = Path(tempfile.mkdtemp(dir=self.history_dir, prefix=".staging-"))
-        for path in self.dir.glob("*.nix"):
-            shutil.copy2(path, staging / path.name)
-        (staging / "MESSAGE").write_text(f"{time.time():.3f}\n{message}\n", encoding="utf-8")
-        os.chmod(staging, DIR_MODE)
-        os.rename(staging, target)
-        for old in sorted(n for n in numbers + [number])[: -self.history_limit]:
-            shutil.rmtree(self.history_dir / f"{old:06d}", ignore_errors=True)
-        return f".history/{number:06d}"
+        files = {f"{name}.nix": text.encode("utf-8") for name, text in texts.items()}
+        files[f"{INDEX_NAME}.nix"] = index.encode("utf-8")
+        files["MESSAGE"] = f"{time.time():.3f}\n{message}\n".encode("utf-8")
+        txn.write_dir(f"{number:06d}", files)
+        for old in (numbers + [number])[: -self.history_limit]:
+            txn.remove(f"{old:06d}")
+        return txn, f".history/{number:06d}"
 
     def history(self) -> list[HistoryEntry]:
         """Newest first."""
@@ -395,13 +387,17 @@ class FragmentStore:
                 ident, stamp, subject = (line.split("\t", 2) + ["", ""])[:3]
                 entries.append(HistoryEntry(ident, float(stamp or 0), subject))
             return entries
-        if not self.history_dir.is_dir():
+        try:
+            with safefs.open_dir(self.history_dir) as fd:
+                numbers = sorted((name for name in os.listdir(fd) if name.isdigit()), reverse=True)
+        except (FileNotFoundError, NotADirectoryError):
             return []
         entries = []
-        for folder in sorted((p for p in self.history_dir.iterdir() if p.name.isdigit()), reverse=True):
+        for number in numbers:
             try:
-                stamp, _, message = (folder / "MESSAGE").read_text(encoding="utf-8").partition("\n")
-                entries.append(HistoryEntry(folder.name, float(stamp), message.strip()))
-            except (OSError, ValueError):
-                entries.append(HistoryEntry(folder.name, 0.0, "(no message)"))
+                data = safefs.read_bytes(self.history_dir / number / "MESSAGE") or b""
+                stamp, _, message = data.decode("utf-8").partition("\n")
+                entries.append(HistoryEntry(number, float(stamp), message.strip()))
+            except (OSError, ValueError, HyperconsoleError):
+                entries.append(HistoryEntry(number, 0.0, "(no message)"))
         return entries

@@ -24,8 +24,6 @@ from hyperconsole.virt import netops
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.tablesync import sync_rows
 
-SOURCE = "Networks pane"
-
 
 @dataclass(frozen=True)
 class HostView:
@@ -224,7 +222,7 @@ class NetworksScreen(HostChangePane):
         pairs = [] if overview is None else netplan.vm_nic_pairs(
             overview.usage.by_bridge, [(n.bridge, n.vms) for n in overview.networks])
         try:
-            planned = netplan.plan(self.controller.store, edit, source=SOURCE, vm_nics=pairs,
+            planned = netplan.plan(self.controller.store, edit, vm_nics=pairs,
                                    host=host.interfaces if host else None)
             timeout = planned.timeout(None, self.hc.config.confirm_timeout)
         except HyperconsoleError as exc:

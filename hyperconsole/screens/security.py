@@ -133,8 +133,7 @@ class SecurityScreen(HostChangePane):
     @work(thread=True, exclusive=True, group="security-preview", exit_on_error=False, description="diff profile")
     def _prepare(self, name: str, toggles: tuple[str, ...]) -> None:
         try:
-            changeset = profiles.prepare_profile_change(self.controller.store, self.state.catalog, name, toggles,
-                                                        source="Security pane")
+            changeset = profiles.prepare_profile_change(self.controller.store, self.state.catalog, name, toggles)
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._show_diff, None, str(exc))
             return

@@ -129,7 +129,7 @@ FRAGMENTS = _every_fragment()
 @pytest.mark.parametrize("name", sorted(FRAGMENTS))
 def test_network_fragment_evaluates_and_matches_option_types(nix, tmp_path, name):
     cfg = FRAGMENTS[name]
-    text = nc.render(cfg, source="net command")
+    text = nc.render(cfg)
     evaluated = nix.eval_text(text, tmp_path)
     assert evaluated == parse(text) == nc.to_options(cfg)
     assert check_types(evaluated) == []

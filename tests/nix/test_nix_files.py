@@ -38,7 +38,7 @@ def golden_cases() -> dict[str, str]:
     for name in ("headless", "management"):
         cases[name] = profiles.render_profile_fragment(catalog, name)
         cases[f"{name}-all-toggles"] = profiles.render_profile_fragment(catalog, name, sorted(catalog.toggles))
-    cases["hostile-values"] = render_fragment(HOSTILE_VALUE, source="golden test")
+    cases["hostile-values"] = render_fragment(HOSTILE_VALUE)
     return cases
 
 

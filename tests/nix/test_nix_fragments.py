@@ -139,7 +139,7 @@ nix_values = st.recursive(
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(hostile_text, nix_values, max_size=4))
 def test_property_real_nix_agrees_with_our_reader(nix, tmp_path, value):
-    text = render_fragment(value, source="property test")
+    text = render_fragment(value)
     assert nix.eval_text(text, tmp_path) == parse(text) == value
 
 
@@ -149,7 +149,7 @@ def test_property_real_nix_agrees_with_our_reader(nix, tmp_path, value):
 )
 def test_hostile_strings_evaluate_exactly(nix, tmp_path, text):
     value = {"k": text, text: [text, {text: text}]}
-    assert nix.eval_text(render_fragment(value, source="t"), tmp_path) == value
+    assert nix.eval_text(render_fragment(value), tmp_path) == value
 
 
 def test_demo_rebuild_really_evaluates_fragments(nix, tmp_path):

@@ -52,7 +52,7 @@ def test_bridge_add_no_rebuild_prints_diff_and_writes_the_pane_fragment(run, nix
     assert out.index("+++ b/hyperconsole/network.nix") < out.index("wrote network.nix")
     assert "warning: bridge br1 member eth1 does not exist on this host (yet)" in err
     expected = netconfig.add_bridge(netconfig.NetworkConfig(), "br1", ["eth1", "eno9"], rstp=True).after
-    assert fragment(nixos_dir).read_text() == netconfig.render(expected, source=netcommands.SOURCE)
+    assert fragment(nixos_dir).read_text() == netconfig.render(expected)
     assert not run.calls.exists()  # --no-rebuild: nothing activated
     code, out, _ = run("net", "bridge", "add", "br1", "--iface", "eth1", "--iface", "eno9", "--rstp", "--no-rebuild")
     assert code == 1  # a second add of the same bridge is refused, not silently merged

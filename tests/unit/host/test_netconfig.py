@@ -288,7 +288,7 @@ def test_nameservers_validated():
 # -- rendering, golden file, round trip -----------------------------------------------------------
 
 def test_rendering_matches_golden_file():
-    text = nc.render(full_config(), source="net command")
+    text = nc.render(full_config())
     if os.environ.get("REGENERATE_GOLDEN"):
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "rendering changed; review and rerun with REGENERATE_GOLDEN=1"
@@ -300,14 +300,14 @@ def test_read_back_round_trip(tmp_path):
     (tmp_path / "hyperconsole" / "network.nix").write_text(GOLDEN.read_text())
     cfg, fragment = nc.load(store)
     assert cfg == full_config()
-    assert nc.render(cfg, source="net command") == fragment.text
+    assert nc.render(cfg) == fragment.text
 
 
 def test_absent_fragment_is_empty_config_and_empty_config_deletes_file(tmp_path):
     store = FragmentStore(tmp_path)
     cfg, fragment = nc.load(store)
     assert cfg == nc.NetworkConfig() and not fragment.exists
-    assert nc.render(cfg, source="x") is None
+    assert nc.render(cfg) is None
 
 
 @pytest.mark.parametrize("text, words", [
@@ -331,7 +331,7 @@ def test_prepare_is_guarded_against_lost_updates(tmp_path):
 
     store = FragmentStore(tmp_path)
     cfg, fragment = nc.load(store)
-    changeset = nc.prepare(store, fragment, nc.add_bridge(cfg, "br0", ["eth0"]), source="t")
+    changeset = nc.prepare(store, fragment, nc.add_bridge(cfg, "br0", ["eth0"]))
     assert "+    bridges = {" in changeset.diff()
     (tmp_path / "hyperconsole").mkdir()
     (tmp_path / "hyperconsole" / "network.nix").write_text("{ }\n")  # someone else wrote meanwhile

@@ -24,7 +24,7 @@ def setup(nixos_dir, tmp_path, recording_rebuild, script):
     reverts = tmp_path / "reverts.log"
     revert_cmd = script("fake-revert", f'echo "re-activating previous generation"; echo revert >> {reverts}\n')
     store = FragmentStore(nixos_dir)
-    store.commit(store.prepare({"ssh": {"services": {"openssh": {"enable": True}}}}, source="test", message="base"))
+    store.commit(store.prepare({"ssh": {"services": {"openssh": {"enable": True}}}}, message="base"))
     runner = RebuildRunner(nixos_dir, str(rebuild), state_dir=tmp_path / "state", use_systemd=False)
     controller = ConfirmOrRevert(store, runner, str(revert_cmd), state_dir=tmp_path / "state", use_systemd=False)
     return store, controller, calls, failing, reverts
@@ -33,7 +33,7 @@ def setup(nixos_dir, tmp_path, recording_rebuild, script):
 def _risky_change(store: FragmentStore):
     return store.prepare(
         {"ssh": {"services": {"openssh": {"enable": False}}}, "firewall": {"networking": {"firewall": {"enable": True}}}},
-        source="test", message="risky",
+        message="risky",
     )
 
 
@@ -105,7 +105,7 @@ def test_a_second_change_waits_for_the_first(setup):
     store, controller, *_ = setup
     controller.apply(_risky_change(store), timeout=30, description="first")
     try:
-        change = store.prepare({"other": {"a": 1}}, source="test", message="second")
+        change = store.prepare({"other": {"a": 1}}, message="second")
         with pytest.raises(HyperconsoleError, match="waiting for confirmation"):
             controller.apply(change, timeout=30, description="second")
         assert not store.read("other").exists
@@ -224,7 +224,7 @@ nixos_dir, rebuild, revert, state = sys.argv[1:5]
 store = FragmentStore(nixos_dir)
 runner = RebuildRunner(nixos_dir, rebuild, state_dir=Path(state), use_systemd=False)
 controller = ConfirmOrRevert(store, runner, revert, state_dir=Path(state), use_systemd=False)
-change = store.prepare({"ssh": {"services": {"openssh": {"enable": False}}}}, source="t", message="m")
+change = store.prepare({"ssh": {"services": {"openssh": {"enable": False}}}}, message="m")
 controller.apply(change, timeout=600, description="owner dies")
 """
 
@@ -255,15 +255,15 @@ def test_default_confirm_timeout_only_for_risky_options(nixos_dir):
     from hyperconsole.nixos.revert import default_confirm_timeout
 
     store = FragmentStore(nixos_dir)
-    risky = store.prepare({"fw": {"networking": {"firewall": {"allowedTCPPorts": [80]}}}}, source="t", message="m")
-    bridge = store.prepare({"br": {"networking": {"bridges": {"br0": {"interfaces": ["eth0"]}}}}}, source="t", message="m")
-    harmless = store.prepare({"motd": {"networking": {"hostName": "hv1"}, "time": {"timeZone": "UTC"}}}, source="t", message="m")
+    risky = store.prepare({"fw": {"networking": {"firewall": {"allowedTCPPorts": [80]}}}}, message="m")
+    bridge = store.prepare({"br": {"networking": {"bridges": {"br0": {"interfaces": ["eth0"]}}}}}, message="m")
+    harmless = store.prepare({"motd": {"networking": {"hostName": "hv1"}, "time": {"timeZone": "UTC"}}}, message="m")
     assert default_confirm_timeout(risky, 120) == 120
     assert default_confirm_timeout(bridge, 120) == 120
     assert default_confirm_timeout(harmless, 120) == 0
     store.commit(risky)
     # Removing a risky fragment is risky too (the old text is checked as well).
-    assert default_confirm_timeout(store.prepare({"fw": None}, source="t", message="m"), 90) == 90
+    assert default_confirm_timeout(store.prepare({"fw": None}, message="m"), 90) == 90
 
 
 def test_only_options_whose_value_changes_decide_the_confirm_window():
@@ -277,8 +277,8 @@ def test_only_options_whose_value_changes_decide_the_confirm_window():
     ports = {"networking": {**base["networking"], "firewall": {"interfaces": {"br0": {"allowedTCPPorts": [22, 80]}}}}}
 
     def window(old, new) -> int:
-        change = FragmentChange("network", render_fragment(old, source="t") if old is not None else None,
-                                render_fragment(new, source="t") if new is not None else None, "")
+        change = FragmentChange("network", render_fragment(old) if old is not None else None,
+                                render_fragment(new) if new is not None else None, "")
         return default_confirm_timeout(ChangeSet((change,), "m"), 120)
 
     assert list(changed_paths(base, dns)) == ["networking.nameservers"]

@@ -20,7 +20,7 @@ from hyperconsole.nixos.store import ConflictError, FragmentStore, LockBusyError
 
 
 def _commit(store: FragmentStore, name: str, value, message: str = "test change"):
-    return store.commit(store.prepare({name: value}, source="test", message=message))
+    return store.commit(store.prepare({name: value}, message=message))
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,7 @@ def _commit(store: FragmentStore, name: str, value, message: str = "test change"
 def test_hostile_fragment_names_are_refused_before_writing(nixos_dir, name):
     store = FragmentStore(nixos_dir)
     with pytest.raises(ValidationError, match="invalid fragment name"):
-        store.prepare({name: {"a": 1}}, source="test", message="m")
+        store.prepare({name: {"a": 1}}, message="m")
     assert not (nixos_dir / "hyperconsole").exists()
 
 
@@ -63,26 +63,26 @@ def test_index_lists_every_fragment_and_drops_deleted_ones(nixos_dir):
 def test_diff_shows_the_pending_change_and_writes_nothing(nixos_dir):
     store = FragmentStore(nixos_dir)
     _commit(store, "ssh", {"services": {"openssh": {"enable": True}}})
-    change = store.prepare({"ssh": {"services": {"openssh": {"enable": False}}}}, source="test", message="m")
+    change = store.prepare({"ssh": {"services": {"openssh": {"enable": False}}}}, message="m")
     diff = change.diff()
     assert "--- a/hyperconsole/ssh.nix" in diff and "+++ b/hyperconsole/ssh.nix" in diff
     assert "-      enable = true;" in diff and "+      enable = false;" in diff
     assert store.read("ssh").value() == {"services": {"openssh": {"enable": True}}}
-    new = store.prepare({"new-one": {"a": 1}}, source="test", message="m").diff()
+    new = store.prepare({"new-one": {"a": 1}}, message="m").diff()
     assert "--- /dev/null" in new
 
 
 def test_unchanged_value_is_an_empty_change(nixos_dir):
     store = FragmentStore(nixos_dir)
     _commit(store, "x", {"a": 1})
-    change = store.prepare({"x": {"a": 1}}, source="test", message="m")
+    change = store.prepare({"x": {"a": 1}}, message="m")
     assert change.is_empty and change.diff() == ""
 
 
 def test_lost_update_is_detected(nixos_dir):
     store = FragmentStore(nixos_dir)
     _commit(store, "x", {"a": 1})
-    stale = store.prepare({"x": {"a": 2}}, source="test", message="mine")
+    stale = store.prepare({"x": {"a": 2}}, message="mine")
     _commit(store, "x", {"a": 3}, message="someone else")
     with pytest.raises(ConflictError, match="changed since it was read"):
         store.commit(stale)
@@ -91,7 +91,7 @@ def test_lost_update_is_detected(nixos_dir):
 
 def test_a_fragment_created_meanwhile_is_a_conflict_too(nixos_dir):
     store = FragmentStore(nixos_dir)
-    stale = store.prepare({"x": {"a": 2}}, source="test", message="mine")
+    stale = store.prepare({"x": {"a": 2}}, message="mine")
     _commit(store, "x", {"a": 3})
     with pytest.raises(ConflictError):
         store.commit(stale)
@@ -106,7 +106,7 @@ COUNTER_WRITER = textwrap.dedent(
     for _ in range(int(sys.argv[2])):
         while True:
             n = store.read("counter").value()["n"]
-            change = store.prepare({"counter": {"n": n + 1}}, source="test", message=f"count {n + 1}")
+            change = store.prepare({"counter": {"n": n + 1}}, message=f"count {n + 1}")
             try:
                 store.commit(change)
                 break
@@ -176,12 +176,12 @@ KILLED_WRITER = textwrap.dedent(
     from pathlib import Path
     import hyperconsole.nixos.store as store_mod
     marker = Path(sys.argv[2])
-    def stall(src, dst):
-        marker.write_text(str(src))
+    def stall(src, dst, **kwargs):
+        marker.write_text(str(store_mod.FragmentStore(sys.argv[1]).dir / src))
         time.sleep(60)
-    store_mod.os.replace = stall
+    store_mod.os.rename = stall
     store = store_mod.FragmentStore(sys.argv[1])
-    store.commit(store.prepare({"x": {"version": "new"}}, source="test", message="m"))
+    store.commit(store.prepare({"x": {"version": "new"}}, message="m"))
     """
 )
 
@@ -239,7 +239,7 @@ UNPRIVILEGED_WRITER = textwrap.dedent(
     from hyperconsole.errors import HyperconsoleError
     from hyperconsole.nixos.store import FragmentStore
     store = FragmentStore(sys.argv[1])
-    change = store.prepare({"x": {"a": 2}}, source="t", message="m")
+    change = store.prepare({"x": {"a": 2}}, message="m")
     os.setgid(65534); os.setuid(65534)  # after imports: the venv may not be readable by nobody
     try:
         store.commit(change)
