@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from hyperconsole import __version__, config as config_mod, paths
+from hyperconsole import __version__, config as config_mod, paths, safefs
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError
 
@@ -111,12 +114,20 @@ def resolve(args: argparse.Namespace) -> Config:
     return config
 
 
+class _PrivateFileHandler(logging.FileHandler):
+    """The log file, 0600, never opened through a symbolic link."""
+
+    def _open(self):
+        return safefs.open_private_text(self.baseFilename)
+
+
 def _setup_logging() -> None:
     log_dir = paths.state_dir()
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(log_dir / "hyperconsole.log", encoding="utf-8")
-    except OSError:
+        safefs.ensure_private_dir(log_dir)
+        handler: logging.Handler = _PrivateFileHandler(log_dir / "hyperconsole.log", encoding="utf-8")
+    except (OSError, HyperconsoleError) as exc:
+        print(f"hyperconsole: not logging to a file: {exc}", file=sys.stderr)
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -165,7 +176,57 @@ def run_tui(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+class _QuietWhenClosed:
+    """sys.stdout while a command runs: once the reader has gone (`hyperconsole … | head -1`),
+    output is dropped instead of raising BrokenPipeError, so the command ends as it would have,
+    quietly; a host change in progress is never cut short by its output."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        # Point the descriptor at /dev/null: what is still buffered, and every later write, goes there.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def _quiet_when_output_closes() -> Iterator[None]:
+    original = sys.stdout
+    guard = _QuietWhenClosed(original)
+    sys.stdout = guard
+    try:
+        yield
+    finally:
+        guard.flush()  # block-buffered output to a pipe is written here, not at interpreter exit
+        sys.stdout = original
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _quiet_when_output_closes():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     for key, value in (("demo", False), ("nixos_dir", None), ("rebuild_cmd", None), ("revert_cmd", None)):
         if not hasattr(args, key):
