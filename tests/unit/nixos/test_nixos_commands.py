@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,26 @@ def test_registered_in_the_cli_with_its_common_options():
     assert args.func is commands.cmd_rollback and args.generation == 3 and args.nixos_dir == "/x"
     args = parser.parse_args(["generations", "--diff", "1", "2"])
     assert args.diff == [1, 2]
+
+
+@pytest.mark.parametrize("argv", [["nixos", "status"], ["profile", "list"], ["profile", "show", "management"],
+                                  ["--help"]], ids=" ".join)
+def test_a_closed_output_pipe_ends_quietly(common, argv):
+    """`hyperconsole nixos status | head -1`: the reader is gone before the command writes (its
+    end of a real pipe closed first), so every write meets EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "hyperconsole", *argv, *common], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60, cwd=REPO)
+    finally:
+        os.close(write_end)
+    assert done.returncode in (0, 141)
+    assert done.stderr == ""
+
+
+def test_head_reads_the_first_line_of_status(common, nixos_dir):
+    done = subprocess.run(f"{sys.executable} -m hyperconsole nixos status {' '.join(common)} | head -1",
+                          shell=True, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"NixOS dir: {nixos_dir}\n"
