@@ -11,10 +11,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from hyperconsole import paths
+from hyperconsole import paths, safefs
 from hyperconsole.config import DEFAULT_REVERT_COMMAND, Config
 from hyperconsole.nixos.store import FragmentStore
-from hyperconsole.safefs import atomic_write
 
 DEMO_CONFIGURATION = """\
 # Demo NixOS configuration created by `hyperconsole --demo`: a scratch directory, not a real host.
@@ -50,10 +49,10 @@ def prepare_demo_nixos(nixos_dir: Path, system_dir: Path | None = None) -> Path:
     from hyperconsole.demo.rebuild import DemoSystem
 
     nixos_dir = Path(nixos_dir)
-    nixos_dir.mkdir(parents=True, exist_ok=True)
+    safefs.ensure_dir(nixos_dir)
     configuration = nixos_dir / "configuration.nix"
     if not configuration.exists():
-        atomic_write(configuration, DEMO_CONFIGURATION.encode())
+        safefs.atomic_write(configuration, DEMO_CONFIGURATION.encode())
     FragmentStore(nixos_dir).ensure_index()
     system = DemoSystem(system_dir or demo_system_dir(), nixos_dir)
     if not system.generations():
