@@ -347,7 +347,9 @@ class FragmentStore:
     def _git_commit(self, message: str, warnings: list[str]) -> str:
         # A fixed identity so commits work on hosts where root has no git identity configured.
         git = ["git", "-C", str(self.nixos_dir), "-c", "user.name=hyperconsole", "-c", "user.email=hyperconsole@localhost"]
-        steps = [git + ["add", "-A", "--", FRAGMENTS_SUBDIR], git + ["commit", "-q", "-m", message, "--", FRAGMENTS_SUBDIR]]
+        # Only the fragments: not the lock files, nor the pending record of a trial.
+        fragments = f":(glob){FRAGMENTS_SUBDIR}/*.nix"
+        steps = [git + ["add", "-A", "--", fragments], git + ["commit", "-q", "-m", message, "--", fragments]]
         for argv in steps:
             done = subprocess.run(argv, capture_output=True, text=True, check=False)
             if done.returncode != 0:

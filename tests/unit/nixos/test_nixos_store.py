@@ -223,6 +223,8 @@ def test_history_is_a_git_commit_in_a_git_repository(nixos_dir):
     assert result.history.startswith("git ") and not result.warnings
     log = subprocess.run(["git", "-C", str(nixos_dir), "log", "--format=%s", "--name-only"], capture_output=True, text=True, check=True).stdout
     assert "hyperconsole: set a" in log and "hyperconsole/x.nix" in log
+    tracked = subprocess.run(["git", "-C", str(nixos_dir), "ls-files"], capture_output=True, text=True, check=True).stdout
+    assert tracked.split() == ["hyperconsole/default.nix", "hyperconsole/x.nix"]  # no lock files
     assert not store.history_dir.exists()
     assert store.history()[0].message == "hyperconsole: set a"
 
