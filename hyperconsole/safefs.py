@@ -150,10 +150,17 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes | None:
         return handle.read()
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+def _create(dir_fd: int, name: str, data: bytes, mode: int, shown: Path) -> None:
+    """A new file (O_EXCL: never an existing one, nor a link) holding `data`, synced."""
+    fd = open_in(dir_fd, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode, shown)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _remove_entry(dir_fd: int, name: str) -> None:
@@ -239,34 +246,21 @@ class Transaction:
         """Stage `data` for `name`; returns the temp's path (to check it before commit)."""
         self._target(name)
         temp = self._temp_name(name)
-        fd = open_in(self._fd, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode, self.dir / temp)
         self._staged.append((temp, name))
-        try:
-            _write_all(fd, data)
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _create(self._fd, temp, data, mode, self.dir / temp)
         return self.dir / temp
 
-    def write_dir(self, name: str, files: Mapping[str, bytes], *, private: bool = True) -> None:
-        """Stage a new directory `name` (which must not exist yet) holding `files`."""
+    def write_dir(self, name: str, files: Mapping[str, bytes]) -> None:
+        """Stage a new private directory `name` (which must not exist yet) holding `files`, 0600."""
         self._target(name)
         temp = self._temp_name(name)
-        dir_mode, file_mode = (PRIVATE_DIR_MODE, PRIVATE_FILE_MODE) if private else (DIR_MODE, FILE_MODE)
         os.mkdir(temp, PRIVATE_DIR_MODE, dir_fd=self._fd)
         self._staged.append((temp, name))
         sub = os.open(temp, _DIR_FLAGS, dir_fd=self._fd)
         try:
+            os.fchmod(sub, PRIVATE_DIR_MODE)
             for file_name, data in files.items():
-                fd = open_in(sub, file_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode, self.dir / temp / file_name)
-                try:
-                    _write_all(fd, data)
-                    os.fchmod(fd, file_mode)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.fchmod(sub, dir_mode)
+                _create(sub, file_name, data, PRIVATE_FILE_MODE, self.dir / temp / file_name)
             os.fsync(sub)
         finally:
             os.close(sub)
