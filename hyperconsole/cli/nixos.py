@@ -310,7 +310,10 @@ _EVAL_IMPORTS = (
 
 
 def _nix(nix: str, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([nix, *argv], capture_output=True, text=True, check=False, timeout=120)
+    try:
+        return subprocess.run([nix, *argv], capture_output=True, text=True, check=False, timeout=120)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess([nix, *argv], 1, "", "error: nix-instantiate took over 120 s")
 
 
 def _evaluates(nix: str, path: Path) -> subprocess.CompletedProcess:
