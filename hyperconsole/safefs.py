@@ -202,7 +202,7 @@ class Transaction:
 
     write/write_dir stage temps (created with O_EXCL, synced); commit renames them in the order
     they were staged, then removes, then syncs the directory. Leaving the block without commit,
-    or with an error, removes every temp. A link at a target name is refused, not replaced.
+    or with an error, removes every temp. A link at a target name is refused when staging.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -271,8 +271,9 @@ class Transaction:
 
     def commit(self) -> None:
         assert self._fd is not None
+        # No new check of the targets here: a rename replaces a link planted meanwhile instead of
+        # writing through it, and refusing halfway would leave part of the change applied.
         for temp, name in self._staged:
-            self._target(name)
             os.rename(temp, name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
         self._done = True
         for name in self._removals:
