@@ -85,7 +85,7 @@ def test_a_planted_link_is_refused_and_its_target_untouched(layout, capsys, case
     assert target.exists() == (target_kind == "existing")
     assert link.is_symlink()
     assert not calls.exists()  # nothing was rebuilt
-    assert not (roots["nixos"] / FRAGMENTS / ".pending-change.json").is_file() or case == "pending record"
+    assert not (roots["nixos"] / FRAGMENTS / "security-profile.nix").is_file() or case == "fragment"
 
 
 def test_a_linked_log_file_is_refused_and_the_command_still_runs(layout, capsys):
