@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from hyperconsole import cli, paths
+from hyperconsole.nixos.rebuild import RebuildRunner
+from hyperconsole.nixos.revert import ConfirmOrRevert
+from hyperconsole.nixos.store import FragmentStore
 
 
 def mode(path: Path) -> int:
@@ -74,3 +77,21 @@ def test_log_file_is_private(common, capsys, loose):
     capsys.readouterr()
     assert mode(state) == 0o700
     assert mode(state / "hyperconsole.log") == 0o600
+
+
+def test_revert_timer_log_is_private(nixos_dir, tmp_path, recording_rebuild, script, loose):
+    rebuild, _, _ = recording_rebuild
+    state = tmp_path / "state"
+    if loose:
+        _preexisting(state / "rebuilds")
+    store = FragmentStore(nixos_dir)
+    runner = RebuildRunner(nixos_dir, str(rebuild), state_dir=state, use_systemd=False)
+    controller = ConfirmOrRevert(store, runner, str(script("fake-revert", "echo reverted\n")), state_dir=state,
+                                 use_systemd=False)
+    outcome = controller.apply(store.prepare({"fw": {"networking": {"firewall": {"enable": True}}}}, message="m"),
+                               timeout=60, description="firewall")
+    assert outcome.pending is not None
+    assert controller.confirm().ok  # stops the timer
+    timer_logs = list((state / "rebuilds").glob("revert-timer-*.log"))
+    assert len(timer_logs) == 1
+    assert mode(state / "rebuilds") == 0o700 and mode(timer_logs[0]) == 0o600
