@@ -141,7 +141,8 @@ def open_private_text(path: str | os.PathLike[str], *, append: bool = True):
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes | None:
-    """The content of a regular file, None when absent; a link there is refused, not read."""
+    """The content of a regular file, None when it (or its directory) is absent; a link there is
+    refused, not read."""
     try:
         fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:

@@ -311,8 +311,6 @@ class ConfirmOrRevert:
 def load_pending(fragments_dir: Path) -> PendingChange | None:
     try:
         data = safefs.read_bytes(fragments_dir / PENDING_NAME)
-    except FileNotFoundError:  # no fragments dir yet
-        return None
     except OSError as exc:
         raise HyperconsoleError(f"cannot read {fragments_dir / PENDING_NAME}: {exc.strerror}") from exc
     if data is None:

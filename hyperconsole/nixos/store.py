@@ -176,8 +176,6 @@ class FragmentStore:
         path = self.path(name)
         try:
             data = safefs.read_bytes(path)
-        except FileNotFoundError:  # the fragments dir itself is missing
-            data = None
         except OSError as exc:
             raise HyperconsoleError(f"cannot read {path}: {exc.strerror or exc}") from exc
         if data is None:
