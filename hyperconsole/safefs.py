@@ -66,16 +66,19 @@ def open_dir(path: str | os.PathLike[str]) -> Iterator[int]:
         os.close(fd)
 
 
-def ensure_dir(path: str | os.PathLike[str], mode: int = DIR_MODE, *, private: bool = False) -> Path:
-    """Create `path` (and missing parents, with the same mode) unless it exists; refuse a symlink
-    or a non-directory at `path` (its parents are the operator's choice, not checked). A private
-    directory is 0700, tightened if found looser."""
+def ensure_dir(path: str | os.PathLike[str], mode: int = DIR_MODE, *, private: bool = False,
+               parents: bool = False) -> Path:
+    """Create `path` unless it exists (with `parents`, missing parents too, same mode; without,
+    a missing parent is FileNotFoundError); refuse a symlink or a non-directory at `path` (its
+    parents are the operator's choice, not checked). A private directory is 0700, tightened if
+    found looser."""
     path = Path(path)
     mode = PRIVATE_DIR_MODE if private else mode
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        os.makedirs(path.parent, mode, exist_ok=True)
+        if parents:
+            os.makedirs(path.parent, mode, exist_ok=True)
         try:
             os.mkdir(path, mode)
         except FileExistsError:
@@ -92,7 +95,8 @@ def ensure_dir(path: str | os.PathLike[str], mode: int = DIR_MODE, *, private: b
 
 
 def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
-    return ensure_dir(path, private=True)
+    """A 0700 directory of the console's own state (missing parents created, 0700 as XDG asks)."""
+    return ensure_dir(path, private=True, parents=True)
 
 
 def _checked(fd: int, path: Path, flags: int) -> int:

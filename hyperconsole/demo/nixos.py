@@ -49,7 +49,7 @@ def prepare_demo_nixos(nixos_dir: Path, system_dir: Path | None = None) -> Path:
     from hyperconsole.demo.rebuild import DemoSystem
 
     nixos_dir = Path(nixos_dir)
-    safefs.ensure_dir(nixos_dir)
+    safefs.ensure_dir(nixos_dir, parents=True)
     configuration = nixos_dir / "configuration.nix"
     if not configuration.exists():
         safefs.atomic_write(configuration, DEMO_CONFIGURATION.encode())

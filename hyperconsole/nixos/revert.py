@@ -143,7 +143,7 @@ class ConfirmOrRevert:
 
     @contextmanager
     def _locked(self, wait: float = 30.0) -> Iterator[None]:
-        safefs.ensure_dir(self.store.dir)
+        self.store.ensure_dir()
         busy = lambda _holder: HyperconsoleError(  # noqa: E731
             "another hyperconsole process is confirming or reverting")
         with locking.held(self.store.dir / LOCK_NAME, wait, busy):

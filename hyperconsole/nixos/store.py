@@ -217,7 +217,8 @@ class FragmentStore:
 
     # -- locking ------------------------------------------------------------------------------
 
-    def _ensure_dir(self) -> None:
+    def ensure_dir(self) -> None:
+        """The fragments dir exists (created in an existing NixOS dir), is no link, is writable."""
         if not self.nixos_dir.is_dir():
             raise HyperconsoleError(f"NixOS directory {self.nixos_dir} does not exist", hint="use --nixos-dir")
         try:
@@ -230,7 +231,7 @@ class FragmentStore:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Exclusive lock across processes; waits up to lock_timeout seconds, then fails clearly."""
-        self._ensure_dir()
+        self.ensure_dir()
         busy = lambda holder: LockBusyError(  # noqa: E731
             f"another hyperconsole process (pid {holder}) is changing {self.dir}",
             hint="wait for it to finish and try again")

@@ -82,11 +82,15 @@ def test_rebuild_action_must_be_known(common):
     assert exc.value.code == 2
 
 
-def test_unwritable_config_path_is_one_line(tmp_path, capsys, recording_rebuild):
-    rebuild, _, _ = recording_rebuild
-    code, _, err = run(["profile", "apply", "headless", "--no-rebuild", "--nixos-dir", str(tmp_path / "missing"),
+@pytest.mark.parametrize("trial", [[], ["--no-rebuild"]], ids=["on trial", "no rebuild"])
+def test_missing_nixos_dir_is_one_line_and_nothing_is_created(tmp_path, capsys, recording_rebuild, trial):
+    rebuild, calls, _ = recording_rebuild
+    parent = tmp_path / "etc"
+    parent.mkdir()
+    code, _, err = run(["profile", "apply", "headless", "--yes", *trial, "--nixos-dir", str(parent / "nixos"),
                         "--rebuild-cmd", str(rebuild)], capsys)
-    assert code == 1 and err.count("\n") == 1 and "does not exist" in err
+    assert code == 1 and err == f"error: NixOS directory {parent / 'nixos'} does not exist (use --nixos-dir)\n"
+    assert list(parent.iterdir()) == [] and not calls.exists()
 
 
 def test_nixos_status_offers_and_adds_the_import(common, nixos_dir, capsys):
