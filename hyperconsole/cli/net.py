@@ -24,13 +24,13 @@ from hyperconsole.nixos.store import FragmentStore
 def read_vm_nics(config: Config) -> list[tuple[str, str]]:
     """(VM, bridge) pairs for the impact preview, from libvirt when it answers (read-only);
     without libvirt the preview just names no VMs, it does not stop the change."""
-    from hyperconsole.virt import netops
+    from hyperconsole.virt import networks
     from hyperconsole.virt.connection import ConnectionManager
 
     manager = ConnectionManager(config.uri, readonly=True)
     try:
         manager.connect()
-        overview = netops.networks_overview(manager)
+        overview = networks.networks_overview(manager)
     except HyperconsoleError as exc:
         print(f"warning: cannot ask libvirt which VMs use the bridges ({exc})", file=sys.stderr)
         return []

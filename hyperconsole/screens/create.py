@@ -16,9 +16,10 @@ from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.host.bridges import host_bridges
 from hyperconsole.messages import ActionDone
 from hyperconsole.screens.edit import parse_positive_int
-from hyperconsole.virt import inventory, ops
-from hyperconsole.virt.domxml import NewDomainSpec, VolumeRef
-from hyperconsole.virt.models import NetworkInfo, PoolInfo, VolumeInfo
+from hyperconsole.virt.create import NewDomainSpec, VolumeRef, create_domain
+from hyperconsole.virt.networks import NetworkInfo, list_networks
+from hyperconsole.virt.pools import PoolInfo, list_pools
+from hyperconsole.virt.volumes import VolumeInfo, list_volumes
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,12 @@ class Choices:
 
 
 def load_choices(manager) -> Choices:
-    pools = inventory.list_pools(manager)
+    pools = list_pools(manager)
     volumes: list[VolumeInfo] = []
     for pool in pools:
         if pool.active:
-            volumes.extend(inventory.list_volumes(manager, pool.name))
-    return Choices(pools, volumes, inventory.list_networks(manager), host_bridges())
+            volumes.extend(list_volumes(manager, pool.name))
+    return Choices(pools, volumes, list_networks(manager), host_bridges())
 
 
 def is_iso(volume: VolumeInfo) -> bool:
@@ -149,7 +150,7 @@ class CreateVmScreen(ModalScreen[None]):
     @work(thread=True, exclusive=True, group="create", exit_on_error=False, description="create VM")
     def create(self, spec: NewDomainSpec) -> None:
         try:
-            result = ops.create_domain(self.app.manager, spec)  # type: ignore[attr-defined]
+            result = create_domain(self.app.manager, spec)  # type: ignore[attr-defined]
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._error, str(exc))
             return

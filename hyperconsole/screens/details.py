@@ -15,8 +15,9 @@ from textual.widgets import Static
 from hyperconsole import presenters
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host.session import tunnel_host
-from hyperconsole.virt import ops
-from hyperconsole.virt.models import DomainDetails, DomainInfo
+from hyperconsole.virt import lifecycle
+from hyperconsole.virt.domains import DomainDetails
+from hyperconsole.virt.models import DomainInfo
 
 
 def _section(title: str) -> Text:
@@ -96,11 +97,11 @@ class DetailsScreen(ModalScreen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, description="read VM details")
     def load(self) -> None:
         try:
-            details = ops.get_details(self.app.manager, self.info.uuid)  # type: ignore[attr-defined]
+            details = lifecycle.get_details(self.app.manager, self.info.uuid)  # type: ignore[attr-defined]
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._show, Text(f"cannot read details: {exc}", "red"))
             return
-        host = tunnel_host(ops.ssh_target(self.app.manager.uri))  # type: ignore[attr-defined]
+        host = tunnel_host(lifecycle.ssh_target(self.app.manager.uri))  # type: ignore[attr-defined]
         self.app.call_from_thread(self._show, render_details(self.info, details, host))
 
     def _show(self, renderable) -> None:

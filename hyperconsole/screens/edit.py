@@ -11,7 +11,7 @@ from textual.widgets import Input, Static
 
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.messages import ActionDone
-from hyperconsole.virt import ops
+from hyperconsole.virt import resources
 from hyperconsole.virt.models import DomainInfo
 
 
@@ -62,7 +62,7 @@ class EditResourcesScreen(ModalScreen[None]):
     def apply(self, vcpus: int, memory_mib: int) -> None:
         label = f"edit {self.info.name}"
         try:
-            result = ops.edit_resources(self.app.manager, self.info.uuid, vcpus, memory_mib)  # type: ignore[attr-defined]
+            result = resources.edit_resources(self.app.manager, self.info.uuid, vcpus, memory_mib)  # type: ignore[attr-defined]
         except HyperconsoleError as exc:
             self.app.call_from_thread(self.query_one("#edit-error", Static).update, str(exc))
             return

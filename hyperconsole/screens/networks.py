@@ -20,7 +20,7 @@ from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.host import interfaces as interfaces_mod
 from hyperconsole.host import netconfig, netplan
 from hyperconsole.screens.hostchange import HostChangePane
-from hyperconsole.virt import netops
+from hyperconsole.virt import networks
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.tablesync import sync_rows
 
@@ -56,7 +56,7 @@ def interface_cells(i: interfaces_mod.InterfaceInfo, rate, uplinks: list[str], v
     ]
 
 
-def network_cells(net: netops.NetworkDetails) -> list[Text]:
+def network_cells(net: networks.NetworkInfo) -> list[Text]:
     ipv4 = next((r for r in net.ips if r.family == "ipv4"), None)
     dhcp = "-".join(ipv4.dhcp[0]) if ipv4 and ipv4.dhcp else presenters.DASH
     return [
@@ -78,7 +78,7 @@ def parse_ports(text: str) -> list[int]:
         raise ValidationError(f"ports must be whole numbers separated by spaces, not {text.strip()!r}") from None
 
 
-def lease_text(leases: netops.LeaseList) -> Text:
+def lease_text(leases: networks.LeaseList) -> Text:
     if not leases.supported:
         return Text(f"DHCP leases of {leases.network}: not available ({leases.reason})", "dim")
     if not leases.leases:
@@ -113,7 +113,7 @@ class NetworksScreen(HostChangePane):
     def __init__(self) -> None:
         super().__init__()
         self.host: HostView | None = None
-        self.overview: netops.NetworksOverview | None = None
+        self.overview: networks.NetworksOverview | None = None
         self._sampler = interfaces_mod.InterfaceSampler()
         self._domain_count = -1
 
@@ -166,7 +166,7 @@ class NetworksScreen(HostChangePane):
     @work(thread=True, exclusive=True, group="net-libvirt", exit_on_error=False, description="read networks")
     def load_networks(self) -> None:
         try:
-            overview = netops.networks_overview(self.hc.manager)
+            overview = networks.networks_overview(self.hc.manager)
         except HyperconsoleError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
             return
@@ -183,7 +183,7 @@ class NetworksScreen(HostChangePane):
                 for i in view.interfaces}
         sync_rows(self.query_one("#ifaces", DataTable), rows)
 
-    def _show_networks(self, overview: netops.NetworksOverview) -> None:
+    def _show_networks(self, overview: networks.NetworksOverview) -> None:
         self.overview = overview
         sync_rows(self.query_one("#nets", DataTable), {n.name: network_cells(n) for n in overview.networks})
         if self.host is not None:
@@ -196,7 +196,7 @@ class NetworksScreen(HostChangePane):
     @work(thread=True, exclusive=True, group="net-leases", exit_on_error=False, description="DHCP leases")
     def load_leases(self, name: str) -> None:
         try:
-            leases = netops.dhcp_leases(self.hc.manager, name)
+            leases = networks.dhcp_leases(self.hc.manager, name)
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._show_leases, Text(f"DHCP leases of {name}: {exc}", "red"))
             return
@@ -318,7 +318,7 @@ class NetworksScreen(HostChangePane):
     def _net_op(self, label: str, fn, *args) -> None:
         self.run_job(label, fn, *args, then=self.load_networks)
 
-    def _network(self) -> netops.NetworkDetails | None:
+    def _network(self) -> networks.NetworkInfo | None:
         name = self._cursor_key("#nets")
         if name is None or self.overview is None:
             self.notify("pick a libvirt network first (tab switches tables)", severity="warning")
@@ -327,31 +327,31 @@ class NetworksScreen(HostChangePane):
 
     def action_start(self) -> None:
         if (net := self._network()) is not None:
-            self._net_op(f"start network {net.name}", netops.start_network, net.name)
+            self._net_op(f"start network {net.name}", networks.start_network, net.name)
 
     def action_stop(self) -> None:
         if (net := self._network()) is None:
             return
         detail = ("VMs on it lose their network: " + ", ".join(net.vms)) if net.vms else ""
         self.app.push_screen(ConfirmDialog(f"Stop network {net.name}?", detail),
-                             lambda ok: ok and self._net_op(f"stop network {net.name}", netops.stop_network, net.name))
+                             lambda ok: ok and self._net_op(f"stop network {net.name}", networks.stop_network, net.name))
 
     def action_autostart(self) -> None:
         if (net := self._network()) is not None:
-            self._net_op(f"autostart {'off' if net.autostart else 'on'} {net.name}", netops.set_network_autostart,
+            self._net_op(f"autostart {'off' if net.autostart else 'on'} {net.name}", networks.set_network_autostart,
                          net.name, not net.autostart)
 
     def action_new_network(self) -> None:
         def then(v: dict[str, str]) -> None:
             try:
-                spec = netops.NewNetworkSpec(name=v["name"].strip(), mode=v["mode"].strip().lower(),
+                spec = networks.NewNetworkSpec(name=v["name"].strip(), mode=v["mode"].strip().lower(),
                                              cidr=v["cidr"].strip() or None, dhcp_start=v["start"].strip() or None,
                                              dhcp_end=v["end"].strip() or None, bridge=v["bridge"].strip())
-                netops.validate_network_spec(spec)
+                networks.validate_network_spec(spec)
             except ValidationError as exc:
                 self.notify(str(exc), title="not created", severity="error", markup=False)
                 return
-            self._net_op(f"create network {spec.name}", netops.create_network, spec)
+            self._net_op(f"create network {spec.name}", networks.create_network, spec)
 
         self.ask_form("New libvirt network", [("name", "Name", ""), ("mode", "nat/route/isolated/bridge", "nat"),
                                            ("cidr", "Address/prefix", "192.168.150.1/24"),
@@ -366,7 +366,7 @@ class NetworksScreen(HostChangePane):
         start, end = ipv4.dhcp[0] if ipv4 and ipv4.dhcp else ("", "")
 
         def then(v: dict[str, str]) -> None:
-            self._net_op(f"DHCP range of {net.name}", netops.set_dhcp_range, net.name, v["start"].strip(), v["end"].strip())
+            self._net_op(f"DHCP range of {net.name}", networks.set_dhcp_range, net.name, v["start"].strip(), v["end"].strip())
 
         self.ask_form(f"DHCP range of {net.name}", [("start", "Start", start), ("end", "End", end)], then)
 
@@ -376,7 +376,7 @@ class NetworksScreen(HostChangePane):
                 return
             detail = ("Used by: " + ", ".join(net.vms) + ". They lose this network.") if net.vms else "No VM uses it."
             self.app.push_screen(ConfirmDialog(f"Delete network {net.name}?", detail),
-                                 lambda ok: ok and self._net_op(f"delete network {net.name}", netops.delete_network, net.name))
+                                 lambda ok: ok and self._net_op(f"delete network {net.name}", networks.delete_network, net.name))
             return
         name = self._existing_iface()
         info = next((i for i in (self.host.interfaces if self.host else []) if i.name == name), None)

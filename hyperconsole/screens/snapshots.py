@@ -13,8 +13,9 @@ from textual.widgets import DataTable, Static
 
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone
-from hyperconsole.virt import ops
-from hyperconsole.virt.models import DomainInfo, SnapshotInfo
+from hyperconsole.virt import snapshots
+from hyperconsole.virt.models import DomainInfo
+from hyperconsole.virt.snapshots import SnapshotInfo
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import InputDialog
 
@@ -57,7 +58,7 @@ class SnapshotsScreen(ModalScreen[None]):
     @work(thread=True, exclusive=True, group="snapshots", exit_on_error=False, description="list snapshots")
     def load(self) -> None:
         try:
-            snaps = ops.list_snapshots(self.app.manager, self.info.uuid)  # type: ignore[attr-defined]
+            snaps = snapshots.list_snapshots(self.app.manager, self.info.uuid)  # type: ignore[attr-defined]
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._status, f"cannot list snapshots: {exc}")
             return
@@ -102,7 +103,7 @@ class SnapshotsScreen(ModalScreen[None]):
     def action_create(self) -> None:
         def answered(values: dict[str, str] | None) -> None:
             if values is not None:
-                self.run_op(f"snapshot {values['name']}", ops.create_snapshot, values["name"], values["description"])
+                self.run_op(f"snapshot {values['name']}", snapshots.create_snapshot, values["name"], values["description"])
 
         self.app.push_screen(InputDialog(f"New snapshot of {self.info.name}",
                                          [("name", "Name", ""), ("description", "Description", "")]), answered)
@@ -114,7 +115,7 @@ class SnapshotsScreen(ModalScreen[None]):
 
         def answered(ok: bool | None) -> None:
             if ok:
-                self.run_op(f"revert to {snap.name}", ops.revert_snapshot, snap.name)
+                self.run_op(f"revert to {snap.name}", snapshots.revert_snapshot, snap.name)
 
         self.app.push_screen(ConfirmDialog(f"Revert {self.info.name} to snapshot {snap.name}?",
                                            "The VM's current state is lost unless it has a snapshot."), answered)
@@ -126,7 +127,7 @@ class SnapshotsScreen(ModalScreen[None]):
 
         def answered(ok: bool | None) -> None:
             if ok:
-                self.run_op(f"delete snapshot {snap.name}", ops.delete_snapshot, snap.name)
+                self.run_op(f"delete snapshot {snap.name}", snapshots.delete_snapshot, snap.name)
 
         self.app.push_screen(ConfirmDialog(f"Delete snapshot {snap.name} of {self.info.name}?",
                                            "Its children are kept and re-parented."), answered)

@@ -17,17 +17,19 @@ from hyperconsole import presenters
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone
 from hyperconsole.screens.base import PaneScreen
-from hyperconsole.virt import storage
-from hyperconsole.virt.models import VolumeInfo
+from hyperconsole.virt import inventory, upload
+from hyperconsole.virt import pools as pool_ops
+from hyperconsole.virt import volumes as volume_ops
+from hyperconsole.virt.volumes import VolumeInfo
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.tablesync import sync_rows
 
 PAGE = 200
-LEVEL_STYLE = {storage.SpaceLevel.OK: "green", storage.SpaceLevel.WARN: "yellow",
-               storage.SpaceLevel.CRITICAL: "bold red", storage.SpaceLevel.UNKNOWN: "bright_black"}
+LEVEL_STYLE = {pool_ops.SpaceLevel.OK: "green", pool_ops.SpaceLevel.WARN: "yellow",
+               pool_ops.SpaceLevel.CRITICAL: "bold red", pool_ops.SpaceLevel.UNKNOWN: "bright_black"}
 
 
-def usage_bar(percent: float | None, level: storage.SpaceLevel, width: int = 16) -> Text:
+def usage_bar(percent: float | None, level: pool_ops.SpaceLevel, width: int = 16) -> Text:
     if percent is None:
         return Text(presenters.DASH)
     filled = round(width * percent / 100)
@@ -37,17 +39,16 @@ def usage_bar(percent: float | None, level: storage.SpaceLevel, width: int = 16)
     return bar
 
 
-def pool_cells(pool: storage.PoolDetails) -> list[Text]:
-    info = pool.info
+def pool_cells(pool: pool_ops.PoolInfo) -> list[Text]:
     return [
-        presenters.plain(info.name, "bold"), presenters.plain(info.kind),
-        presenters.plain(pool.state, "green" if info.active else "bright_black"),
-        presenters.plain("yes" if info.autostart else "no"),
-        presenters.plain(presenters.size_bytes(info.capacity) if info.active else presenters.DASH),
-        presenters.plain(presenters.size_bytes(info.available) if info.active else presenters.DASH),
+        presenters.plain(pool.name, "bold"), presenters.plain(pool.kind),
+        presenters.plain(pool.state, "green" if pool.active else "bright_black"),
+        presenters.plain("yes" if pool.autostart else "no"),
+        presenters.plain(presenters.size_bytes(pool.capacity) if pool.active else presenters.DASH),
+        presenters.plain(presenters.size_bytes(pool.available) if pool.active else presenters.DASH),
         usage_bar(pool.used_percent, pool.level),
         presenters.plain(presenters.DASH if pool.volume_count is None else str(pool.volume_count)),
-        presenters.plain(info.path),
+        presenters.plain(pool.path),
     ]
 
 
@@ -79,11 +80,11 @@ class StorageScreen(PaneScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.pools: list[storage.PoolDetails] = []
+        self.pools: list[pool_ops.PoolInfo] = []
         self.pool_name: str | None = None
-        self.listing: storage.VolumeListing | None = None
+        self.listing: volume_ops.VolumeListing | None = None
         self.volumes: list[VolumeInfo] = []
-        self.usage: storage.VolumeUsage | None = None
+        self.usage: inventory.Usage | None = None
         self._upload_cancel: threading.Event | None = None
         self._loading_more = False
 
@@ -113,17 +114,17 @@ class StorageScreen(PaneScreen):
     @work(thread=True, exclusive=True, group="pools", exit_on_error=False, description="list pools")
     def load_pools(self) -> None:
         try:
-            pools = storage.list_pool_details(self.hc.manager)
+            pools = pool_ops.list_pools(self.hc.manager)
         except HyperconsoleError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
             return
         self.app.call_from_thread(self._show_pools, pools)
 
-    def _show_pools(self, pools: list[storage.PoolDetails]) -> None:
+    def _show_pools(self, pools: list[pool_ops.PoolInfo]) -> None:
         self.pools = pools
         sync_rows(self.query_one("#pools", DataTable), {p.name: pool_cells(p) for p in pools})
         low = [f"{p.name} is {p.used_percent:.0f}% full" for p in pools
-               if p.level in (storage.SpaceLevel.WARN, storage.SpaceLevel.CRITICAL)]
+               if p.level in (pool_ops.SpaceLevel.WARN, pool_ops.SpaceLevel.CRITICAL)]
         self.query_one("#space-warning", Static).update(Text("Low space: " + "; ".join(low)) if low else "")
         if self.pool_name is None and pools:
             self._select_pool(pools[0].name)
@@ -145,12 +146,12 @@ class StorageScreen(PaneScreen):
     def load_volumes(self, pool_name: str) -> None:
         """One listing per pool, then the first page; more pages on demand (pagedown at the end)."""
         pool = next((p for p in self.pools if p.name == pool_name), None)
-        if pool is not None and not pool.info.active:
+        if pool is not None and not pool.active:
             self.app.call_from_thread(self._show_volumes, pool_name, None, [], None, "pool is not running")
             return
         try:
-            listing = storage.open_volumes(self.hc.manager, pool_name)
-            usage = storage.volume_usage(self.hc.manager)
+            listing = volume_ops.open_volumes(self.hc.manager, pool_name)
+            usage = inventory.usage(self.hc.manager)
             page = listing.page(0, PAGE)
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._show_volumes, pool_name, None, [], None, str(exc))
@@ -189,7 +190,7 @@ class StorageScreen(PaneScreen):
             self._more(listing, len(self.volumes))
 
     @work(thread=True, exclusive=True, group="volumes", exit_on_error=False, description="more volumes")
-    def _more(self, listing: storage.VolumeListing, offset: int) -> None:
+    def _more(self, listing: volume_ops.VolumeListing, offset: int) -> None:
         try:
             page = listing.page(offset, PAGE)
         except HyperconsoleError as exc:
@@ -213,7 +214,7 @@ class StorageScreen(PaneScreen):
         pools, vols = self.query_one("#pools", DataTable), self.query_one("#volumes", DataTable)
         (vols if pools.has_focus else pools).focus()
 
-    def _pool(self) -> storage.PoolDetails | None:
+    def _pool(self) -> pool_ops.PoolInfo | None:
         return next((p for p in self.pools if p.name == self.pool_name), None)
 
     def _volume(self) -> VolumeInfo | None:
@@ -230,21 +231,21 @@ class StorageScreen(PaneScreen):
     # -- pools -------------------------------------------------------------------------------------------
     def action_start(self) -> None:
         if (pool := self._pool()) is not None:
-            self._job(f"start pool {pool.name}", storage.start_pool, pool.name)
+            self._job(f"start pool {pool.name}", pool_ops.start_pool, pool.name)
 
     def action_stop(self) -> None:
         if (pool := self._pool()) is not None:
             self.app.push_screen(ConfirmDialog(f"Stop pool {pool.name}?", "Its volumes stay on disk."),
-                                 lambda ok: ok and self._job(f"stop pool {pool.name}", storage.stop_pool, pool.name))
+                                 lambda ok: ok and self._job(f"stop pool {pool.name}", pool_ops.stop_pool, pool.name))
 
     def action_refresh(self) -> None:
         if (pool := self._pool()) is not None:
-            self._job(f"refresh pool {pool.name}", storage.refresh_pool, pool.name)
+            self._job(f"refresh pool {pool.name}", pool_ops.refresh_pool, pool.name)
 
     def action_autostart(self) -> None:
         if (pool := self._pool()) is not None:
-            on_ = not pool.info.autostart
-            self._job(f"autostart {'on' if on_ else 'off'} {pool.name}", storage.set_pool_autostart, pool.name, on_)
+            on_ = not pool.autostart
+            self._job(f"autostart {'on' if on_ else 'off'} {pool.name}", pool_ops.set_pool_autostart, pool.name, on_)
 
     def action_new_pool(self) -> None:
         self._kinds_then_form()
@@ -252,7 +253,7 @@ class StorageScreen(PaneScreen):
     @work(thread=True, exclusive=True, group="pool-kinds", exit_on_error=False, description="probe pool types")
     def _kinds_then_form(self) -> None:
         try:
-            kinds = storage.pool_kinds(self.hc.manager)
+            kinds = pool_ops.pool_kinds(self.hc.manager)
         except HyperconsoleError:
             kinds = ("dir",)
         self.app.call_from_thread(self._new_pool_form, kinds)
@@ -264,9 +265,9 @@ class StorageScreen(PaneScreen):
                 self.notify(f"pool type {kind!r} is not available here (have: {', '.join(kinds)})",
                             severity="error", markup=False)
                 return
-            spec = storage.NewPoolSpec(name=v["name"].strip(), kind=kind, path=v["path"].strip(),
+            spec = pool_ops.NewPoolSpec(name=v["name"].strip(), kind=kind, path=v["path"].strip(),
                                        device=v["device"].strip())
-            self._job(f"create pool {spec.name}", storage.create_pool, spec)
+            self._job(f"create pool {spec.name}", pool_ops.create_pool, spec)
 
         self.ask_form(f"New storage pool (types here: {', '.join(kinds)})",
                    [("name", "Name", ""), ("kind", "Type", "dir"), ("path", "Path", "/var/lib/libvirt/images/"),
@@ -278,7 +279,7 @@ class StorageScreen(PaneScreen):
             return
 
         def then(v: dict[str, str]) -> None:
-            self._job(f"create {pool.name}/{v['name'].strip()}", storage.create_volume, pool.name, v["name"].strip(),
+            self._job(f"create {pool.name}/{v['name'].strip()}", volume_ops.create_volume, pool.name, v["name"].strip(),
                       v["size"].strip(), v["format"].strip() or "qcow2")
 
         self.ask_form(f"New volume in {pool.name}", [("name", "Name", ""), ("size", "Size (e.g. 20G)", "20G"),
@@ -290,7 +291,7 @@ class StorageScreen(PaneScreen):
         pool = self.pool_name
 
         def then(v: dict[str, str]) -> None:
-            self._job(f"grow {pool}/{vol.name}", storage.resize_volume, pool, vol.name, v["size"].strip())
+            self._job(f"grow {pool}/{vol.name}", volume_ops.resize_volume, pool, vol.name, v["size"].strip())
 
         self.ask_form(f"Grow {vol.name} (now {presenters.size_bytes(vol.capacity)}; grow only)",
                    [("size", "New size", "")], then)
@@ -301,7 +302,7 @@ class StorageScreen(PaneScreen):
         pool = self.pool_name
 
         def then(v: dict[str, str]) -> None:
-            self._job(f"clone {pool}/{vol.name}", storage.clone_volume, pool, vol.name, v["name"].strip())
+            self._job(f"clone {pool}/{vol.name}", volume_ops.clone_volume, pool, vol.name, v["name"].strip())
 
         self.ask_form(f"Clone {vol.name} in {pool}", [("name", "New name", f"copy-of-{vol.name}")], then)
 
@@ -313,7 +314,7 @@ class StorageScreen(PaneScreen):
             def answered(result) -> None:
                 ok, remove_dir = result
                 if ok:
-                    self._job(f"delete pool {pool.name}", storage.delete_pool, pool.name, remove_dir)
+                    self._job(f"delete pool {pool.name}", pool_ops.delete_pool, pool.name, remove_dir)
 
             self.app.push_screen(ConfirmDialog(f"Delete pool {pool.name}?", "Stops it and removes its definition.",
                                                option="also remove its directory if empty"), answered)
@@ -324,7 +325,7 @@ class StorageScreen(PaneScreen):
         users = self.usage.users_of(vol) if self.usage else ()
         detail = ("Used by VM " + ", ".join(users) + ": it will be missing its disk.") if users else "No VM uses it."
         self.app.push_screen(ConfirmDialog(f"Delete volume {pool}/{vol.name}?", detail),
-                             lambda ok: ok and self._job(f"delete {pool}/{vol.name}", storage.delete_volume, pool,
+                             lambda ok: ok and self._job(f"delete {pool}/{vol.name}", volume_ops.delete_volume, pool,
                                                          vol.name, bool(users)))
 
     # -- upload ------------------------------------------------------------------------------------------
@@ -354,7 +355,7 @@ class StorageScreen(PaneScreen):
 
         label = f"upload {path} into {pool}"
         try:
-            result = storage.upload_volume(self.hc.manager, pool, path, name, on_progress=progress, cancel=cancel)
+            result = upload.upload_volume(self.hc.manager, pool, path, name, on_progress=progress, cancel=cancel)
         except HyperconsoleError as exc:
             self.app.post_message(ActionDone(label, error=str(exc)))
         else:

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Input
 
 from hyperconsole import presenters
 from hyperconsole.screens.base import PaneScreen
-from hyperconsole.virt import ops
+from hyperconsole.virt import clone, lifecycle
 from hyperconsole.virt.models import DomainInfo, DomainState
 from hyperconsole.widgets.confirm import ConfirmDialog
 
@@ -195,20 +195,20 @@ class VmsScreen(PaneScreen):
                         severity="warning", markup=False)
 
     def action_start(self) -> None:
-        self._each("start", ops.start, lambda d: d.state in (DomainState.SHUTOFF, DomainState.CRASHED, DomainState.PMSUSPENDED))
+        self._each("start", lifecycle.start, lambda d: d.state in (DomainState.SHUTOFF, DomainState.CRASHED, DomainState.PMSUSPENDED))
 
     def action_shutdown(self) -> None:
-        self._each("shutdown", ops.shutdown, lambda d: d.state in (DomainState.RUNNING, DomainState.BLOCKED, DomainState.PAUSED))
+        self._each("shutdown", lifecycle.shutdown, lambda d: d.state in (DomainState.RUNNING, DomainState.BLOCKED, DomainState.PAUSED))
 
     def action_reboot(self) -> None:
-        self._each("reboot", ops.reboot, lambda d: d.state is DomainState.RUNNING)
+        self._each("reboot", lifecycle.reboot, lambda d: d.state is DomainState.RUNNING)
 
     def action_pause(self) -> None:
         for info in self.targets():
             if info.state is DomainState.PAUSED:
-                self.run_op(f"resume {info.name}", ops.resume, info.uuid, info.uuid)
+                self.run_op(f"resume {info.name}", lifecycle.resume, info.uuid, info.uuid)
             elif info.state in (DomainState.RUNNING, DomainState.BLOCKED):
-                self.run_op(f"pause {info.name}", ops.pause, info.uuid, info.uuid)
+                self.run_op(f"pause {info.name}", lifecycle.pause, info.uuid, info.uuid)
             else:
                 self.notify(f"{info.name} is {info.state.label}: nothing to pause", severity="warning", markup=False)
 
@@ -217,7 +217,7 @@ class VmsScreen(PaneScreen):
             if not info.persistent:
                 self.notify(f"{info.name} is transient: autostart needs a defined VM", severity="warning", markup=False)
                 continue
-            self.run_op(f"autostart {'off' if info.autostart else 'on'} {info.name}", ops.set_autostart,
+            self.run_op(f"autostart {'off' if info.autostart else 'on'} {info.name}", lifecycle.set_autostart,
                         info.uuid, info.uuid, not info.autostart)
 
     def action_force_off(self) -> None:
@@ -230,7 +230,7 @@ class VmsScreen(PaneScreen):
         def answered(ok: bool | None) -> None:
             if ok:
                 for info in targets:
-                    self.run_op(f"force off {info.name}", ops.force_off, info.uuid, info.uuid)
+                    self.run_op(f"force off {info.name}", lifecycle.force_off, info.uuid, info.uuid)
 
         self.app.push_screen(ConfirmDialog(f"Force off {names}?",
                                            "Like pulling the power cord: unsaved guest data is lost."), answered)
@@ -244,7 +244,7 @@ class VmsScreen(PaneScreen):
             ok, with_storage = result
             if ok:
                 self.selected.discard(info.uuid)
-                self.run_op(f"delete {info.name}", ops.delete, info.uuid, info.uuid, with_storage)
+                self.run_op(f"delete {info.name}", lifecycle.delete, info.uuid, info.uuid, with_storage)
 
         detail = "Its definition, snapshots and saved state are removed."
         if info.state.is_active:
@@ -259,7 +259,7 @@ class VmsScreen(PaneScreen):
         if info.state not in (DomainState.RUNNING, DomainState.PAUSED, DomainState.BLOCKED):
             self.notify(f"{info.name} is {info.state.label}: start it first", severity="warning", markup=False)
             return
-        command = ops.console_command(self.hc.manager.uri, info.uuid)
+        command = lifecycle.console_command(self.hc.manager.uri, info.uuid)
         try:
             with self.app.suspend():
                 print(f"Serial console of {info.name}. Leave with Ctrl+] to return to hyperconsole.", flush=True)
@@ -281,7 +281,7 @@ class VmsScreen(PaneScreen):
 
         def answered(values: dict[str, str] | None) -> None:
             if values is not None:
-                self.run_op(f"clone {info.name}", ops.clone, info.uuid, info.uuid, values["name"])
+                self.run_op(f"clone {info.name}", clone.clone, info.uuid, info.uuid, values["name"])
 
         from hyperconsole.widgets.form import InputDialog
 
@@ -290,7 +290,7 @@ class VmsScreen(PaneScreen):
 
     def action_save(self) -> None:
         """Managed save: the VM's memory goes to disk; `s` later restores it."""
-        self._each("save state", ops.managed_save,
+        self._each("save state", lifecycle.managed_save,
                    lambda d: d.state in (DomainState.RUNNING, DomainState.PAUSED, DomainState.BLOCKED))
 
     def action_details(self) -> None:

@@ -1,87 +1,147 @@
-"""Networks, pools, volumes and node facts for the create-VM form and the details panes.
+"""What the host has and who uses what: node facts, domain names, and the one walk over every
+domain's definition that answers "which VMs use this network / bridge / volume".
 
-Called on demand from thread workers (never on the poll path). Every function takes a
-`ConnectionManager` or a bare virConnect and returns frozen dataclasses.
+Called on demand from thread workers (never on the poll path).
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
-from dataclasses import dataclass
-from typing import Callable, TypeVar
+import os
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import libvirt
 
 from hyperconsole.errors import ValidationError
-from hyperconsole.virt.connection import ConnectionManager
 from hyperconsole.virt import errors
-from hyperconsole.virt.errors import VirtError
-from hyperconsole.virt.models import NetworkInfo, NodeInfo, PoolInfo, VolumeInfo
-
-Target = ConnectionManager | libvirt.virConnect
-
-
-def split(target: Target) -> tuple[libvirt.virConnect, ConnectionManager | None]:
-    """(virConnect, manager or None) for either kind of argument."""
-    if isinstance(target, ConnectionManager):
-        return target.conn, target
-    return target, None
-
-
-T = TypeVar("T")
-
-
-def fail(manager: ConnectionManager | None, action: str, exc: libvirt.libvirtError) -> VirtError:
-    """Report a libvirt error to the manager (reconnect on a dead link) and make it one line."""
-    if manager is not None:
-        manager.check_error(exc)
-    return VirtError.wrap(action, exc)
-
-
-def find(manager: ConnectionManager | None, action: str, lookup: Callable[[], T], missing: int) -> T | None:
-    """`lookup()`, or None when libvirt answers that the object does not exist (error code
-    `missing`); any other libvirt error is reported to the manager and raised as one line."""
-    try:
-        return lookup()
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == missing:
-            return None
-        raise fail(manager, action, exc) from exc
+from hyperconsole.virt import xmlmodel
+from hyperconsole.virt.calls import Target, fail, split
+from hyperconsole.virt.domains import DiskInfo, NicInfo, parse_disk, parse_nic
+from hyperconsole.virt.models import NodeInfo
 
 
 @dataclass(frozen=True)
 class DomainDefinition:
     name: str
     running: bool
-    roots: tuple[ET.Element, ...]  # the inactive XML, plus the live XML when running
+    disks: tuple[DiskInfo, ...]  # from the inactive XML, plus the live XML when running
+    nics: tuple[NicInfo, ...]
 
 
-def domain_definitions(target: Target) -> list[DomainDefinition]:
-    """Every domain's definition in one pass: the inactive XML (what it will use) and, when
+@dataclass(frozen=True)
+class Definitions:
+    domains: tuple[DomainDefinition, ...]
+    problems: tuple[str, ...] = ()  # "name: one line" for each domain read only partly or not at all
+
+
+def domain_definitions(target: Target) -> Definitions:
+    """Every domain's disks and NICs in one pass: the inactive XML (what it will use) and, when
     running, the live XML (hot-plugged devices). For "which VMs use X" questions, asked once per
-    refresh rather than once per X. Raises VirtError."""
+    refresh rather than once per X. One domain whose XML cannot be read does not hide the others:
+    it is named in `problems`. Raises VirtError (listing failed, connection lost)."""
     conn, manager = split(target)
     try:
         domains = conn.listAllDomains(0)
     except libvirt.libvirtError as exc:
         raise fail(manager, "list VMs", exc) from exc
-    out = []
+    out, problems = [], []
     for dom in domains:
+        name = "?"
         try:
             name = dom.name()
             running = bool(dom.isActive())
-            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)] + ([dom.XMLDesc(0)] if running else [])
+            texts = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)] + ([dom.XMLDesc(0)] if running else [])
         except libvirt.libvirtError as exc:
             if errors.is_no_domain(exc):  # undefined meanwhile: uses nothing any more
                 continue
-            raise fail(manager, "read VM definitions", exc) from exc
-        out.append(DomainDefinition(name, running, tuple(ET.fromstring(x) for x in xmls)))
-    return out
+            if errors.is_connection_lost(exc):
+                raise fail(manager, "read VM definitions", exc) from exc
+            problems.append(f"{name}: {errors.one_line(exc)}")
+            continue
+        notes: list[str] = []
+        try:
+            roots = [xmlmodel.parse(t, "domain", notes) for t in texts]
+        except ValidationError as exc:
+            problems.append(f"{name}: {exc.message}")
+            continue
+        problems.extend(f"{name}: {note}" for note in dict.fromkeys(notes))
+        out.append(DomainDefinition(
+            name, running,
+            tuple(parse_disk(d) for root in roots for d in root.findall("devices/disk")),
+            tuple(parse_nic(n) for root in roots for n in root.findall("devices/interface"))))
+    return Definitions(tuple(out), tuple(problems))
 
 
-def _xml(text: str) -> ET.Element:
-    return ET.fromstring(text)
+class _Volume(Protocol):
+    pool: str
+    name: str
+    path: str
+
+
+class _Network(Protocol):
+    name: str
+    bridge: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Which VMs use which network, bridge and volume, from ONE walk over every domain's
+    definition (`domain_definitions`). Disks are matched by path (file/block disks) and by
+    pool + volume name (type='volume' disks), with no per-disk libvirt lookup."""
+
+    by_network: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    by_bridge: dict[str, tuple[str, ...]] = field(default_factory=dict)  # type='bridge' NICs and live taps
+    by_path: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    by_ref: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    running: frozenset[str] = frozenset()  # names of VMs that are running (for in-use refusals)
+    problems: tuple[str, ...] = ()  # domains that could not be read (fully): "name: one line"
+
+    def on_network(self, name: str) -> tuple[str, ...]:
+        return self.by_network.get(name, ())
+
+    def on_bridge(self, bridge: str, networks: "tuple[_Network, ...] | list[_Network]" = ()) -> tuple[str, ...]:
+        """VMs on a host bridge: NICs of type bridge, plus VMs on libvirt networks whose bridge it is
+        (a `forward mode='bridge'` network onto br0, or a virbrN)."""
+        found = set(self.by_bridge.get(bridge, ()))
+        for net in networks:
+            if net.bridge == bridge:
+                found.update(self.on_network(net.name))
+        return tuple(sorted(found))
+
+    def users_of(self, vol: _Volume) -> tuple[str, ...]:
+        found = set(self.by_path.get(os.path.normpath(vol.path), ())) if vol.path else set()
+        found |= set(self.by_ref.get((vol.pool, vol.name), ()))
+        return tuple(sorted(found))
+
+    def running_users_of(self, vol: _Volume) -> tuple[str, ...]:
+        return tuple(n for n in self.users_of(vol) if n in self.running)
+
+
+def usage(target: Target) -> Usage:
+    """Who uses what, from one pass over every domain's definition. Raises VirtError."""
+    by_network: dict[str, set[str]] = {}
+    by_bridge: dict[str, set[str]] = {}
+    by_path: dict[str, set[str]] = {}
+    by_ref: dict[tuple[str, str], set[str]] = {}
+    found = domain_definitions(target)
+    for d in found.domains:
+        for nic in d.nics:
+            if nic.kind == "network" and nic.network:
+                by_network.setdefault(nic.network, set()).add(d.name)
+            # Live XML of a type='network' NIC also names the bridge it was plugged into.
+            if nic.kind in ("bridge", "network") and nic.bridge:
+                by_bridge.setdefault(nic.bridge, set()).add(d.name)
+        for disk in d.disks:
+            if disk.kind == "volume" and (disk.pool or disk.volume):
+                by_ref.setdefault((disk.pool, disk.volume), set()).add(d.name)
+            elif disk.path:
+                by_path.setdefault(os.path.normpath(disk.path), set()).add(d.name)
+
+    def frozen(m: dict) -> dict:
+        return {k: tuple(sorted(v)) for k, v in m.items()}
+
+    return Usage(frozen(by_network), frozen(by_bridge), frozen(by_path), frozen(by_ref),
+                 frozenset(d.name for d in found.domains if d.running), found.problems)
 
 
 def _version(number: int) -> str:
@@ -110,82 +170,3 @@ def domain_names(target: Target) -> list[str]:
         return sorted(d.name() for d in conn.listAllDomains(0))
     except libvirt.libvirtError as exc:
         raise fail(manager, "list VMs", exc) from exc
-
-
-def _network(net: libvirt.virNetwork) -> NetworkInfo:
-    root = _xml(net.XMLDesc(0))
-    fwd = root.find("forward")
-    mode = fwd.get("mode", "nat") if fwd is not None else "isolated"
-    bridge_el = root.find("bridge")
-    ranges: list[str] = []
-    for ip in root.findall("ip"):
-        dhcp_ranges = ip.findall("dhcp/range")
-        if dhcp_ranges:
-            ranges.extend(f"{r.get('start')}-{r.get('end')}" for r in dhcp_ranges)
-        elif ip.get("address"):
-            suffix = ip.get("prefix") or ip.get("netmask") or ""
-            ranges.append(f"{ip.get('address')}/{suffix}" if suffix else ip.get("address", ""))
-    return NetworkInfo(
-        name=net.name(), uuid=net.UUIDString(), active=bool(net.isActive()),
-        autostart=bool(net.autostart()), persistent=bool(net.isPersistent()),
-        forward_mode=mode, bridge=bridge_el.get("name", "") if bridge_el is not None else "",
-        ip_ranges=tuple(ranges),
-    )
-
-
-def list_networks(target: Target) -> list[NetworkInfo]:
-    """Every libvirt network, sorted by name. Raises VirtError."""
-    conn, manager = split(target)
-    try:
-        return sorted((_network(n) for n in conn.listAllNetworks(0)), key=lambda n: n.name)
-    except libvirt.libvirtError as exc:
-        raise fail(manager, "list networks", exc) from exc
-
-
-def _pool(pool: libvirt.virStoragePool) -> PoolInfo:
-    root = _xml(pool.XMLDesc(0))
-    _state, capacity, allocation, available = pool.info()
-    return PoolInfo(
-        name=pool.name(), uuid=pool.UUIDString(), active=bool(pool.isActive()),
-        autostart=bool(pool.autostart()), kind=root.get("type", ""),
-        path=root.findtext("target/path") or "", capacity=capacity, allocation=allocation,
-        available=available,
-    )
-
-
-def list_pools(target: Target) -> list[PoolInfo]:
-    """Every storage pool, sorted by name. Raises VirtError."""
-    conn, manager = split(target)
-    try:
-        return sorted((_pool(p) for p in conn.listAllStoragePools(0)), key=lambda p: p.name)
-    except libvirt.libvirtError as exc:
-        raise fail(manager, "list storage pools", exc) from exc
-
-
-def volume_info(pool_name: str, vol: libvirt.virStorageVol) -> VolumeInfo:
-    root = _xml(vol.XMLDesc(0))
-    fmt_el = root.find("target/format")
-    _kind, capacity, allocation = vol.info()
-    return VolumeInfo(pool=pool_name, name=vol.name(), path=vol.path(),
-                      format=fmt_el.get("type", "") if fmt_el is not None else "",
-                      capacity=capacity, allocation=allocation)
-
-
-def list_volumes(target: Target, pool_name: str) -> list[VolumeInfo]:
-    """Volumes of one pool, sorted by name (one listing, on demand).
-
-    Raises ValidationError if the pool does not exist or is not active, VirtError otherwise.
-    """
-    conn, manager = split(target)
-    try:
-        pool = conn.storagePoolLookupByName(pool_name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-            raise ValidationError(f"no storage pool named {pool_name!r}") from exc
-        raise fail(manager, f"look up pool {pool_name}", exc) from exc
-    try:
-        if not pool.isActive():
-            raise ValidationError(f"storage pool {pool_name!r} is not active", hint="start the pool first")
-        return sorted((volume_info(pool_name, v) for v in pool.listAllVolumes(0)), key=lambda v: v.name)
-    except libvirt.libvirtError as exc:
-        raise fail(manager, f"list volumes of {pool_name}", exc) from exc

@@ -15,7 +15,7 @@ import pytest
 libvirt = pytest.importorskip("libvirt")
 
 from hyperconsole.errors import ValidationError  # noqa: E402
-from hyperconsole.virt import netops  # noqa: E402
+from hyperconsole.virt import networks  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -56,12 +56,12 @@ def test_isolated_network_lifecycle(manager, libvirtd, net_cleanup):
     # A failing tier must say why (DESIGN.md: it fails, it does not skip).
     if shutil.which("dnsmasq", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
         pytest.fail("dnsmasq is not installed (Debian: dnsmasq-base); ./run must install it", pytrace=False)
-    spec = netops.NewNetworkSpec(NET, mode="isolated", cidr="10.251.7.1/24", dhcp_start="10.251.7.100",
+    spec = networks.NewNetworkSpec(NET, mode="isolated", cidr="10.251.7.1/24", dhcp_start="10.251.7.100",
                                  dhcp_end="10.251.7.150", bridge=BRIDGE)
-    result = netops.create_network(manager, spec, start=True, autostart=True)
+    result = networks.create_network(manager, spec, start=True, autostart=True)
     assert result.started and result.autostart
 
-    details = netops.network_details(manager, NET)
+    details = networks.network_info(manager, NET)
     assert (details.active, details.autostart, details.persistent) == (True, True, True)
     assert details.forward_mode == "isolated"
     assert details.bridge == BRIDGE
@@ -71,17 +71,17 @@ def test_isolated_network_lifecycle(manager, libvirtd, net_cleanup):
 
     # A second create with the same name or an overlapping subnet is refused before libvirt.
     with pytest.raises(ValidationError, match="already exists"):
-        netops.create_network(manager, spec)
+        networks.create_network(manager, spec)
     with pytest.raises(ValidationError, match="overlaps"):
-        netops.create_network(manager, netops.NewNetworkSpec("hcit-net2", mode="isolated", cidr="10.251.7.0/25"))
+        networks.create_network(manager, networks.NewNetworkSpec("hcit-net2", mode="isolated", cidr="10.251.7.0/25"))
 
     # The real daemon has a lease database (the test driver does not).
-    leases = netops.dhcp_leases(manager, NET)
+    leases = networks.dhcp_leases(manager, NET)
     assert leases.supported, leases.reason
     assert leases.leases == ()
 
     # Edit the range while running: virNetworkUpdate on config AND live.
-    edit = netops.set_dhcp_range(manager, NET, "10.251.7.20", "10.251.7.60")
+    edit = networks.set_dhcp_range(manager, NET, "10.251.7.20", "10.251.7.60")
     assert (edit.method, edit.config, edit.live) == ("update", True, True), edit
     assert edit.old == ("10.251.7.100", "10.251.7.150")
     conn = manager.conn
@@ -91,25 +91,25 @@ def test_isolated_network_lifecycle(manager, libvirtd, net_cleanup):
 
     # A bad range changes nothing.
     with pytest.raises(ValidationError, match="outside"):
-        netops.set_dhcp_range(manager, NET, "10.251.8.2", "10.251.8.9")
+        networks.set_dhcp_range(manager, NET, "10.251.8.2", "10.251.8.9")
     assert _dhcp_range_in(net.XMLDesc(0)) == ("10.251.7.20", "10.251.7.60")
 
-    netops.set_network_autostart(manager, NET, False)
-    netops.stop_network(manager, NET)
-    details = netops.network_details(manager, NET)
+    networks.set_network_autostart(manager, NET, False)
+    networks.stop_network(manager, NET)
+    details = networks.network_info(manager, NET)
     assert (details.active, details.autostart) == (False, False)
     assert not _ip_link_exists(BRIDGE)
 
     # Edit while stopped: only the definition can change, and the result says so.
-    edit = netops.set_dhcp_range(manager, NET, "10.251.7.30", "10.251.7.40")
+    edit = networks.set_dhcp_range(manager, NET, "10.251.7.30", "10.251.7.40")
     assert (edit.config, edit.live) == (True, False)
     assert _dhcp_range_in(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)) == ("10.251.7.30", "10.251.7.40")
 
-    netops.start_network(manager, NET)
-    assert netops.network_details(manager, NET).active
+    networks.start_network(manager, NET)
+    assert networks.network_info(manager, NET).active
     assert _dhcp_range_in(net.XMLDesc(0)) == ("10.251.7.30", "10.251.7.40")
 
-    deleted = netops.delete_network(manager, NET)
+    deleted = networks.delete_network(manager, NET)
     assert (deleted.destroyed, deleted.undefined, deleted.vms) == (True, True, ())
     assert NET not in [n.name() for n in conn.listAllNetworks(0)]
     assert not _ip_link_exists(BRIDGE)
@@ -119,7 +119,7 @@ def test_vm_on_network_is_reported_before_delete(manager, libvirtd, tiny_vm, net
     """A (defined, not running) VM with a NIC on hcit-net shows up in network_users, in the
     overview, and in the delete result."""
     # No address: libvirt needs no dnsmasq for it, only the bridge device.
-    netops.create_network(manager, netops.NewNetworkSpec(NET, mode="isolated", bridge=BRIDGE), start=True)
+    networks.create_network(manager, networks.NewNetworkSpec(NET, mode="isolated", bridge=BRIDGE), start=True)
     assert _ip_link_exists(BRIDGE)
     name = tiny_vm()
     conn = manager.conn
@@ -130,10 +130,10 @@ def test_vm_on_network_is_reported_before_delete(manager, libvirtd, tiny_vm, net
     ET.SubElement(nic, "model", type="virtio")
     conn.defineXML(ET.tostring(root, encoding="unicode"))
 
-    assert netops.network_users(manager, NET) == (name,)
-    overview = netops.networks_overview(manager)
+    assert networks.network_users(manager, NET) == (name,)
+    overview = networks.networks_overview(manager)
     assert [n.vms for n in overview.networks if n.name == NET] == [(name,)]
-    result = netops.delete_network(manager, NET)
+    result = networks.delete_network(manager, NET)
     assert result.vms == (name,)
     assert (result.destroyed, result.undefined) == (True, True)
     assert not _ip_link_exists(BRIDGE)
@@ -151,15 +151,15 @@ def host_bridge():
 def test_network_bridged_onto_host_bridge(manager, host_bridge, net_cleanup):
     """The host bridge is found (interface driver or /sys), a missing one is refused."""
     with pytest.raises(ValidationError, match="no host bridge named 'hcit-nobr'"):
-        netops.create_network(manager, netops.NewNetworkSpec(NET, mode="bridge", bridge="hcit-nobr"))
+        networks.create_network(manager, networks.NewNetworkSpec(NET, mode="bridge", bridge="hcit-nobr"))
     with pytest.raises(ValidationError, match="host interface 'lo' is not a bridge"):
-        netops.create_network(manager, netops.NewNetworkSpec(NET, mode="bridge", bridge="lo"))
+        networks.create_network(manager, networks.NewNetworkSpec(NET, mode="bridge", bridge="lo"))
     assert NET not in [n.name() for n in manager.conn.listAllNetworks(0)]
-    result = netops.create_network(manager, netops.NewNetworkSpec(NET, mode="bridge", bridge=host_bridge))
+    result = networks.create_network(manager, networks.NewNetworkSpec(NET, mode="bridge", bridge=host_bridge))
     assert result.started
-    details = netops.network_details(manager, NET)
+    details = networks.network_info(manager, NET)
     assert (details.forward_mode, details.bridge, details.active, details.ips) == ("bridge", host_bridge, True, ())
     with pytest.raises(ValidationError, match="bridged onto a host bridge"):
-        netops.set_dhcp_range(manager, NET, "10.0.0.2", "10.0.0.9")
-    netops.delete_network(manager, NET)
+        networks.set_dhcp_range(manager, NET, "10.0.0.2", "10.0.0.9")
+    networks.delete_network(manager, NET)
     assert _ip_link_exists(host_bridge)  # libvirt never owned it: deleting the network keeps it

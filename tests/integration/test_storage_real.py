@@ -21,9 +21,9 @@ import pytest
 libvirt = pytest.importorskip("libvirt")
 
 from hyperconsole.errors import ValidationError  # noqa: E402
-from hyperconsole.virt import storage  # noqa: E402
+from hyperconsole.virt import inventory, pools, upload, volumes  # noqa: E402
 from hyperconsole.virt.errors import VirtError  # noqa: E402
-from hyperconsole.virt.storage import SpaceLevel  # noqa: E402
+from hyperconsole.virt.pools import SpaceLevel  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -74,22 +74,22 @@ def qemu_img(path: str) -> dict:
 
 
 def test_dir_pool_and_volume_lifecycle(manager, store):
-    result = storage.create_dir_pool(manager, POOL, str(store), autostart=True)
+    result = pools.create_dir_pool(manager, POOL, str(store), autostart=True)
     assert (result.built, result.started, result.autostart) == (True, True, True)
     assert store.is_dir()
-    kinds = storage.pool_kinds(manager)  # from virConnectGetStoragePoolCapabilities here
+    kinds = pools.pool_kinds(manager)  # from virConnectGetStoragePoolCapabilities here
     assert kinds[0] == "dir" and set(kinds) <= {"dir", "fs", "logical"}
     print(f"\npool types offered on this host: {kinds}")
 
-    details = storage.pool_details(manager, POOL)
+    details = pools.pool_info(manager, POOL)
     assert (details.info.kind, details.info.path, details.state, details.volume_count) == ("dir", str(store), "running", 0)
     assert details.info.capacity > 0 and details.level in (SpaceLevel.OK, SpaceLevel.WARN, SpaceLevel.CRITICAL)
     expected = 100 * (details.info.capacity - details.info.available) / details.info.capacity
     assert details.used_percent == pytest.approx(expected)
 
     # create: qcow2 and raw, checked with qemu-img
-    q = storage.create_volume(manager, POOL, "hcit-a.qcow2", "64M", "qcow2")
-    r = storage.create_volume(manager, POOL, "hcit-b.raw", "32M", "raw")
+    q = volumes.create_volume(manager, POOL, "hcit-a.qcow2", "64M", "qcow2")
+    r = volumes.create_volume(manager, POOL, "hcit-b.raw", "32M", "raw")
     info = qemu_img(q.path)
     assert (info["format"], info["virtual-size"]) == ("qcow2", 64 * MIB)
     info = qemu_img(r.path)
@@ -97,45 +97,45 @@ def test_dir_pool_and_volume_lifecycle(manager, store):
     assert os.stat(r.path).st_blocks * 512 < 32 * MIB  # sparse: allocation 0 was honoured
 
     # resize: grow only
-    grown = storage.resize_volume(manager, POOL, "hcit-a.qcow2", "128M")
+    grown = volumes.resize_volume(manager, POOL, "hcit-a.qcow2", "128M")
     assert (grown.old_capacity, grown.new_capacity) == (64 * MIB, 128 * MIB)
     assert qemu_img(q.path)["virtual-size"] == 128 * MIB
-    storage.resize_volume(manager, POOL, "hcit-b.raw", "48M")
+    volumes.resize_volume(manager, POOL, "hcit-b.raw", "48M")
     assert qemu_img(r.path)["virtual-size"] == 48 * MIB
     with pytest.raises(ValidationError, match="refusing to shrink"):
-        storage.resize_volume(manager, POOL, "hcit-a.qcow2", "64M")
+        volumes.resize_volume(manager, POOL, "hcit-a.qcow2", "64M")
     assert qemu_img(q.path)["virtual-size"] == 128 * MIB
 
     # clone: same format and size, a separate file
-    c = storage.clone_volume(manager, POOL, "hcit-a.qcow2", "hcit-c.qcow2")
+    c = volumes.clone_volume(manager, POOL, "hcit-a.qcow2", "hcit-c.qcow2")
     info = qemu_img(c.path)
     assert (info["format"], info["virtual-size"]) == ("qcow2", 128 * MIB)
     assert c.path != q.path and Path(c.path).parent == store
 
     # listing (once, lazily) and delete
-    listing = storage.open_volumes(manager, POOL)
+    listing = volumes.open_volumes(manager, POOL)
     assert listing.names == ("hcit-a.qcow2", "hcit-b.raw", "hcit-c.qcow2")
     assert [v.format for v in listing.page(0, 10)] == ["qcow2", "raw", "qcow2"]
     for name in ("hcit-a.qcow2", "hcit-b.raw", "hcit-c.qcow2"):
-        storage.delete_volume(manager, POOL, name)
+        volumes.delete_volume(manager, POOL, name)
     assert not any(store.iterdir())
 
     # stop / start / refresh
-    storage.stop_pool(manager, POOL)
-    assert storage.pool_details(manager, POOL).state == "inactive"
-    storage.start_pool(manager, POOL)
-    storage.refresh_pool(manager, POOL)
+    pools.stop_pool(manager, POOL)
+    assert pools.pool_info(manager, POOL).state == "inactive"
+    pools.start_pool(manager, POOL)
+    pools.refresh_pool(manager, POOL)
 
-    deleted = storage.delete_pool(manager, POOL, delete_directory=True)
+    deleted = pools.delete_pool(manager, POOL, delete_directory=True)
     assert (deleted.stopped, deleted.undefined, deleted.directory_removed) == (True, True, True)
     assert not store.exists()
     assert POOL not in [p.name() for p in manager.conn.listAllStoragePools(0)]
 
 
 def test_delete_pool_keeps_non_empty_directory(manager, store):
-    storage.create_dir_pool(manager, POOL, str(store))
-    storage.create_volume(manager, POOL, "hcit-keep.raw", "1M", "raw")
-    deleted = storage.delete_pool(manager, POOL, delete_directory=True)
+    pools.create_dir_pool(manager, POOL, str(store))
+    volumes.create_volume(manager, POOL, "hcit-keep.raw", "1M", "raw")
+    deleted = pools.delete_pool(manager, POOL, delete_directory=True)
     assert (deleted.directory_removed, deleted.directory_note) == (False, "it holds 1 volume")
     assert (store / "hcit-keep.raw").exists()
     assert POOL not in [p.name() for p in manager.conn.listAllStoragePools(0)]
@@ -147,17 +147,17 @@ def test_volume_used_by_vm(manager, hcit_pool, tiny_vm):
     pool_name, _path = hcit_pool
     name = tiny_vm(start=True)
     vol_name = f"{name}.qcow2"
-    storage.refresh_pool(manager, pool_name)
-    usage = storage.volume_usage(manager)
-    [vol] = [v for v in storage.open_volumes(manager, pool_name).page(0, 1000) if v.name == vol_name]
+    pools.refresh_pool(manager, pool_name)
+    usage = inventory.usage(manager)
+    [vol] = [v for v in volumes.open_volumes(manager, pool_name).page(0, 1000) if v.name == vol_name]
     assert usage.users_of(vol) == (name,)
     assert usage.running_users_of(vol) == (name,)
     with pytest.raises(ValidationError, match=f"is used by VM {name}"):
-        storage.delete_volume(manager, pool_name, vol_name)
+        volumes.delete_volume(manager, pool_name, vol_name)
     with pytest.raises(ValidationError, match="in use by running VM"):
-        storage.resize_volume(manager, pool_name, vol_name, "32M")
+        volumes.resize_volume(manager, pool_name, vol_name, "32M")
     with pytest.raises(ValidationError, match="a copy would be inconsistent"):
-        storage.clone_volume(manager, pool_name, vol_name, "hcit-copy.qcow2")
+        volumes.clone_volume(manager, pool_name, vol_name, "hcit-copy.qcow2")
     assert os.path.exists(vol.path)
 
 
@@ -174,10 +174,10 @@ def upload_file():
 
 def test_upload_with_progress_and_readback(manager, store, upload_file):
     path, data = upload_file
-    storage.create_dir_pool(manager, POOL, str(store))
+    pools.create_dir_pool(manager, POOL, str(store))
     progress: list[tuple[int, int]] = []
     t0 = time.monotonic()
-    result = storage.upload_volume(manager, POOL, str(path), "hcit-up.iso",
+    result = upload.upload_volume(manager, POOL, str(path), "hcit-up.iso",
                                    on_progress=lambda d, t: progress.append((d, t)), chunk=MIB)
     elapsed = time.monotonic() - t0
     assert result.bytes_sent == len(data)
@@ -190,28 +190,28 @@ def test_upload_with_progress_and_readback(manager, store, upload_file):
 
 def test_upload_cancel_removes_volume(manager, store, upload_file):
     path, _data = upload_file
-    storage.create_dir_pool(manager, POOL, str(store))
+    pools.create_dir_pool(manager, POOL, str(store))
     cancel = threading.Event()
 
     def progress(done, total):
         if done >= 2 * MIB:
             cancel.set()
 
-    with pytest.raises(storage.UploadCancelled):
-        storage.upload_volume(manager, POOL, str(path), "hcit-cancel.iso", on_progress=progress,
+    with pytest.raises(upload.UploadCancelled):
+        upload.upload_volume(manager, POOL, str(path), "hcit-cancel.iso", on_progress=progress,
                               cancel=cancel, chunk=MIB)
-    storage.refresh_pool(manager, POOL)
-    assert storage.open_volumes(manager, POOL).names == ()
+    pools.refresh_pool(manager, POOL)
+    assert volumes.open_volumes(manager, POOL).names == ()
     assert not (store / "hcit-cancel.iso").exists()
 
 
 def test_upload_qcow2_image(manager, store):
     """A real qcow2 image keeps its format and virtual size after upload."""
-    storage.create_dir_pool(manager, POOL, str(store))
+    pools.create_dir_pool(manager, POOL, str(store))
     src = Path(tempfile.mkdtemp(prefix="hcit-", dir="/var/tmp")) / "img.qcow2"
     try:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(src), "20M"], check=True, timeout=30)
-        result = storage.upload_volume(manager, POOL, str(src))
+        result = upload.upload_volume(manager, POOL, str(src))
         # The result describes the uploaded image, not the empty container created before it.
         assert (result.volume.name, result.volume.format, result.volume.capacity) == ("img.qcow2", "qcow2", 20 * MIB)
         info = qemu_img(str(store / "img.qcow2"))
@@ -241,22 +241,22 @@ def loop_device():
 def test_fs_pool_on_a_block_device(manager, store, loop_device):
     """This libvirtd offers 'fs' pools: build makes a file system on the (empty) device
     (NO_OVERWRITE: never on one that has a file system), start mounts it on the pool directory."""
-    if "fs" not in storage.pool_kinds(manager):
+    if "fs" not in pools.pool_kinds(manager):
         pytest.fail("this libvirtd has no fs pool backend; the probe should have said so earlier")
     dev, _base = loop_device
     store.mkdir()
     store.chmod(0o755)
-    spec = storage.NewPoolSpec(POOL, "fs", str(store), device=dev, fs_format="ext4")
-    result = storage.create_pool(manager, spec)
+    spec = pools.NewPoolSpec(POOL, "fs", str(store), device=dev, fs_format="ext4")
+    result = pools.create_pool(manager, spec)
     assert (result.kind, result.built, result.started) == ("fs", True, True)
     mounts = Path("/proc/mounts").read_text()
     assert f" {store} ext4 " in mounts, mounts
-    vol = storage.create_volume(manager, POOL, "hcit-on-fs.qcow2", "8M")
+    vol = volumes.create_volume(manager, POOL, "hcit-on-fs.qcow2", "8M")
     assert qemu_img(vol.path)["virtual-size"] == 8 * MIB
-    storage.delete_volume(manager, POOL, "hcit-on-fs.qcow2")
+    volumes.delete_volume(manager, POOL, "hcit-on-fs.qcow2")
     # mkfs.ext4 made lost+found, which libvirt lists as a volume: the directory is kept, and
     # the result says why rather than pretending it was removed.
-    deleted = storage.delete_pool(manager, POOL, delete_directory=True)
+    deleted = pools.delete_pool(manager, POOL, delete_directory=True)
     assert (deleted.stopped, deleted.undefined, deleted.directory_removed) == (True, True, False)
     assert deleted.directory_note == "it holds 1 volume"
     assert (store / "lost+found").exists() is False  # unmounted: the mount point is empty again
@@ -268,12 +268,12 @@ def test_fs_pool_on_a_block_device(manager, store, loop_device):
 def test_pool_kinds_hide_backends_without_tools(manager):
     """This libvirtd is built with the logical backend, but the host has no LVM tools: the
     storage pane must not offer what would fail at build."""
-    kinds = storage.pool_kinds(manager)
+    kinds = pools.pool_kinds(manager)
     has_lvm = bool(shutil.which("vgcreate", path="/usr/sbin:/sbin"))
     assert ("logical" in kinds) == has_lvm
     if not has_lvm:
         with pytest.raises(ValidationError, match="cannot create logical pools"):
-            storage.validate_pool_spec(manager, storage.NewPoolSpec(POOL, "logical", device="/dev/loop7"))
+            pools.validate_pool_spec(manager, pools.NewPoolSpec(POOL, "logical", device="/dev/loop7"))
 
 
 def test_failed_pool_build_leaves_nothing(manager, store, loop_device):
@@ -282,7 +282,7 @@ def test_failed_pool_build_leaves_nothing(manager, store, loop_device):
     dev, _base = loop_device
     subprocess.run(["mkfs.ext4", "-q", dev], check=True, capture_output=True, timeout=60)
     with pytest.raises(VirtError) as info:
-        storage.create_pool(manager, storage.NewPoolSpec(POOL, "fs", str(store), device=dev, fs_format="xfs"))
+        pools.create_pool(manager, pools.NewPoolSpec(POOL, "fs", str(store), device=dev, fs_format="xfs"))
     print(f"\nfs build on a formatted device: {info.value}")
     assert str(info.value).startswith(f"pool {POOL} was not created: ")
     assert str(info.value).endswith("(at build; the pool definition was removed)")

@@ -15,7 +15,8 @@ import pytest
 libvirt = pytest.importorskip("libvirt")
 
 from hyperconsole.errors import ValidationError  # noqa: E402
-from hyperconsole.virt import ops  # noqa: E402
+from hyperconsole.virt import lifecycle, resources, snapshots  # noqa: E402
+from hyperconsole.virt import errors  # noqa: E402
 from hyperconsole.virt.connection import ConnectionManager, LifecycleEvent  # noqa: E402
 from hyperconsole.virt.models import ConnectionState, DomainState  # noqa: E402
 from hyperconsole.virt.sampler import DomainSampler  # noqa: E402
@@ -82,7 +83,7 @@ def test_start_pause_resume_force_off_with_events(libvirtd, tiny_vm, manager):
     assert row(sampler, name).state is DomainState.SHUTOFF
     rec = manager.recorder
 
-    ops.start(manager, name)
+    lifecycle.start(manager, name)
     wait_state(sampler, name, DomainState.RUNNING)
     started = wait_until(lambda: rec.lifecycle(name, libvirt.VIR_DOMAIN_EVENT_STARTED), 10.0)
     assert started, "no STARTED lifecycle event reached the ConnectionManager listener"
@@ -90,15 +91,15 @@ def test_start_pause_resume_force_off_with_events(libvirtd, tiny_vm, manager):
     assert started[0].uuid == uuid
     assert started[0].detail == libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED
 
-    ops.pause(manager, name)
+    lifecycle.pause(manager, name)
     wait_state(sampler, name, DomainState.PAUSED)
     assert wait_until(lambda: rec.lifecycle(name, libvirt.VIR_DOMAIN_EVENT_SUSPENDED), 10.0)
 
-    ops.resume(manager, uuid)  # by UUID this time
+    lifecycle.resume(manager, uuid)  # by UUID this time
     wait_state(sampler, name, DomainState.RUNNING)
     assert wait_until(lambda: rec.lifecycle(name, libvirt.VIR_DOMAIN_EVENT_RESUMED), 10.0)
 
-    ops.force_off(manager, name)
+    lifecycle.force_off(manager, name)
     wait_state(sampler, name, DomainState.SHUTOFF)
     stopped = wait_until(lambda: rec.lifecycle(name, libvirt.VIR_DOMAIN_EVENT_STOPPED), 10.0)
     assert stopped and stopped[0].detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED
@@ -112,11 +113,11 @@ def test_start_pause_resume_force_off_with_events(libvirtd, tiny_vm, manager):
 
 def test_errors_are_one_line_virt_errors(tiny_vm, manager):
     name = tiny_vm()
-    with pytest.raises(ops.VirtError) as err:
-        ops.pause(manager, name)  # not running
+    with pytest.raises(errors.VirtError) as err:
+        lifecycle.pause(manager, name)  # not running
     assert "\n" not in str(err.value) and name in str(err.value)
-    with pytest.raises(ops.VirtError, match="no VM"):
-        ops.start(manager, "hcit-does-not-exist")
+    with pytest.raises(errors.VirtError, match="no VM"):
+        lifecycle.start(manager, "hcit-does-not-exist")
 
 
 # ------------------------------------------------------------------------------ stats
@@ -166,29 +167,29 @@ def _disk_path(details) -> str:
 
 def test_snapshot_of_shut_off_vm_create_list_revert_delete(libvirtd, tiny_vm, manager):
     name = tiny_vm()
-    path = _disk_path(ops.get_details(manager, name))
-    snap = ops.create_snapshot(manager, name, "base", "clean install, do not delete")
+    path = _disk_path(lifecycle.get_details(manager, name))
+    snap = snapshots.create_snapshot(manager, name, "base", "clean install, do not delete")
     assert snap.name == "base" and snap.state == "shutoff" and snap.current
     assert "base" in _qemu_img_snapshots(path), "expected an internal qcow2 snapshot"
 
-    listed = ops.list_snapshots(manager, name)
+    listed = snapshots.list_snapshots(manager, name)
     assert [(s.name, s.description) for s in listed] == [("base", "clean install, do not delete")]
-    assert ops.get_details(manager, name).snapshots[0].description == "clean install, do not delete"
+    assert lifecycle.get_details(manager, name).snapshots[0].description == "clean install, do not delete"
     with pytest.raises(ValidationError):
-        ops.create_snapshot(manager, name, "base")  # name taken: refused before any call
+        snapshots.create_snapshot(manager, name, "base")  # name taken: refused before any call
 
     # Revert to a shut-off snapshot stops the running VM: the observable effect of the revert.
     sampler = DomainSampler(manager)
-    ops.start(manager, name)
+    lifecycle.start(manager, name)
     wait_state(sampler, name, DomainState.RUNNING)
-    ops.revert_snapshot(manager, name, "base")
+    snapshots.revert_snapshot(manager, name, "base")
     wait_state(sampler, name, DomainState.SHUTOFF)
 
-    ops.delete_snapshot(manager, name, "base")
-    assert ops.list_snapshots(manager, name) == ()
+    snapshots.delete_snapshot(manager, name, "base")
+    assert snapshots.list_snapshots(manager, name) == ()
     assert "base" not in _qemu_img_snapshots(path)
     with pytest.raises(ValidationError):
-        ops.revert_snapshot(manager, name, "base")
+        snapshots.revert_snapshot(manager, name, "base")
 
 
 def test_snapshot_of_running_vm_keeps_memory_and_reverts_to_running(libvirtd, tiny_vm, manager):
@@ -196,18 +197,18 @@ def test_snapshot_of_running_vm_keeps_memory_and_reverts_to_running(libvirtd, ti
     sampler = DomainSampler(manager)
     wait_state(sampler, name, DomainState.RUNNING)
     t0 = time.monotonic()
-    snap = ops.create_snapshot(manager, name, "live", "taken while running")
+    snap = snapshots.create_snapshot(manager, name, "live", "taken while running")
     took = time.monotonic() - t0
     assert snap.state == "running"
     assert row(sampler, name).state is DomainState.RUNNING  # QEMU resumes after the snapshot
 
-    ops.force_off(manager, name)
+    lifecycle.force_off(manager, name)
     wait_state(sampler, name, DomainState.SHUTOFF)
-    ops.revert_snapshot(manager, name, "live")  # memory state included: comes back running
+    snapshots.revert_snapshot(manager, name, "live")  # memory state included: comes back running
     wait_state(sampler, name, DomainState.RUNNING)
-    ops.force_off(manager, name)
-    ops.delete_snapshot(manager, name, "live")
-    assert ops.list_snapshots(manager, name) == ()
+    lifecycle.force_off(manager, name)
+    snapshots.delete_snapshot(manager, name, "live")
+    assert snapshots.list_snapshots(manager, name) == ()
     print(f"\nrunning snapshot took {took:.2f}s")
 
 
@@ -216,7 +217,7 @@ def test_snapshot_of_running_vm_keeps_memory_and_reverts_to_running(libvirtd, ti
 
 def test_edit_resources_of_shut_off_vm_changes_inactive_xml(libvirtd, tiny_vm, manager):
     name = tiny_vm()
-    result = ops.edit_resources(manager, name, vcpus=2, memory_mib=128)
+    result = resources.edit_resources(manager, name, vcpus=2, memory_mib=128)
     changes = {c.what: c for c in result.changes}
     assert set(changes) == {"vcpus", "memory"}
     assert (changes["vcpus"].old, changes["vcpus"].new, changes["vcpus"].live) == (1, 2, False)
@@ -239,11 +240,11 @@ def test_edit_resources_of_shut_off_vm_changes_inactive_xml(libvirtd, tiny_vm, m
     assert (info.vcpus, info.memory_kib) == (2, 128 * 1024)
 
     # the new size is what the VM boots with
-    ops.start(manager, name)
+    lifecycle.start(manager, name)
     info = wait_state(sampler, name, DomainState.RUNNING)
     assert info.vcpus == 2
-    assert ops.edit_resources(manager, name, vcpus=2, memory_mib=128).changes == ()
+    assert resources.edit_resources(manager, name, vcpus=2, memory_mib=128).changes == ()
 
     with pytest.raises(ValidationError):
-        ops.edit_resources(manager, name, vcpus=0, memory_mib=128)
-    ops.force_off(manager, name)
+        resources.edit_resources(manager, name, vcpus=0, memory_mib=128)
+    lifecycle.force_off(manager, name)

@@ -14,7 +14,7 @@ import pytest
 libvirt = pytest.importorskip("libvirt")
 
 from hyperconsole.errors import ValidationError  # noqa: E402
-from hyperconsole.virt import inventory, ops  # noqa: E402
+from hyperconsole.virt import clone, inventory, lifecycle, snapshots, volumes  # noqa: E402
 from hyperconsole.virt.models import DomainState  # noqa: E402
 from hyperconsole.virt.sampler import DomainSampler  # noqa: E402
 
@@ -55,11 +55,11 @@ def qemu_img_info(path: str) -> dict:
 
 
 def disk_paths(manager, name: str) -> list[str]:
-    return [d.source for d in ops.get_details(manager, name).disks if d.device == "disk"]
+    return [d.source for d in lifecycle.get_details(manager, name).disks if d.device == "disk"]
 
 
 def volume_names(manager, pool: str) -> set[str]:
-    return {v.name for v in inventory.list_volumes(manager, pool)}
+    return {v.name for v in volumes.list_volumes(manager, pool)}
 
 
 def exists(manager, name: str) -> bool:
@@ -74,7 +74,7 @@ def test_clone_copies_the_disk_into_a_new_pool_volume(libvirtd, hcit_pool, tiny_
     [src_path] = disk_paths(manager, name)
     vols_before = volume_names(manager, pool_name)
 
-    result = ops.clone(manager, name, new_name)
+    result = clone.clone(manager, name, new_name)
 
     assert result.name == new_name and exists(manager, new_name)
     conn = libvirtd.connect()
@@ -95,16 +95,16 @@ def test_clone_copies_the_disk_into_a_new_pool_volume(libvirtd, hcit_pool, tiny_
     assert copy["format"] == "qcow2"
     assert copy["virtual-size"] == src["virtual-size"] == 16 * MIB
     assert "backing-filename" not in copy  # a full copy, not an overlay of the original
-    [vol] = [v for v in inventory.list_volumes(manager, pool_name) if v.name == new_vol]
+    [vol] = [v for v in volumes.list_volumes(manager, pool_name) if v.name == new_vol]
     assert (vol.format, vol.capacity, vol.path) == ("qcow2", 16 * MIB, clone_path)
 
     with pytest.raises(ValidationError):
-        ops.clone(manager, name, new_name)  # name taken: refused before copying anything
+        clone.clone(manager, name, new_name)  # name taken: refused before copying anything
     assert volume_names(manager, pool_name) == vols_before | {new_vol}
 
     # the clone is a working VM of its own
     sampler = DomainSampler(manager)
-    ops.start(manager, new_name)
+    lifecycle.start(manager, new_name)
     deadline = time.monotonic() + 10
     while True:
         states = {d.name: d.state for d in sampler.tick().domains.values()}
@@ -115,7 +115,7 @@ def test_clone_copies_the_disk_into_a_new_pool_volume(libvirtd, hcit_pool, tiny_
     assert states[name] is DomainState.SHUTOFF
 
     # delete with storage (running: forced off first) removes the domain and the volume file
-    gone = ops.delete(manager, new_name, remove_storage=True)
+    gone = lifecycle.delete(manager, new_name, remove_storage=True)
     assert gone.destroyed and gone.undefined
     assert gone.removed_volumes == (f"{pool_name}/{new_vol}",) and gone.problems == ()
     assert not exists(manager, new_name)
@@ -129,7 +129,7 @@ def test_clone_refuses_a_running_vm(tiny_vm, manager, hcit_pool):
     name = tiny_vm(start=True)
     before = volume_names(manager, hcit_pool[0])
     with pytest.raises(ValidationError, match="shut off"):
-        ops.clone(manager, name, f"{name}-clone")
+        clone.clone(manager, name, f"{name}-clone")
     assert not exists(manager, f"{name}-clone")
     assert volume_names(manager, hcit_pool[0]) == before
 
@@ -137,8 +137,8 @@ def test_clone_refuses_a_running_vm(tiny_vm, manager, hcit_pool):
 def test_delete_without_storage_keeps_the_volume(tiny_vm, manager, hcit_pool):
     name = tiny_vm()
     [path] = disk_paths(manager, name)
-    ops.create_snapshot(manager, name, "s1", "metadata must go with the VM")
-    result = ops.delete(manager, name, remove_storage=False)
+    snapshots.create_snapshot(manager, name, "s1", "metadata must go with the VM")
+    result = lifecycle.delete(manager, name, remove_storage=False)
     assert result.undefined and not result.destroyed
     assert result.removed_volumes == ()
     assert not exists(manager, name)
@@ -167,7 +167,7 @@ def test_delete_with_storage_keeps_a_volume_another_vm_uses(libvirtd, tiny_vm, m
     finally:
         conn.close()
 
-    result = ops.delete(manager, twin, remove_storage=True)
+    result = lifecycle.delete(manager, twin, remove_storage=True)
     assert result.removed_volumes == ()
     assert any("another VM" in k for k in result.kept), result.kept
     assert os.path.exists(path) and exists(manager, name) and not exists(manager, twin)

@@ -7,7 +7,7 @@ import threading
 from textual.widgets import Input
 
 from hyperconsole.screens.help import HelpScreen
-from hyperconsole.virt import ops
+from hyperconsole.virt import lifecycle
 from hyperconsole.virt.sampler import DomainSampler
 
 
@@ -26,7 +26,7 @@ async def test_keys_work_while_a_poll_and_an_operation_hang(make_app, monkeypatc
 
     async with make_app() as h:
         monkeypatch.setattr(DomainSampler, "_tick", slow_tick)
-        monkeypatch.setattr(ops, "start", slow_start)
+        monkeypatch.setattr(lifecycle, "start", slow_start)
         try:
             h.app.poll_domains()
             await h.cursor_to("charlie")

@@ -11,7 +11,7 @@ from hyperconsole.screens.edit import EditResourcesScreen
 from hyperconsole.screens.help import HelpScreen
 from hyperconsole.screens.snapshots import SnapshotsScreen
 from hyperconsole.screens.vms import VmsScreen
-from hyperconsole.virt import ops
+from hyperconsole.virt import lifecycle
 from hyperconsole.virt.models import DomainState
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import InputDialog
@@ -318,7 +318,7 @@ async def test_libvirt_error_is_one_line_notification(make_app):
     async with make_app() as h:
         charlie = h.domain("charlie")
         # Past the screen's own state check, straight into libvirt: shutting down a shut-off VM.
-        h.app.screen.run_op("shutdown charlie", ops.shutdown, charlie.uuid, charlie.uuid)
+        h.app.screen.run_op("shutdown charlie", lifecycle.shutdown, charlie.uuid, charlie.uuid)
         await h.settle()
         errors = [m.error for m in h.of_type(ActionDone) if m.error]
         assert len(errors) == 1, errors

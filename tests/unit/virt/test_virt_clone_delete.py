@@ -13,7 +13,7 @@ import libvirt
 import pytest
 
 from hyperconsole.errors import ValidationError
-from hyperconsole.virt import ops
+from hyperconsole.virt import clone, lifecycle
 from hyperconsole.virt.errors import VirtError
 from tests.fixtures import domain_xml
 
@@ -36,7 +36,7 @@ def web(name="web", state="shutoff", **kw):
 def test_clone_copies_writable_volumes(open_host, host_xml):
     m = open_host(host_xml([web(snapshots=[{"name": "s"}])]))
     before = volumes(m)
-    result = ops.clone(m, "web", "web [red]x")
+    result = clone.clone(m, "web", "web [red]x")
     assert result.name == "web [red]x"
     assert result.volumes == ("default/web [red]x.qcow2", "default/web [red]x-vdb.raw")
     assert volumes(m) == sorted(before + ["web [red]x.qcow2", "web [red]x-vdb.raw"])
@@ -61,7 +61,7 @@ def test_clone_copies_writable_volumes(open_host, host_xml):
 
 def test_clone_picks_free_volume_names(open_host, host_xml, make_vol):
     m = open_host(host_xml([web()], extra_volumes=[make_vol("copy.qcow2")]))
-    result = ops.clone(m, "web", "copy")
+    result = clone.clone(m, "web", "copy")
     assert result.volumes[0] == "default/copy-1.qcow2"
 
 
@@ -69,7 +69,7 @@ def test_clone_requires_shut_off(open_host, host_xml):
     m = open_host(host_xml([web(state="running")]))
     before = volumes(m)
     with pytest.raises(ValidationError, match="must be shut off"):
-        ops.clone(m, "web", "web2")
+        clone.clone(m, "web", "web2")
     assert volumes(m) == before
 
 
@@ -77,7 +77,7 @@ def test_clone_requires_shut_off(open_host, host_xml):
 def test_clone_refuses_bad_or_taken_names(open_host, host_xml, bad):
     m = open_host(host_xml([web()]))
     with pytest.raises(ValidationError):
-        ops.clone(m, "web", bad)
+        clone.clone(m, "web", bad)
     assert len(m.conn.listAllDomains(0)) == 1
 
 
@@ -86,7 +86,7 @@ def test_clone_refuses_disk_outside_pools(open_host, host_xml):
     m = open_host(host_xml([xml]))
     before = volumes(m)
     with pytest.raises(ValidationError, match="cannot copy disk vdb.*/srv/elsewhere/disk.img is not a volume"):
-        ops.clone(m, "loose", "loose2")
+        clone.clone(m, "loose", "loose2")
     assert volumes(m) == before
 
 
@@ -99,7 +99,7 @@ def test_clone_removes_copies_when_define_fails(open_host, host_xml, fake_error,
 
     monkeypatch.setattr(libvirt.virConnect, "defineXML", refuse)
     with pytest.raises(VirtError, match="define clone web2: XML error: bad"):
-        ops.clone(m, "web", "web2")
+        clone.clone(m, "web", "web2")
     assert volumes(m) == before
 
 
@@ -111,7 +111,7 @@ def test_delete_with_storage(open_host, host_xml):
                            {"device": "cdrom", "pool": "iso", "volume": "debian.iso"},
                            "/srv/elsewhere/disk.img"])
     m = open_host(host_xml([vm, other]))
-    result = ops.delete(m, "web", remove_storage=True)
+    result = lifecycle.delete(m, "web", remove_storage=True)
     assert result.destroyed and result.undefined
     assert result.removed_volumes == ("default/web.qcow2",)
     assert sorted(result.kept) == ["sdc: shared or read-only", "vdb: used by another VM",
@@ -126,7 +126,7 @@ def test_delete_with_storage(open_host, host_xml):
 def test_delete_keeps_storage_by_default(open_host, host_xml):
     m = open_host(host_xml([web(managed_save=True, snapshots=[{"name": "s"}])]))
     before = volumes(m)
-    result = ops.delete(m, "web")
+    result = lifecycle.delete(m, "web")
     assert not result.destroyed and result.undefined and result.removed_volumes == ()
     assert volumes(m) == before and m.conn.listAllDomains(0) == []
 
@@ -141,7 +141,7 @@ def test_delete_falls_back_when_driver_lacks_undefine_flags(open_host, host_xml,
         return real(self, flags)
 
     monkeypatch.setattr(libvirt.virDomain, "undefineFlags", spy)
-    ops.delete(m, "web")
+    lifecycle.delete(m, "web")
     nvram = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
     assert tried[0] & nvram and not tried[-1] & nvram  # NVRAM refused by the test driver, then dropped
     assert tried[-1] & libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
@@ -150,5 +150,5 @@ def test_delete_falls_back_when_driver_lacks_undefine_flags(open_host, host_xml,
 
 def test_delete_transient_only_destroys(open_host, host_xml):
     m = open_host(host_xml([domain_xml("t", state="running", transient=True)]))
-    result = ops.delete(m, "t")
+    result = lifecycle.delete(m, "t")
     assert result.destroyed and not result.undefined and m.conn.listAllDomains(0) == []

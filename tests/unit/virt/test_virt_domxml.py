@@ -7,8 +7,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from hyperconsole.errors import ValidationError
-from hyperconsole.virt import domxml
-from hyperconsole.virt.domxml import NewDomainSpec, VolumeRef
+from hyperconsole.virt import create, domains, resources
+from hyperconsole.virt.create import NewDomainSpec
+from hyperconsole.virt.create import VolumeRef
 
 FULL_XML = """<domain type='kvm' id='3'>
   <name>web [red]x</name>
@@ -63,7 +64,7 @@ FULL_XML = """<domain type='kvm' id='3'>
 
 
 def test_parse_full_domain():
-    d = domxml.parse_domain_xml(FULL_XML)
+    d = domains.parse_domain_xml(FULL_XML)
     assert (d.uuid, d.name, d.description) == ("11111111-2222-3333-4444-555555555555", "web [red]x",
                                                 'line one & "two"')
     assert d.os_type == "hvm" and d.firmware == "uefi" and d.has_nvram
@@ -90,13 +91,13 @@ def test_parse_full_domain():
     ("<os><type>hvm</type><nvram>/x/VARS.fd</nvram></os>", "uefi", True),
 ])
 def test_firmware_detection(os_xml, firmware, nvram):
-    d = domxml.parse_domain_xml(f"<domain><name>a</name>{os_xml}</domain>")
+    d = domains.parse_domain_xml(f"<domain><name>a</name>{os_xml}</domain>")
     assert (d.firmware, d.has_nvram) == (firmware, nvram)
 
 
 def test_parse_refuses_broken_xml():
     with pytest.raises(ValidationError):
-        domxml.parse_domain_xml("<domain><name>")
+        domains.parse_domain_xml("<domain><name>")
 
 
 SPECS = {
@@ -116,27 +117,27 @@ SPECS = {
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_build_domain_xml_matches_golden(name, golden):
-    xml = domxml.build_domain_xml(SPECS[name])
-    assert xml == domxml.build_domain_xml(SPECS[name])  # deterministic
+    xml = create.build_domain_xml(SPECS[name])
+    assert xml == create.build_domain_xml(SPECS[name])  # deterministic
     golden(name, xml)
 
 
 def test_hostile_values_survive_round_trip():
     spec = SPECS["hostile-names.xml"]
-    xml = domxml.build_domain_xml(spec)
+    xml = create.build_domain_xml(spec)
     root = ET.fromstring(xml)  # would fail if anything had been concatenated unescaped
     assert root.findtext("name") == spec.name
     assert root.findtext("description") == spec.description
     src = root.find("devices/disk/source")
     assert (src.get("pool"), src.get("volume")) == ("p o'ol", 'vol "1".qcow2')
-    assert domxml.parse_domain_xml(xml).name == spec.name
+    assert domains.parse_domain_xml(xml).name == spec.name
 
 
 def test_uefi_and_boot_order():
-    root = ET.fromstring(domxml.build_domain_xml(SPECS["bios-network-iso.xml"]))
+    root = ET.fromstring(create.build_domain_xml(SPECS["bios-network-iso.xml"]))
     assert root.find("os").get("firmware") is None
     assert [b.get("dev") for b in root.findall("os/boot")] == ["cdrom", "hd"]
-    root = ET.fromstring(domxml.build_domain_xml(SPECS["uefi-bridge-existing.xml"]))
+    root = ET.fromstring(create.build_domain_xml(SPECS["uefi-bridge-existing.xml"]))
     assert root.find("os").get("firmware") == "efi"
     assert [b.get("dev") for b in root.findall("os/boot")] == ["hd"]
     assert root.find("devices/interface").get("type") == "bridge"
@@ -161,23 +162,23 @@ INACTIVE = """<domain type='kvm'>
 
 
 def test_limits_and_memory_units():
-    assert domxml.vcpu_limits(INACTIVE) == domxml.VcpuLimits(2, 4)
-    assert domxml.memory_mib_of(INACTIVE) == 2048
+    assert resources.vcpu_limits(INACTIVE) == resources.VcpuLimits(2, 4)
+    assert resources.memory_mib_of(INACTIVE) == 2048
 
 
 def test_set_vcpus_within_maximum(golden):
-    xml, raised = domxml.set_vcpus(INACTIVE, 3)
+    xml, raised = resources.set_vcpus(INACTIVE, 3)
     assert not raised
-    assert domxml.vcpu_limits(xml) == domxml.VcpuLimits(3, 4)
+    assert resources.vcpu_limits(xml) == resources.VcpuLimits(3, 4)
     golden("edit-vcpus-3.xml", xml)
-    xml, raised = domxml.set_vcpus(INACTIVE, 4)
-    assert not raised and 'current=' not in xml and domxml.vcpu_limits(xml) == domxml.VcpuLimits(4, 4)
+    xml, raised = resources.set_vcpus(INACTIVE, 4)
+    assert not raised and 'current=' not in xml and resources.vcpu_limits(xml) == resources.VcpuLimits(4, 4)
 
 
 def test_set_vcpus_raises_maximum_and_fixes_topology(golden):
-    xml, raised = domxml.set_vcpus(INACTIVE, 6)
+    xml, raised = resources.set_vcpus(INACTIVE, 6)
     assert raised
-    assert domxml.vcpu_limits(xml) == domxml.VcpuLimits(6, 6)
+    assert resources.vcpu_limits(xml) == resources.VcpuLimits(6, 6)
     topo = ET.fromstring(xml).find("cpu/topology")
     assert (topo.get("sockets"), topo.get("dies"), topo.get("cores"), topo.get("threads")) == ("6", "1", "1", "1")
     assert "libosinfo:os" in xml  # the namespace prefix is kept
@@ -187,13 +188,13 @@ def test_set_vcpus_raises_maximum_and_fixes_topology(golden):
 def test_set_vcpus_refuses_per_vcpu_layout():
     xml = INACTIVE.replace("</domain>", "<vcpus><vcpu id='0' enabled='yes'/></vcpus></domain>")
     with pytest.raises(ValidationError):
-        domxml.set_vcpus(xml, 8)
+        resources.set_vcpus(xml, 8)
 
 
 def test_set_memory(golden):
-    xml = domxml.set_memory(INACTIVE, 3072)
+    xml = resources.set_memory(INACTIVE, 3072)
     root = ET.fromstring(xml)
     assert (root.findtext("memory"), root.find("memory").get("unit")) == ("3145728", "KiB")
     assert root.findtext("currentMemory") == "3145728"
-    assert domxml.memory_mib_of(xml) == 3072
+    assert resources.memory_mib_of(xml) == 3072
     golden("edit-memory-3072.xml", xml)

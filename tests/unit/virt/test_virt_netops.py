@@ -15,9 +15,9 @@ import libvirt
 import pytest
 
 from hyperconsole.errors import ValidationError
-from hyperconsole.virt import netops
+from hyperconsole.virt import inventory, networks
 from hyperconsole.virt.errors import VirtError
-from hyperconsole.virt.netops import NewNetworkSpec
+from hyperconsole.virt.networks import NewNetworkSpec
 from tests.fixtures import build_host_xml, domain_xml, host_interface_xml, network_xml
 
 
@@ -51,13 +51,13 @@ def test_overview_details_and_vm_usage(open_host):
         domain_xml("loner", state="shutoff"),
     ]))
     mgr.conn.networkLookupByName("default").setAutostart(1)
-    overview = netops.networks_overview(mgr)
+    overview = networks.networks_overview(mgr)
     by_name = {n.name: n for n in overview.networks}
     assert list(by_name) == ["default", "isolated", "lan"]
 
     default = by_name["default"]
     assert (default.forward_mode, default.active, default.autostart, default.persistent) == ("nat", True, True, True)
-    assert default.ips == (netops.IpRange("ipv4", "192.168.122.1", 24, (("192.168.122.2", "192.168.122.254"),)),)
+    assert default.ips == (networks.IpRange("ipv4", "192.168.122.1", 24, (("192.168.122.2", "192.168.122.254"),)),)
     assert default.vms == ("db", "web")
     assert by_name["isolated"].forward_mode == "isolated"
     assert by_name["isolated"].vms == ()
@@ -75,7 +75,7 @@ def test_nic_usage_reads_each_domain_once(open_host, monkeypatch):
     calls = []
     real = libvirt.virDomain.XMLDesc
     monkeypatch.setattr(libvirt.virDomain, "XMLDesc", lambda self, flags=0: calls.append(self.name()) or real(self, flags))
-    overview = netops.networks_overview(mgr)
+    overview = networks.networks_overview(mgr)
     assert sorted(calls) == [f"vm{i}" for i in range(5)]  # shut off: inactive XML only, once each
     assert overview.usage.on_network("default") == tuple(f"vm{i}" for i in range(5))
 
@@ -97,7 +97,7 @@ def test_running_vm_live_xml_counts_too(open_host, monkeypatch):
         return ET.tostring(root, encoding="unicode")
 
     monkeypatch.setattr(libvirt.virDomain, "XMLDesc", fake)
-    usage = netops.nic_usage(mgr)
+    usage = inventory.usage(mgr)
     assert usage.on_network("isolated") == ("web",)
     assert usage.by_bridge == {"virbr9": ("web",)}
     assert len(live_flags) == 2
@@ -106,14 +106,14 @@ def test_running_vm_live_xml_counts_too(open_host, monkeypatch):
 def test_details_of_unknown_network_is_one_line(open_host):
     mgr = open_host(host())
     with pytest.raises(ValidationError, match="no libvirt network named 'ghost'"):
-        netops.network_details(mgr, "ghost")
+        networks.network_info(mgr, "ghost")
     with pytest.raises(ValidationError, match="no network given"):
-        netops.start_network(mgr, "")
+        networks.start_network(mgr, "")
 
 
 def test_leases_unsupported_on_test_driver(open_host):
     mgr = open_host(host())
-    leases = netops.dhcp_leases(mgr, "default")
+    leases = networks.dhcp_leases(mgr, "default")
     assert leases.supported is False
     assert leases.leases == ()
     assert "not supported" in leases.reason
@@ -127,11 +127,11 @@ def test_leases_parsed_when_driver_has_them(open_host, monkeypatch):
         {"iface": "virbr0", "expirytime": 0, "type": 0, "mac": "52:54:00:00:00:01",
          "iaid": None, "ipaddr": "192.168.122.3", "prefix": 24, "hostname": None, "clientid": None},
     ])
-    leases = netops.dhcp_leases(mgr, "default")
+    leases = networks.dhcp_leases(mgr, "default")
     assert leases.supported
     assert leases.leases == (
-        netops.Lease("52:54:00:00:00:01", "192.168.122.3/24", "", 0, ""),
-        netops.Lease("52:54:00:aa:bb:cc", "192.168.122.50/24", "web", 1700000000, "01:52"),
+        networks.Lease("52:54:00:00:00:01", "192.168.122.3/24", "", 0, ""),
+        networks.Lease("52:54:00:aa:bb:cc", "192.168.122.50/24", "web", 1700000000, "01:52"),
     )
 
 
@@ -143,7 +143,7 @@ def test_leases_other_error_is_virterror(open_host, monkeypatch, fake_error):
 
     monkeypatch.setattr(libvirt.virNetwork, "DHCPLeases", boom)
     with pytest.raises(VirtError, match=r"^read DHCP leases of default: lease file corrupt$"):
-        netops.dhcp_leases(mgr, "default")
+        networks.dhcp_leases(mgr, "default")
 
 
 # --------------------------------------------------------------------------- start/stop/autostart
@@ -151,23 +151,23 @@ def test_leases_other_error_is_virterror(open_host, monkeypatch, fake_error):
 
 def test_start_stop_autostart(open_host):
     mgr = open_host(host())
-    netops.stop_network(mgr, "isolated")
-    assert not netops.network_details(mgr, "isolated").active
-    netops.start_network(mgr, "isolated")
-    assert netops.network_details(mgr, "isolated").active
-    netops.set_network_autostart(mgr, "isolated", True)
-    assert netops.network_details(mgr, "isolated").autostart
-    netops.set_network_autostart(mgr, "isolated", False)
-    assert not netops.network_details(mgr, "isolated").autostart
+    networks.stop_network(mgr, "isolated")
+    assert not networks.network_info(mgr, "isolated").active
+    networks.start_network(mgr, "isolated")
+    assert networks.network_info(mgr, "isolated").active
+    networks.set_network_autostart(mgr, "isolated", True)
+    assert networks.network_info(mgr, "isolated").autostart
+    networks.set_network_autostart(mgr, "isolated", False)
+    assert not networks.network_info(mgr, "isolated").autostart
     with pytest.raises(VirtError, match="^start network isolated: "):
-        netops.start_network(mgr, "isolated")  # already running: libvirt's one line, wrapped
+        networks.start_network(mgr, "isolated")  # already running: libvirt's one line, wrapped
 
 
 def test_autostart_refused_for_transient(open_host):
     mgr = open_host(host())
     mgr.conn.networkCreateXML(network_xml("temp", mode=None))
     with pytest.raises(ValidationError, match="transient"):
-        netops.set_network_autostart(mgr, "temp", True)
+        networks.set_network_autostart(mgr, "temp", True)
 
 
 # --------------------------------------------------------------------------- validation
@@ -183,7 +183,7 @@ def test_autostart_refused_for_transient(open_host):
     (NewNetworkSpec("n", mode="nat"), "needs an IPv4 address"),
     (NewNetworkSpec("n", mode="route"), "needs an IPv4 address"),
     (NewNetworkSpec("n", mode="nat", cidr="192.168.50.1"), "with prefix"),
-    (NewNetworkSpec("n", mode="nat", cidr="192.168.500.1/24"), "not an IPv4 address"),
+    (NewNetworkSpec("n", mode="nat", cidr="192.168.500.1/24"), "not an address with prefix"),
     (NewNetworkSpec("n", mode="nat", cidr="fd00::1/64"), "IPv6"),
     (NewNetworkSpec("n", mode="nat", cidr="10.0.0.1/31"), "too small"),
     (NewNetworkSpec("n", mode="nat", cidr="10.0.0.255/24"), "broadcast address"),
@@ -208,7 +208,7 @@ def test_create_refuses_bad_input_and_changes_nothing(open_host, spec, message):
     mgr = open_host(host())
     before = sorted(n.name() for n in mgr.conn.listAllNetworks(0))
     with pytest.raises(ValidationError, match=message) as info:
-        netops.create_network(mgr, spec)
+        networks.create_network(mgr, spec)
     assert "\n" not in str(info.value)
     assert sorted(n.name() for n in mgr.conn.listAllNetworks(0)) == before
 
@@ -222,18 +222,18 @@ def test_create_refuses_bad_input_and_changes_nothing(open_host, spec, message):
 def test_create_refuses_what_the_host_has(open_host, spec, message):
     mgr = open_host(host())
     with pytest.raises(ValidationError, match=message):
-        netops.create_network(mgr, spec)
+        networks.create_network(mgr, spec)
 
 
 def test_create_refuses_taken_virbr(open_host):
     mgr = open_host(host(networks=[network_xml("a", mode=None, bridge="virbr5")]))
     with pytest.raises(ValidationError, match="bridge 'virbr5' already belongs to network 'a'"):
-        netops.create_network(mgr, NewNetworkSpec("b", mode="isolated", bridge="virbr5"))
+        networks.create_network(mgr, NewNetworkSpec("b", mode="isolated", bridge="virbr5"))
 
 
 def test_network_address_means_first_host():
-    assert str(netops.parse_cidr("192.168.50.0/24")) == "192.168.50.1/24"
-    assert str(netops.parse_cidr(" 10.1.2.3/16 ")) == "10.1.2.3/16"
+    assert str(networks.parse_gateway("192.168.50.0/24")) == "192.168.50.1/24"
+    assert str(networks.parse_gateway(" 10.1.2.3/16 ")) == "10.1.2.3/16"
 
 
 # --------------------------------------------------------------------------- XML (golden)
@@ -253,8 +253,8 @@ GOLDEN_SPECS = {
 @pytest.mark.parametrize("golden_name", sorted(GOLDEN_SPECS))
 def test_network_xml_golden(golden, golden_name):
     spec = GOLDEN_SPECS[golden_name]
-    netops.validate_network_spec(spec)
-    xml = netops.build_network_xml(spec)
+    networks.validate_network_spec(spec)
+    xml = networks.build_network_xml(spec)
     golden(golden_name, xml)
     assert ET.fromstring(xml).findtext("name") == spec.name  # escaping round-trips
 
@@ -263,9 +263,9 @@ def test_network_xml_golden(golden, golden_name):
 def test_create_each_mode_defines_what_was_asked(open_host, golden_name):
     spec = GOLDEN_SPECS[golden_name]
     mgr = open_host(host(networks=[]))
-    result = netops.create_network(mgr, spec, start=True, autostart=True)
+    result = networks.create_network(mgr, spec, start=True, autostart=True)
     assert (result.name, result.started, result.autostart) == (spec.name, True, True)
-    details = netops.network_details(mgr, spec.name)
+    details = networks.network_info(mgr, spec.name)
     assert (details.active, details.autostart, details.persistent) == (True, True, True)
     assert details.forward_mode == spec.mode
     if spec.mode == "bridge":
@@ -277,9 +277,9 @@ def test_create_each_mode_defines_what_was_asked(open_host, golden_name):
 
 def test_create_without_start(open_host):
     mgr = open_host(host(networks=[]))
-    result = netops.create_network(mgr, NewNetworkSpec("later", mode="isolated"), start=False)
+    result = networks.create_network(mgr, NewNetworkSpec("later", mode="isolated"), start=False)
     assert "not started" in result.summary()
-    details = netops.network_details(mgr, "later")
+    details = networks.network_info(mgr, "later")
     assert (details.active, details.persistent, details.autostart) == (False, True, False)
 
 
@@ -291,7 +291,7 @@ def test_failed_start_removes_the_definition(open_host, monkeypatch, fake_error)
 
     monkeypatch.setattr(libvirt.virNetwork, "create", refuse)
     with pytest.raises(VirtError, match="^network n was not created: Cannot find dnsmasq binary$"):
-        netops.create_network(mgr, NewNetworkSpec("n", mode="isolated", cidr="10.9.0.1/24"))
+        networks.create_network(mgr, NewNetworkSpec("n", mode="isolated", cidr="10.9.0.1/24"))
     assert mgr.conn.listAllNetworks(0) == []
 
 
@@ -300,7 +300,7 @@ def test_failed_start_removes_the_definition(open_host, monkeypatch, fake_error)
 
 def test_edit_dhcp_range_live_and_config(open_host):
     mgr = open_host(host())
-    result = netops.set_dhcp_range(mgr, "default", "192.168.122.100", "192.168.122.199")
+    result = networks.set_dhcp_range(mgr, "default", "192.168.122.100", "192.168.122.199")
     assert (result.method, result.config, result.live) == ("update", True, True)
     assert result.old == ("192.168.122.2", "192.168.122.254")
     assert result.new == ("192.168.122.100", "192.168.122.199")
@@ -311,7 +311,7 @@ def test_edit_dhcp_range_live_and_config(open_host):
 def test_edit_dhcp_range_of_stopped_network_is_config_only(open_host):
     mgr = open_host(host())
     mgr.conn.networkLookupByName("default").destroy()
-    result = netops.set_dhcp_range(mgr, "default", "192.168.122.10", "192.168.122.20")
+    result = networks.set_dhcp_range(mgr, "default", "192.168.122.10", "192.168.122.20")
     assert (result.config, result.live, result.reason) == (True, False, "network is not running")
     assert dhcp_of(mgr, "default") == [("192.168.122.10", "192.168.122.20")]
 
@@ -324,7 +324,7 @@ def test_edit_dhcp_range_of_transient_network_is_live_only(open_host, monkeypatc
     real = libvirt.virNetwork.update
     monkeypatch.setattr(libvirt.virNetwork, "update", lambda self, c, s, i, x, flags=0:
                         flags_seen.append(flags) or real(self, c, s, i, x, flags))
-    result = netops.set_dhcp_range(mgr, "temp", "10.5.0.20", "10.5.0.30")
+    result = networks.set_dhcp_range(mgr, "temp", "10.5.0.20", "10.5.0.30")
     assert (result.method, result.config, result.live) == ("update", False, True)
     assert set(flags_seen) == {libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE}
     assert dhcp_of(mgr, "temp") == [("10.5.0.20", "10.5.0.30")]
@@ -332,7 +332,7 @@ def test_edit_dhcp_range_of_transient_network_is_live_only(open_host, monkeypatc
 
 def test_edit_adds_a_range_where_there_was_none(open_host):
     mgr = open_host(host(networks=[network_xml("plain", mode=None, ip="10.4.0.1", prefix=24)]))
-    result = netops.set_dhcp_range(mgr, "plain", "10.4.0.50", "10.4.0.60")
+    result = networks.set_dhcp_range(mgr, "plain", "10.4.0.50", "10.4.0.60")
     assert result.old is None
     assert dhcp_of(mgr, "plain") == [("10.4.0.50", "10.4.0.60")]
 
@@ -348,7 +348,7 @@ def test_edit_falls_back_to_redefine_without_network_update(open_host, monkeypat
     real_define = libvirt.virConnect.networkDefineXML
     monkeypatch.setattr(libvirt.virConnect, "networkDefineXML",
                         lambda self, xml: defined.append(xml) or real_define(self, xml))
-    result = netops.set_dhcp_range(mgr, "default", "192.168.122.30", "192.168.122.40")
+    result = networks.set_dhcp_range(mgr, "default", "192.168.122.30", "192.168.122.40")
     assert (result.method, result.config, result.live) == ("redefine", True, False)
     assert "restart the network" in result.reason
     # The running network keeps its old range (what "not live" means); the definition sent to
@@ -374,7 +374,7 @@ def test_edit_restores_old_range_when_add_fails(open_host, monkeypatch, fake_err
 
     monkeypatch.setattr(libvirt.virNetwork, "update", flaky)
     with pytest.raises(VirtError, match="^set DHCP range of default: dnsmasq restart failed$"):
-        netops.set_dhcp_range(mgr, "default", "192.168.122.77", "192.168.122.88")
+        networks.set_dhcp_range(mgr, "default", "192.168.122.77", "192.168.122.88")
     assert dhcp_of(mgr, "default") == [("192.168.122.2", "192.168.122.254")]
     assert seen.count(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_FIRST) == 2
 
@@ -394,7 +394,7 @@ def test_edit_dhcp_range_refusals_change_nothing(open_host, net, start, end, mes
     mgr = open_host(host())
     before = dhcp_of(mgr, "default")
     with pytest.raises(ValidationError, match=message):
-        netops.set_dhcp_range(mgr, net, start, end)
+        networks.set_dhcp_range(mgr, net, start, end)
     assert dhcp_of(mgr, "default") == before
 
 
@@ -403,8 +403,8 @@ def test_edit_dhcp_range_refusals_change_nothing(open_host, net, start, end, mes
 
 def test_delete_reports_vms_and_removes_everything(open_host):
     mgr = open_host(host(domains=[domain_xml("web", nics=["default"]), domain_xml("db", state="shutoff", nics=["default"])]))
-    assert netops.network_users(mgr, "default") == ("db", "web")
-    result = netops.delete_network(mgr, "default")
+    assert networks.network_users(mgr, "default") == ("db", "web")
+    result = networks.delete_network(mgr, "default")
     assert (result.destroyed, result.undefined, result.vms) == (True, True, ("db", "web"))
     assert "db, web" in result.summary()
     assert "default" not in [n.name() for n in mgr.conn.listAllNetworks(0)]
@@ -413,9 +413,9 @@ def test_delete_reports_vms_and_removes_everything(open_host):
 def test_delete_stopped_and_transient(open_host):
     mgr = open_host(host())
     mgr.conn.networkLookupByName("isolated").destroy()
-    assert netops.delete_network(mgr, "isolated") == netops.NetworkDeleteResult("isolated", False, True, ())
+    assert networks.delete_network(mgr, "isolated") == networks.NetworkDeleteResult("isolated", False, True, ())
     mgr.conn.networkCreateXML(network_xml("temp", mode=None))
-    assert netops.delete_network(mgr, "temp") == netops.NetworkDeleteResult("temp", True, False, ())
+    assert networks.delete_network(mgr, "temp") == networks.NetworkDeleteResult("temp", True, False, ())
     assert sorted(n.name() for n in mgr.conn.listAllNetworks(0)) == ["default", "lan"]
     with pytest.raises(ValidationError, match="no libvirt network named 'temp'"):
-        netops.delete_network(mgr, "temp")
+        networks.delete_network(mgr, "temp")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hyperconsole.errors import ValidationError
-from hyperconsole.virt import ops
+from hyperconsole.virt import lifecycle, snapshots
 from hyperconsole.virt.errors import VirtError
 from tests.fixtures import domain_xml
 
@@ -26,7 +26,7 @@ def tree_host(host_xml, state="shutoff"):
 
 def test_list_snapshots_tree_order(open_host, host_xml):
     m = open_host(tree_host(host_xml))
-    snaps = ops.list_snapshots(m, "vm")
+    snaps = snapshots.list_snapshots(m, "vm")
     assert [(s.name, s.depth, s.parent) for s in snaps] == [
         ("solo", 0, None), ("root", 0, None), ("a", 1, "root"), ("a1", 2, "a"), ("b", 1, "root")]
     by = {s.name: s for s in snaps}
@@ -35,39 +35,39 @@ def test_list_snapshots_tree_order(open_host, host_xml):
 
 
 def test_snapshot_tree_ignores_unknown_parent():
-    snaps = [ops.SnapshotInfo("x", "gone", "", "", 1, False)]
-    assert [(s.name, s.depth) for s in ops.snapshot_tree(snaps)] == [("x", 0)]
+    snaps = [snapshots.SnapshotInfo("x", "gone", "", "", 1, False)]
+    assert [(s.name, s.depth) for s in snapshots.snapshot_tree(snaps)] == [("x", 0)]
 
 
 def test_create_snapshot_of_running_vm(open_host, host_xml):
     m = open_host(host_xml([domain_xml("vm", state="running")]))
-    s1 = ops.create_snapshot(m, "vm", 'before "upgrade" ünï', "desc & <notes>")
+    s1 = snapshots.create_snapshot(m, "vm", 'before "upgrade" ünï', "desc & <notes>")
     assert s1.name == 'before "upgrade" ünï' and s1.description == "desc & <notes>" and s1.state == "running"
-    s2 = ops.create_snapshot(m, "vm", "second")
+    s2 = snapshots.create_snapshot(m, "vm", "second")
     assert s2.parent == s1.name and s2.current
-    assert [s.name for s in ops.list_snapshots(m, "vm")] == [s1.name, "second"]
+    assert [s.name for s in snapshots.list_snapshots(m, "vm")] == [s1.name, "second"]
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "new\nline", "x" * 65])
 def test_create_snapshot_refuses_bad_names(open_host, host_xml, bad):
     m = open_host(host_xml([domain_xml("vm", state="running")]))
     with pytest.raises(ValidationError):
-        ops.create_snapshot(m, "vm", bad)
+        snapshots.create_snapshot(m, "vm", bad)
     assert m.conn.lookupByName("vm").snapshotNum(0) == 0
 
 
 def test_create_snapshot_refuses_taken_name(open_host, host_xml):
     m = open_host(tree_host(host_xml))
     with pytest.raises(ValidationError, match="already has a snapshot"):
-        ops.create_snapshot(m, "vm", "a")
+        snapshots.create_snapshot(m, "vm", "a")
 
 
 def test_revert_snapshot(open_host, host_xml):
     m = open_host(host_xml([domain_xml("vm", state="shutoff")]))
-    ops.start(m, "vm")
-    ops.create_snapshot(m, "vm", "running-one")  # state running
-    ops.force_off(m, "vm")
-    ops.revert_snapshot(m, "vm", "running-one")
+    lifecycle.start(m, "vm")
+    snapshots.create_snapshot(m, "vm", "running-one")  # state running
+    lifecycle.force_off(m, "vm")
+    snapshots.revert_snapshot(m, "vm", "running-one")
     dom = m.conn.lookupByName("vm")
     assert dom.isActive() == 1  # reverting to a running snapshot runs the VM again
     assert dom.snapshotCurrent(0).getName() == "running-one"
@@ -76,20 +76,20 @@ def test_revert_snapshot(open_host, host_xml):
 def test_revert_unknown_snapshot(open_host, host_xml):
     m = open_host(tree_host(host_xml))
     with pytest.raises(ValidationError, match="no snapshot named 'nope'"):
-        ops.revert_snapshot(m, "vm", "nope")
+        snapshots.revert_snapshot(m, "vm", "nope")
 
 
 def test_delete_snapshot_reparents_children(open_host, host_xml):
     m = open_host(tree_host(host_xml))
-    ops.delete_snapshot(m, "vm", "a")
-    snaps = {s.name: s for s in ops.list_snapshots(m, "vm")}
+    snapshots.delete_snapshot(m, "vm", "a")
+    snaps = {s.name: s for s in snapshots.list_snapshots(m, "vm")}
     assert "a" not in snaps and snaps["a1"].parent == "root" and snaps["a1"].depth == 1
 
 
 def test_delete_snapshot_with_children(open_host, host_xml):
     m = open_host(tree_host(host_xml))
-    ops.delete_snapshot(m, "vm", "root", with_children=True)
-    assert [s.name for s in ops.list_snapshots(m, "vm")] == ["solo"]
+    snapshots.delete_snapshot(m, "vm", "root", with_children=True)
+    assert [s.name for s in snapshots.list_snapshots(m, "vm")] == ["solo"]
 
 
 def test_details_include_snapshots_disks_nics(open_host, host_xml):
@@ -98,7 +98,7 @@ def test_details_include_snapshots_disks_nics(open_host, host_xml):
         disks=[{"pool": "default", "volume": "web.qcow2"}, {"device": "cdrom", "pool": "iso", "volume": "debian.iso"}],
         nics=["default", {"bridge": "br0", "mac": "52:54:00:00:00:01", "model": "e1000"}],
         snapshots=[TREE[0]])]))
-    d = ops.get_details(m, "vm")
+    d = lifecycle.get_details(m, "vm")
     assert d.name == "vm" and d.description == "the <web> & db" and d.firmware == "bios"
     assert [(x.target, x.device, x.source, x.readonly) for x in d.disks] == [
         ("vda", "disk", "default/web.qcow2", False), ("sdb", "cdrom", "iso/debian.iso", True)]
@@ -110,7 +110,7 @@ def test_details_include_snapshots_disks_nics(open_host, host_xml):
 def test_details_of_missing_vm(open_host, host_xml):
     m = open_host(host_xml([]))
     with pytest.raises(VirtError):
-        ops.get_details(m, "nope")
+        lifecycle.get_details(m, "nope")
 
 
 def test_details_addresses_from_leases(open_host, host_xml):
@@ -118,7 +118,7 @@ def test_details_addresses_from_leases(open_host, host_xml):
     report DHCP leases of libvirt networks only. A shut-off VM has none."""
     m = open_host(host_xml([domain_xml("on", state="running", nics=["default"]),
                             domain_xml("off", state="shutoff", nics=["default"])]))
-    (nic,) = ops.get_details(m, "on").nics
+    (nic,) = lifecycle.get_details(m, "on").nics
     assert len(nic.addresses) == 1 and nic.addresses[0].startswith("192.168.122.")
-    (nic,) = ops.get_details(m, "off").nics
+    (nic,) = lifecycle.get_details(m, "off").nics
     assert nic.addresses == ()

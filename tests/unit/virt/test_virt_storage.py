@@ -19,9 +19,10 @@ import libvirt
 import pytest
 
 from hyperconsole.errors import ValidationError
-from hyperconsole.virt import storage
+from hyperconsole.virt import inventory, pools, upload, volumes
+from hyperconsole import names
 from hyperconsole.virt.errors import VirtError
-from hyperconsole.virt.storage import SpaceLevel
+from hyperconsole.virt.pools import SpaceLevel
 from tests.fixtures import GIB, MIB, build_host_xml, domain_xml, pool_xml, volume_xml
 
 IMG = "/var/lib/libvirt/images"
@@ -38,7 +39,7 @@ def host(domains=(), volumes=None, extra_pools=()) -> str:
                           pools=[pool_xml("default", IMG, volumes=volumes), *extra_pools])
 
 
-def names(mgr, pool: str = "default") -> list[str]:
+def volume_names(mgr, pool: str = "default") -> list[str]:
     return sorted(mgr.conn.storagePoolLookupByName(pool).listVolumes())
 
 
@@ -61,12 +62,12 @@ def names(mgr, pool: str = "default") -> list[str]:
 ])
 def test_volume_name_refusals(name, message):
     with pytest.raises(ValidationError, match=message):
-        storage.validate_volume_name(name)
+        names.volume_name(name)
 
 
 @pytest.mark.parametrize("name", ["disk.qcow2", "x" * 255, "é" * 127, "with space.img", "quote'<&>\".iso", "-dash"])
 def test_volume_name_accepted(name):
-    assert storage.validate_volume_name(name) == name
+    assert names.volume_name(name) == name
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -75,7 +76,7 @@ def test_volume_name_accepted(name):
     ("10Gi", 10 * GIB), ("1GB", 1000**3), ("5MB", 5 * 1000**2), ("123B", 123),
 ])
 def test_parse_size(text, expected):
-    assert storage.parse_size(text) == expected
+    assert names.size(text) == expected
 
 
 @pytest.mark.parametrize("text, message", [
@@ -85,25 +86,27 @@ def test_parse_size(text, expected):
 ])
 def test_parse_size_refusals(text, message):
     with pytest.raises(ValidationError, match=message):
-        storage.parse_size(text)
+        names.size(text)
 
 
 @pytest.mark.parametrize("text, message", [("512K", "below the minimum of 1 MiB"), ("65T", "above the maximum of 64 TiB")])
 def test_size_range(text, message):
     with pytest.raises(ValidationError, match=message):
-        storage.validate_size(text)
+        names.volume_size(text)
 
 
 @pytest.mark.parametrize("path, message", [
     ("", "empty"), ("relative/dir", "absolute"), ("/srv/../etc", "'..'"), ("/srv/a\nb", "control"), ("/", "root directory"),
 ])
-def test_pool_path_refusals(path, message):
+def test_pool_path_refusals(open_host, path, message):
+    mgr = open_host(host())
     with pytest.raises(ValidationError, match=message):
-        storage.validate_pool_path(path)
+        pools.validate_pool_spec(mgr, pools.NewPoolSpec("p", "dir", path))
 
 
-def test_pool_path_normalised():
-    assert storage.validate_pool_path("/srv//pools/./vm/") == "/srv/pools/vm"
+def test_pool_path_normalised(open_host):
+    mgr = open_host(host())
+    assert pools.validate_pool_spec(mgr, pools.NewPoolSpec("p", "dir", "/srv//pools/./vm/")).path == "/srv/pools/vm"
 
 
 # --------------------------------------------------------------------------- pools
@@ -121,16 +124,16 @@ def test_pool_path_normalised():
     (100, 2**64 - 5, 30, 30.0, SpaceLevel.OK),
 ])
 def test_space_level(capacity, available, allocation, percent, level):
-    assert storage.space_level(capacity, available, allocation) == (percent, level)
+    assert pools.space_level(capacity, available, allocation) == (percent, level)
 
 
 def test_pool_details(open_host):
     mgr = open_host(host(extra_pools=[pool_xml("iso", "/srv/iso", volumes=[vol("d.iso", fmt="raw", path="/srv/iso")])]))
     mgr.conn.storagePoolLookupByName("iso").destroy()
-    details = {p.name: p for p in storage.list_pool_details(mgr)}
+    details = {p.name: p for p in pools.list_pools(mgr)}
     assert list(details) == ["default", "iso"]
     d = details["default"]
-    assert (d.info.kind, d.info.path, d.info.active, d.state, d.persistent, d.volume_count) == (
+    assert (d.kind, d.path, d.active, d.state, d.persistent, d.volume_count) == (
         "dir", IMG, True, "running", True, 4)
     assert d.level is SpaceLevel.OK and 0 < d.used_percent < 85
     iso = details["iso"]
@@ -139,22 +142,22 @@ def test_pool_details(open_host):
 
 def test_pool_start_stop_refresh_autostart(open_host):
     mgr = open_host(host())
-    storage.stop_pool(mgr, "default")
-    assert storage.pool_details(mgr, "default").state == "inactive"
+    pools.stop_pool(mgr, "default")
+    assert pools.pool_info(mgr, "default").state == "inactive"
     with pytest.raises(ValidationError, match="'default' is not active"):
-        storage.stop_pool(mgr, "default")
+        pools.stop_pool(mgr, "default")
     with pytest.raises(ValidationError, match="not active"):
-        storage.refresh_pool(mgr, "default")
-    storage.start_pool(mgr, "default")
+        pools.refresh_pool(mgr, "default")
+    pools.start_pool(mgr, "default")
     with pytest.raises(ValidationError, match="'default' is running"):
-        storage.start_pool(mgr, "default")
-    storage.refresh_pool(mgr, "default")
-    storage.set_pool_autostart(mgr, "default", True)
-    assert storage.pool_details(mgr, "default").info.autostart
-    storage.set_pool_autostart(mgr, "default", False)
-    assert not storage.pool_details(mgr, "default").info.autostart
+        pools.start_pool(mgr, "default")
+    pools.refresh_pool(mgr, "default")
+    pools.set_pool_autostart(mgr, "default", True)
+    assert pools.pool_info(mgr, "default").autostart
+    pools.set_pool_autostart(mgr, "default", False)
+    assert not pools.pool_info(mgr, "default").autostart
     with pytest.raises(ValidationError, match="no storage pool named 'ghost'"):
-        storage.start_pool(mgr, "ghost")
+        pools.start_pool(mgr, "ghost")
 
 
 def test_pool_kinds_probe_and_cache(open_host, monkeypatch):
@@ -165,8 +168,8 @@ def test_pool_kinds_probe_and_cache(open_host, monkeypatch):
     real = libvirt.virConnect.findStoragePoolSources
     monkeypatch.setattr(libvirt.virConnect, "findStoragePoolSources",
                         lambda self, kind, spec, flags=0: calls.append(kind) or real(self, kind, spec, flags))
-    assert storage.pool_kinds(mgr) == ("dir", "logical")
-    assert storage.pool_kinds(mgr) == ("dir", "logical")
+    assert pools.pool_kinds(mgr) == ("dir", "logical")
+    assert pools.pool_kinds(mgr) == ("dir", "logical")
     assert calls == ["fs", "logical"]
 
 
@@ -174,11 +177,11 @@ def test_pool_kinds_hide_backends_whose_tools_are_missing(open_host, monkeypatch
     """On a local connection a backend libvirt was built with is hidden when its host tools are
     missing (the real daemon case is in the integration test)."""
     mgr = open_host(host())
-    monkeypatch.setattr(storage, "_local", lambda conn: True)
-    monkeypatch.setattr(storage, "_tools_missing", lambda kind: kind == "logical")
-    assert storage.pool_kinds(mgr) == ("dir",)
+    monkeypatch.setattr(pools, "_local", lambda conn: True)
+    monkeypatch.setattr(pools, "_tools_missing", lambda kind: kind == "logical")
+    assert pools.pool_kinds(mgr) == ("dir",)
     with pytest.raises(ValidationError, match=r"cannot create logical pools \(it offers dir\)"):
-        storage.create_pool(mgr, storage.NewPoolSpec("vg", "logical", device="/dev/sdb"))
+        pools.create_pool(mgr, pools.NewPoolSpec("vg", "logical", device="/dev/sdb"))
 
 
 def test_pool_kinds_from_capabilities_xml(open_host, monkeypatch):
@@ -186,52 +189,52 @@ def test_pool_kinds_from_capabilities_xml(open_host, monkeypatch):
     caps = ("<storagepoolCapabilities><pool type='dir' supported='yes'/><pool type='fs' supported='yes'/>"
             "<pool type='logical' supported='no'/></storagepoolCapabilities>")
     monkeypatch.setattr(libvirt.virConnect, "getStoragePoolCapabilities", lambda self, flags=0: caps, raising=False)
-    assert storage.pool_kinds(mgr) == ("dir", "fs")
+    assert pools.pool_kinds(mgr) == ("dir", "fs")
 
 
 def test_create_dir_pool(open_host):
     mgr = open_host(host())
-    result = storage.create_dir_pool(mgr, "fast", "/srv/fast/", autostart=True)
+    result = pools.create_dir_pool(mgr, "fast", "/srv/fast/", autostart=True)
     assert (result.path, result.built, result.started, result.autostart) == ("/srv/fast", True, True, True)
     assert "defined, built, started, autostart on" in result.summary()
-    d = storage.pool_details(mgr, "fast")
-    assert (d.info.kind, d.info.path, d.info.active, d.info.autostart, d.persistent) == ("dir", "/srv/fast", True, True, True)
+    d = pools.pool_info(mgr, "fast")
+    assert (d.kind, d.path, d.active, d.autostart, d.persistent) == ("dir", "/srv/fast", True, True, True)
 
 
 def test_create_dir_pool_without_build_or_start(open_host):
     mgr = open_host(host())
-    result = storage.create_dir_pool(mgr, "later", "/srv/later", build=False, start=False)
+    result = pools.create_dir_pool(mgr, "later", "/srv/later", build=False, start=False)
     assert (result.built, result.started) == (False, False)
-    assert not storage.pool_details(mgr, "later").info.active
+    assert not pools.pool_info(mgr, "later").active
 
 
 @pytest.mark.parametrize("spec, message", [
-    (storage.NewPoolSpec("", "dir", "/srv/x"), "pool name is empty"),
-    (storage.NewPoolSpec("a/b", "dir", "/srv/x"), "'/'"),
-    (storage.NewPoolSpec("x", "iscsi", "/srv/x"), "pool type must be one of"),
-    (storage.NewPoolSpec("x", "fs", "/srv/x", device="/dev/sdz"), "cannot create fs pools"),
-    (storage.NewPoolSpec("x", "dir", "srv/x"), "absolute"),
-    (storage.NewPoolSpec("x", "dir", "/srv/../x"), "'..'"),
-    (storage.NewPoolSpec("default", "dir", "/srv/x"), "'default' already exists"),
-    (storage.NewPoolSpec("dup", "dir", IMG + "/"), "already the directory of pool 'default'"),
-    (storage.NewPoolSpec("vg", "logical", device="sdb"), "absolute"),
-    (storage.NewPoolSpec("vg", "logical", device="/srv/disk"), "block device under /dev"),
+    (pools.NewPoolSpec("", "dir", "/srv/x"), "pool name is empty"),
+    (pools.NewPoolSpec("a/b", "dir", "/srv/x"), "'/'"),
+    (pools.NewPoolSpec("x", "iscsi", "/srv/x"), "pool type must be one of"),
+    (pools.NewPoolSpec("x", "fs", "/srv/x", device="/dev/sdz"), "cannot create fs pools"),
+    (pools.NewPoolSpec("x", "dir", "srv/x"), "absolute"),
+    (pools.NewPoolSpec("x", "dir", "/srv/../x"), "'..'"),
+    (pools.NewPoolSpec("default", "dir", "/srv/x"), "'default' already exists"),
+    (pools.NewPoolSpec("dup", "dir", IMG + "/"), "already the directory of pool 'default'"),
+    (pools.NewPoolSpec("vg", "logical", device="sdb"), "absolute"),
+    (pools.NewPoolSpec("vg", "logical", device="/srv/disk"), "block device under /dev"),
 ])
 def test_create_pool_refusals_change_nothing(open_host, spec, message):
     mgr = open_host(host())
     with pytest.raises(ValidationError, match=message):
-        storage.create_pool(mgr, spec)
+        pools.create_pool(mgr, spec)
     assert [p.name() for p in mgr.conn.listAllStoragePools(0)] == ["default"]
 
 
 def test_create_logical_pool_where_offered(open_host, golden):
     mgr = open_host(host())
-    spec = storage.NewPoolSpec("vmvg", "logical", device="/dev/sdb")
-    xml = storage.build_pool_xml(spec)
+    spec = pools.NewPoolSpec("vmvg", "logical", device="/dev/sdb")
+    xml = pools.build_pool_xml(spec)
     root = ET.fromstring(xml)
     assert (root.get("type"), root.findtext("source/name"), root.find("source/device").get("path"),
             root.findtext("target/path")) == ("logical", "vmvg", "/dev/sdb", "/dev/vmvg")
-    result = storage.create_pool(mgr, spec, build=False)
+    result = pools.create_pool(mgr, spec, build=False)
     assert (result.kind, result.started) == ("logical", True)
 
 
@@ -243,7 +246,7 @@ def test_failed_start_removes_pool_definition(open_host, monkeypatch, fake_error
 
     monkeypatch.setattr(libvirt.virStoragePool, "create", refuse)
     with pytest.raises(VirtError, match=r"^pool new was not created: cannot open directory \(at start; the pool definition was removed\)$"):
-        storage.create_dir_pool(mgr, "new", "/srv/new")
+        pools.create_dir_pool(mgr, "new", "/srv/new")
     assert [p.name() for p in mgr.conn.listAllStoragePools(0)] == ["default"]
 
 
@@ -251,7 +254,7 @@ def test_delete_pool_keeps_directory_with_volumes(open_host, monkeypatch):
     mgr = open_host(host())
     deleted = []
     monkeypatch.setattr(libvirt.virStoragePool, "delete", lambda self, flags=0: deleted.append(self.name()))
-    result = storage.delete_pool(mgr, "default", delete_directory=True)
+    result = pools.delete_pool(mgr, "default", delete_directory=True)
     assert (result.stopped, result.undefined, result.directory_removed) == (True, True, False)
     assert result.directory_note == "it holds 4 volumes"
     assert deleted == []  # libvirt's rmdir was not even attempted
@@ -261,7 +264,7 @@ def test_delete_pool_keeps_directory_with_volumes(open_host, monkeypatch):
 
 def test_delete_empty_pool_removes_directory(open_host):
     mgr = open_host(host(volumes=[]))
-    result = storage.delete_pool(mgr, "default", delete_directory=True)
+    result = pools.delete_pool(mgr, "default", delete_directory=True)
     assert (result.stopped, result.directory_removed, result.directory_note) == (True, True, "")
     assert f"removed empty directory {IMG}" in result.summary()
 
@@ -269,15 +272,15 @@ def test_delete_empty_pool_removes_directory(open_host):
 def test_delete_pool_without_directory(open_host, monkeypatch):
     mgr = open_host(host(volumes=[]))
     monkeypatch.setattr(libvirt.virStoragePool, "delete", lambda self, flags=0: pytest.fail("must not rmdir"))
-    result = storage.delete_pool(mgr, "default")
+    result = pools.delete_pool(mgr, "default")
     assert (result.directory_removed, result.directory_note) == (False, "")
 
 
 def test_delete_logical_pool_directory_refused(open_host):
     mgr = open_host(host(extra_pools=[pool_xml("vg", "/dev/vg", pool_type="logical")]))
     with pytest.raises(ValidationError, match="not a logical pool's"):
-        storage.delete_pool(mgr, "vg", delete_directory=True)
-    assert storage.pool_details(mgr, "vg").info.active  # nothing was stopped
+        pools.delete_pool(mgr, "vg", delete_directory=True)
+    assert pools.pool_info(mgr, "vg").active  # nothing was stopped
 
 
 # --------------------------------------------------------------------------- listing
@@ -290,7 +293,7 @@ def test_listing_is_lazy_for_5000_volumes(open_host, monkeypatch):
     reads = []
     real = libvirt.virStorageVol.XMLDesc
     monkeypatch.setattr(libvirt.virStorageVol, "XMLDesc", lambda self, flags=0: reads.append(self.name()) or real(self, flags))
-    listing = storage.open_volumes(mgr, "default")
+    listing = volumes.open_volumes(mgr, "default")
     assert len(listing) == 5000 and reads == []
     page = listing.page(100, 50)
     assert [v.name for v in page] == [f"v{i:05d}.qcow2" for i in range(100, 150)]
@@ -304,22 +307,22 @@ def test_listing_is_lazy_for_5000_volumes(open_host, monkeypatch):
 def test_iter_volumes_batches(open_host):
     vols = [volume_xml(f"v{i:04d}", path=f"{IMG}/v{i:04d}") for i in range(1203)]
     mgr = open_host(host(volumes=vols))
-    batches = list(storage.iter_volumes(mgr, "default", batch=500))
+    batches = list(volumes.iter_volumes(mgr, "default", batch=500))
     assert [len(b) for b in batches] == [500, 500, 203]
     assert [v.name for b in batches for v in b] == [f"v{i:04d}" for i in range(1203)]
     with pytest.raises(ValidationError, match="at least 1"):
-        next(storage.iter_volumes(mgr, "default", batch=0))
+        next(volumes.iter_volumes(mgr, "default", batch=0))
 
 
 def test_volume_info_fields(open_host):
     mgr = open_host(host(volumes=[volume_xml("a.raw", capacity=2 * GIB, allocation=GIB, fmt="raw", path=f"{IMG}/a.raw")]))
-    [info] = storage.open_volumes(mgr, "default").page(0, 10)
-    assert info == storage.VolumeInfo("default", "a.raw", f"{IMG}/a.raw", "raw", 2 * GIB, GIB)
+    [info] = volumes.open_volumes(mgr, "default").page(0, 10)
+    assert info == volumes.VolumeInfo("default", "a.raw", f"{IMG}/a.raw", "raw", 2 * GIB, GIB)
 
 
 def test_volume_vanished_after_listing_is_skipped(open_host):
     mgr = open_host(host())
-    listing = storage.open_volumes(mgr, "default")
+    listing = volumes.open_volumes(mgr, "default")
     mgr.conn.storagePoolLookupByName("default").storageVolLookupByName("db.qcow2").delete(0)
     assert [v.name for v in listing.page(0, 10)] == ["data.raw", "spare.qcow2", "web.qcow2"]
 
@@ -328,7 +331,7 @@ def test_listing_inactive_pool_refused(open_host):
     mgr = open_host(host())
     mgr.conn.storagePoolLookupByName("default").destroy()
     with pytest.raises(ValidationError, match="not active"):
-        storage.open_volumes(mgr, "default")
+        volumes.open_volumes(mgr, "default")
 
 
 def test_volume_usage_one_pass(open_host, monkeypatch):
@@ -339,9 +342,9 @@ def test_volume_usage_one_pass(open_host, monkeypatch):
     reads = []
     real = libvirt.virDomain.XMLDesc
     monkeypatch.setattr(libvirt.virDomain, "XMLDesc", lambda self, flags=0: reads.append(self.name()) or real(self, flags))
-    usage = storage.volume_usage(mgr)
+    usage = inventory.usage(mgr)
     assert sorted(reads) == ["db", "web", "web"]  # web is running: inactive + live XML
-    by_name = {v.name: v for v in storage.open_volumes(mgr, "default").page(0, 10)}
+    by_name = {v.name: v for v in volumes.open_volumes(mgr, "default").page(0, 10)}
     assert usage.users_of(by_name["web.qcow2"]) == ("db", "web")
     assert usage.running_users_of(by_name["web.qcow2"]) == ("web",)
     assert usage.users_of(by_name["db.qcow2"]) == ("db",)
@@ -355,9 +358,9 @@ def test_volume_usage_one_pass(open_host, monkeypatch):
 @pytest.mark.parametrize("fmt", ["qcow2", "raw"])
 def test_create_volume(open_host, fmt):
     mgr = open_host(host())
-    info = storage.create_volume(mgr, "default", f"new.{fmt}", "2G", fmt)
+    info = volumes.create_volume(mgr, "default", f"new.{fmt}", "2G", fmt)
     assert (info.name, info.format, info.capacity) == (f"new.{fmt}", fmt, 2 * GIB)
-    assert f"new.{fmt}" in names(mgr)
+    assert f"new.{fmt}" in volume_names(mgr)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -370,30 +373,30 @@ def test_create_volume(open_host, fmt):
 ])
 def test_create_volume_refusals_change_nothing(open_host, args, message):
     mgr = open_host(host())
-    before = names(mgr)
+    before = volume_names(mgr)
     with pytest.raises(ValidationError, match=message):
-        storage.create_volume(mgr, *args)
-    assert names(mgr) == before
+        volumes.create_volume(mgr, *args)
+    assert volume_names(mgr) == before
 
 
 def test_build_volume_xml_is_sparse_and_escaped():
-    root = ET.fromstring(storage.build_volume_xml("a<&>'\".img", 5 * GIB, "raw"))
+    root = ET.fromstring(volumes.build_volume_xml("a<&>'\".img", 5 * GIB, "raw"))
     assert (root.findtext("name"), root.findtext("capacity"), root.findtext("allocation"),
             root.find("target/format").get("type")) == ("a<&>'\".img", str(5 * GIB), "0", "raw")
 
 
 def test_resize_refusals(open_host):
     mgr = open_host(host(domains=[domain_xml("web", disks=[f"{IMG}/web.qcow2"])]))
-    with pytest.raises(ValidationError, match=r"refusing to shrink default/db.qcow2 from 10 GiB to 5 GiB: only growing"):
-        storage.resize_volume(mgr, "default", "db.qcow2", "5G")
-    with pytest.raises(ValidationError, match="already 10 GiB"):
-        storage.resize_volume(mgr, "default", "db.qcow2", "10G")
+    with pytest.raises(ValidationError, match=r"refusing to shrink default/db.qcow2 from 10.0 GiB to 5.0 GiB: only growing"):
+        volumes.resize_volume(mgr, "default", "db.qcow2", "5G")
+    with pytest.raises(ValidationError, match="already 10.0 GiB"):
+        volumes.resize_volume(mgr, "default", "db.qcow2", "10G")
     with pytest.raises(ValidationError, match="in use by running VM web"):
-        storage.resize_volume(mgr, "default", "web.qcow2", "20G")
+        volumes.resize_volume(mgr, "default", "web.qcow2", "20G")
     with pytest.raises(ValidationError, match="has no volume 'nope'"):
-        storage.resize_volume(mgr, "default", "nope", "20G")
+        volumes.resize_volume(mgr, "default", "nope", "20G")
     with pytest.raises(ValidationError, match="not understood"):
-        storage.resize_volume(mgr, "default", "db.qcow2", "big")
+        volumes.resize_volume(mgr, "default", "db.qcow2", "big")
 
 
 def test_resize_grow_calls_libvirt_with_absolute_size(open_host, monkeypatch):
@@ -402,22 +405,22 @@ def test_resize_grow_calls_libvirt_with_absolute_size(open_host, monkeypatch):
     mgr = open_host(host())
     calls = []
     monkeypatch.setattr(libvirt.virStorageVol, "resize", lambda self, cap, flags=0: calls.append((self.name(), cap, flags)) or 0)
-    result = storage.resize_volume(mgr, "default", "db.qcow2", "15G")
+    result = volumes.resize_volume(mgr, "default", "db.qcow2", "15G")
     assert calls == [("db.qcow2", 15 * GIB, 0)]
-    assert result.summary() == "default/db.qcow2 grown from 10 GiB to 15 GiB"
+    assert result.summary() == "default/db.qcow2 grown from 10.0 GiB to 15.0 GiB"
 
 
 def test_resize_unsupported_is_one_line(open_host):
     mgr = open_host(host())
     with pytest.raises(VirtError, match=r"^resize default/db.qcow2: this function is not supported"):
-        storage.resize_volume(mgr, "default", "db.qcow2", "15G")
+        volumes.resize_volume(mgr, "default", "db.qcow2", "15G")
 
 
 def test_clone_volume(open_host):
     mgr = open_host(host(domains=[domain_xml("db", state="shutoff", disks=[f"{IMG}/db.qcow2"])]))
-    info = storage.clone_volume(mgr, "default", "db.qcow2", "db-copy.qcow2")
+    info = volumes.clone_volume(mgr, "default", "db.qcow2", "db-copy.qcow2")
     assert (info.name, info.format, info.capacity) == ("db-copy.qcow2", "qcow2", 10 * GIB)
-    assert "db-copy.qcow2" in names(mgr)
+    assert "db-copy.qcow2" in volume_names(mgr)
 
 
 @pytest.mark.parametrize("source, new, message", [
@@ -428,37 +431,37 @@ def test_clone_volume(open_host):
 ])
 def test_clone_refusals_change_nothing(open_host, source, new, message):
     mgr = open_host(host(domains=[domain_xml("web", disks=[f"{IMG}/web.qcow2"])]))
-    before = names(mgr)
+    before = volume_names(mgr)
     with pytest.raises(ValidationError, match=message):
-        storage.clone_volume(mgr, "default", source, new)
-    assert names(mgr) == before
+        volumes.clone_volume(mgr, "default", source, new)
+    assert volume_names(mgr) == before
 
 
 def test_clone_refused_when_pool_lacks_room(open_host):
     """The test driver's pools hold 100 GiB; a 60 GiB-allocated volume cannot be copied again."""
     mgr = open_host(host(volumes=[volume_xml("big.raw", capacity=80 * GIB, allocation=60 * GIB, fmt="raw",
                                              path=f"{IMG}/big.raw")]))
-    with pytest.raises(ValidationError, match=r"copying big.raw needs 60 GiB; pool 'default' has 40 GiB free"):
-        storage.clone_volume(mgr, "default", "big.raw", "big2.raw")
-    assert names(mgr) == ["big.raw"]
+    with pytest.raises(ValidationError, match=r"copying big.raw needs 60.0 GiB; pool 'default' has 40.0 GiB free"):
+        volumes.clone_volume(mgr, "default", "big.raw", "big2.raw")
+    assert volume_names(mgr) == ["big.raw"]
 
 
 def test_delete_volume_in_use_needs_force(open_host):
     mgr = open_host(host(domains=[domain_xml("db", state="shutoff", disks=[{"pool": "default", "volume": "db.qcow2"}])]))
     with pytest.raises(ValidationError, match="default/db.qcow2 is used by VM db") as info:
-        storage.delete_volume(mgr, "default", "db.qcow2")
+        volumes.delete_volume(mgr, "default", "db.qcow2")
     assert info.value.hint == "delete with force after confirming"
-    assert "db.qcow2" in names(mgr)
-    result = storage.delete_volume(mgr, "default", "db.qcow2", force=True)
+    assert "db.qcow2" in volume_names(mgr)
+    result = volumes.delete_volume(mgr, "default", "db.qcow2", force=True)
     assert result.users == ("db",)
     assert "VMs now missing this disk: db" in result.summary()
-    assert "db.qcow2" not in names(mgr)
+    assert "db.qcow2" not in volume_names(mgr)
 
 
 def test_delete_unused_volume(open_host):
     mgr = open_host(host())
-    assert storage.delete_volume(mgr, "default", "spare.qcow2") == storage.VolumeDeleteResult("default", "spare.qcow2", ())
-    assert "spare.qcow2" not in names(mgr)
+    assert volumes.delete_volume(mgr, "default", "spare.qcow2") == volumes.VolumeDeleteResult("default", "spare.qcow2", ())
+    assert "spare.qcow2" not in volume_names(mgr)
 
 
 # --------------------------------------------------------------------------- upload
@@ -474,10 +477,10 @@ def iso(tmp_path):
 def test_upload_unsupported_removes_the_new_volume(open_host, iso):
     """The test driver creates the volume, then refuses virStorageVolUpload: nothing is left."""
     mgr = open_host(host())
-    before = names(mgr)
+    before = volume_names(mgr)
     with pytest.raises(VirtError, match=r"^upload .*small.iso to default/small.iso: this function is not supported"):
-        storage.upload_volume(mgr, "default", str(iso))
-    assert names(mgr) == before
+        upload.upload_volume(mgr, "default", str(iso))
+    assert volume_names(mgr) == before
 
 
 class FakeStream:
@@ -515,14 +518,14 @@ def test_upload_streams_all_bytes_with_progress(open_host, iso, monkeypatch):
     stream = FakeStream(per_call=100_000)
     _fake_upload(monkeypatch, mgr, stream)
     progress = []
-    result = storage.upload_volume(mgr, "default", str(iso), "boot.iso", on_progress=lambda d, t: progress.append((d, t)),
+    result = upload.upload_volume(mgr, "default", str(iso), "boot.iso", on_progress=lambda d, t: progress.append((d, t)),
                                    chunk=300_000)
     total = iso.stat().st_size
     assert bytes(stream.data) == iso.read_bytes()
     assert stream.finished and not stream.aborted
     assert progress == [(300_000, total), (600_000, total), (900_000, total), (total, total)]
     assert (result.bytes_sent, result.volume.name, result.volume.format, result.volume.capacity) == (total, "boot.iso", "raw", total)
-    assert "boot.iso" in names(mgr)
+    assert "boot.iso" in volume_names(mgr)
 
 
 def test_upload_cancel_deletes_volume(open_host, iso, monkeypatch):
@@ -537,11 +540,11 @@ def test_upload_cancel_deletes_volume(open_host, iso, monkeypatch):
         if done >= 2 * 262_144:
             cancel.set()
 
-    with pytest.raises(storage.UploadCancelled, match=r"cancelled; default/small.iso removed"):
-        storage.upload_volume(mgr, "default", str(iso), on_progress=progress, cancel=cancel, chunk=262_144)
+    with pytest.raises(upload.UploadCancelled, match=r"cancelled; default/small.iso removed"):
+        upload.upload_volume(mgr, "default", str(iso), on_progress=progress, cancel=cancel, chunk=262_144)
     assert seen == [262_144, 524_288]
     assert stream.aborted and not stream.finished
-    assert "small.iso" not in names(mgr)
+    assert "small.iso" not in volume_names(mgr)
 
 
 def test_upload_stream_failure_deletes_volume(open_host, iso, monkeypatch, fake_error):
@@ -550,9 +553,9 @@ def test_upload_stream_failure_deletes_volume(open_host, iso, monkeypatch, fake_
                         error=fake_error(libvirt.VIR_ERR_INTERNAL_ERROR, "stream broke"))
     _fake_upload(monkeypatch, mgr, stream)
     with pytest.raises(VirtError, match=r"small.iso: stream broke$"):
-        storage.upload_volume(mgr, "default", str(iso), chunk=262_144)
+        upload.upload_volume(mgr, "default", str(iso), chunk=262_144)
     assert stream.aborted
-    assert "small.iso" not in names(mgr)
+    assert "small.iso" not in volume_names(mgr)
 
 
 def test_upload_detects_qcow2(open_host, tmp_path, monkeypatch):
@@ -560,7 +563,7 @@ def test_upload_detects_qcow2(open_host, tmp_path, monkeypatch):
     image.write_bytes(b"QFI\xfb" + bytes(2 * MIB))
     mgr = open_host(host())
     _fake_upload(monkeypatch, mgr, FakeStream(per_call=10**9))
-    result = storage.upload_volume(mgr, "default", str(image))
+    result = upload.upload_volume(mgr, "default", str(image))
     assert result.volume.format == "qcow2"
 
 
@@ -568,7 +571,7 @@ def test_upload_refusals_change_nothing(open_host, tmp_path, iso):
     mgr = open_host(host())
     empty = tmp_path / "empty.iso"
     empty.write_bytes(b"")
-    before = names(mgr)
+    before = volume_names(mgr)
     cases = [
         ((str(tmp_path / "missing.iso"),), {}, "does not exist"),
         ((str(tmp_path),), {}, "not a regular file"),
@@ -579,10 +582,10 @@ def test_upload_refusals_change_nothing(open_host, tmp_path, iso):
     ]
     for args, kwargs, message in cases:
         with pytest.raises(ValidationError, match=message):
-            storage.upload_volume(mgr, "default", *args, **kwargs)
+            upload.upload_volume(mgr, "default", *args, **kwargs)
     with pytest.raises(ValidationError, match="no storage pool named 'ghost'"):
-        storage.upload_volume(mgr, "ghost", str(iso))
-    assert names(mgr) == before
+        upload.upload_volume(mgr, "ghost", str(iso))
+    assert volume_names(mgr) == before
 
 
 def test_upload_refused_when_pool_lacks_room(open_host, iso, monkeypatch):
@@ -590,9 +593,9 @@ def test_upload_refused_when_pool_lacks_room(open_host, iso, monkeypatch):
     real_info = libvirt.virStoragePool.info
     monkeypatch.setattr(libvirt.virStoragePool, "info",
                         lambda self: [*real_info(self)[:3], 1000])  # 1000 bytes free
-    with pytest.raises(ValidationError, match=r"uploading small.iso needs 1 MiB; pool 'default' has 1000 B free"):
-        storage.upload_volume(mgr, "default", str(iso))
-    assert "small.iso" not in names(mgr)
+    with pytest.raises(ValidationError, match=r"uploading small.iso needs 1.0 MiB; pool 'default' has 1000 Bytes free"):
+        upload.upload_volume(mgr, "default", str(iso))
+    assert "small.iso" not in volume_names(mgr)
 
 
 def test_upload_of_a_file_that_shrinks_deletes_volume(open_host, iso, monkeypatch):
@@ -605,5 +608,5 @@ def test_upload_of_a_file_that_shrinks_deletes_volume(open_host, iso, monkeypatc
             f.truncate(done)
 
     with pytest.raises(VirtError, match=r"small.iso shrank while uploading$"):
-        storage.upload_volume(mgr, "default", str(iso), on_progress=shrink, chunk=262_144)
-    assert "small.iso" not in names(mgr)
+        upload.upload_volume(mgr, "default", str(iso), on_progress=shrink, chunk=262_144)
+    assert "small.iso" not in volume_names(mgr)

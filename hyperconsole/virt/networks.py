@@ -1,9 +1,8 @@
-"""libvirt networks: details, DHCP leases, which VMs sit on them, and their operations.
+"""libvirt networks: the model, its one parse function, DHCP leases, and their operations.
 
 Host bridges and VLANs (NixOS fragments) are not here; this module only talks to libvirt.
-Contract, as in ops.py: bad input raises `ValidationError` before any mutating libvirt call;
-a libvirt failure raises `VirtError` (one line) after `manager.check_error`; results are
-frozen dataclasses, never libvirt objects. Called from thread workers, never the poll path.
+Which VMs sit on a network or bridge is `inventory.usage` (one walk over every domain).
+Contract: see calls.py. Called from thread workers, never the poll path.
 """
 
 from __future__ import annotations
@@ -13,16 +12,19 @@ import logging
 import os
 import unicodedata
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import libvirt
 
+from hyperconsole import names
 from hyperconsole.errors import ValidationError
 from hyperconsole.virt import errors as verrors
+from hyperconsole.virt import inventory, xmlmodel
+from hyperconsole.virt.calls import Target, calling, find, split
 from hyperconsole.virt.errors import VirtError
-from hyperconsole.virt.inventory import Target, domain_definitions, find, split
-from hyperconsole.virt.ops import _calling, validate_name
+from hyperconsole.virt.inventory import Usage
+from hyperconsole.virt.xmlmodel import xml
 
 log = logging.getLogger(__name__)
 
@@ -50,43 +52,31 @@ class IpRange:
 
 
 @dataclass(frozen=True)
-class NetworkDetails:
-    name: str
-    uuid: str
-    active: bool
-    autostart: bool
-    persistent: bool
-    forward_mode: str  # nat, route, open, bridge, … or "isolated" (no <forward>)
-    bridge: str  # virbrN for nat/route/isolated, the host bridge for mode bridge
-    forward_dev: str = ""
+class NetworkInfo:
+    name: str = xml("./name")
+    uuid: str = xml("./uuid")
+    active: bool = False  # state flags come from the API, not the XML
+    autostart: bool = False
+    persistent: bool = True
+    forward_mode: str = "isolated"  # nat, route, open, bridge, … or "isolated" (no <forward>)
+    bridge: str = xml("./bridge/@name")  # virbrN for nat/route/isolated, the host bridge for mode bridge
+    forward_dev: str = xml("./forward/@dev")
     ips: tuple[IpRange, ...] = ()
     vms: tuple[str, ...] = ()  # names of VMs with a NIC on this network (inactive or live XML)
 
-
-@dataclass(frozen=True)
-class NicUsage:
-    """Who has a NIC where, from ONE pass over every domain's inactive (and live) XML."""
-
-    by_network: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    by_bridge: dict[str, tuple[str, ...]] = field(default_factory=dict)  # type='bridge' NICs and live taps
-
-    def on_network(self, name: str) -> tuple[str, ...]:
-        return self.by_network.get(name, ())
-
-    def on_bridge(self, bridge: str, networks: tuple[NetworkDetails, ...] | list[NetworkDetails] = ()) -> tuple[str, ...]:
-        """VMs on a host bridge: NICs of type bridge, plus VMs on libvirt networks whose bridge it is
-        (a `forward mode='bridge'` network onto br0, or a virbrN)."""
-        names = set(self.by_bridge.get(bridge, ()))
-        for net in networks:
-            if net.bridge == bridge:
-                names.update(self.on_network(net.name))
-        return tuple(sorted(names))
+    @property
+    def ip_ranges(self) -> tuple[str, ...]:
+        """Per address: its DHCP ranges ('start-end'), or 'address/prefix' when it has none."""
+        out: list[str] = []
+        for ip in self.ips:
+            out.extend(f"{start}-{end}" for start, end in ip.dhcp) if ip.dhcp else out.append(ip.cidr)
+        return tuple(out)
 
 
 @dataclass(frozen=True)
 class NetworksOverview:
-    networks: tuple[NetworkDetails, ...]
-    usage: NicUsage
+    networks: tuple[NetworkInfo, ...]
+    usage: Usage
 
 
 @dataclass(frozen=True)
@@ -193,60 +183,33 @@ def _ip_ranges(root: ET.Element) -> tuple[IpRange, ...]:
     return tuple(out)
 
 
-def parse_network_xml(xml: str, *, active: bool = False, autostart: bool = False, persistent: bool = True,
-                      vms: tuple[str, ...] = ()) -> NetworkDetails:
-    """Network XML → NetworkDetails (state flags come from the API, not the XML)."""
-    root = ET.fromstring(xml)
+def parse_network(root: ET.Element, **state) -> NetworkInfo:
+    """Network XML → NetworkInfo; `state` gives what the API knows (active, autostart,
+    persistent, vms)."""
     fwd = root.find("forward")
     mode = fwd.get("mode", "nat") if fwd is not None else "isolated"
-    bridge_el = root.find("bridge")
-    return NetworkDetails(
-        name=root.findtext("name") or "", uuid=root.findtext("uuid") or "", active=active,
-        autostart=autostart, persistent=persistent, forward_mode=mode,
-        bridge=bridge_el.get("name", "") if bridge_el is not None else "",
-        forward_dev=fwd.get("dev", "") if fwd is not None else "",
-        ips=_ip_ranges(root), vms=vms,
-    )
+    return xmlmodel.read(NetworkInfo, root, forward_mode=mode, ips=_ip_ranges(root), **state)
 
 
-def _nics(root: ET.Element, name: str, by_network: dict[str, set[str]], by_bridge: dict[str, set[str]]) -> None:
-    for nic in root.findall("devices/interface"):
-        src = nic.find("source")
-        if src is None:
-            continue
-        kind = nic.get("type", "")
-        if kind == "network" and src.get("network"):
-            by_network.setdefault(src.get("network", ""), set()).add(name)
-        # Live XML of a type='network' NIC also names the bridge it was plugged into.
-        if kind in ("bridge", "network") and src.get("bridge"):
-            by_bridge.setdefault(src.get("bridge", ""), set()).add(name)
-
-
-def nic_usage(target: Target) -> NicUsage:
-    """Who has a NIC where, from one pass over every domain's definition. Raises VirtError."""
-    by_network: dict[str, set[str]] = {}
-    by_bridge: dict[str, set[str]] = {}
-    for definition in domain_definitions(target):
-        for root in definition.roots:
-            _nics(root, definition.name, by_network, by_bridge)
-    return NicUsage({k: tuple(sorted(v)) for k, v in by_network.items()},
-                    {k: tuple(sorted(v)) for k, v in by_bridge.items()})
-
-
-def _details(net: libvirt.virNetwork, usage: NicUsage) -> NetworkDetails:
+def read_network(net: libvirt.virNetwork, usage: Usage | None = None) -> NetworkInfo:
     name = net.name()
-    return parse_network_xml(net.XMLDesc(0), active=bool(net.isActive()), autostart=bool(net.autostart()),
-                             persistent=bool(net.isPersistent()), vms=usage.on_network(name))
+    return parse_network(xmlmodel.parse(net.XMLDesc(0), "network"), active=bool(net.isActive()),
+                         autostart=bool(net.autostart()), persistent=bool(net.isPersistent()),
+                         vms=usage.on_network(name) if usage is not None else ())
+
+
+def list_networks(target: Target, usage: Usage | None = None) -> list[NetworkInfo]:
+    """Every libvirt network sorted by name (with its VMs when `usage` is given). Raises VirtError."""
+    conn, manager = split(target)
+    with calling(manager, "list networks"):
+        return sorted((read_network(n, usage) for n in conn.listAllNetworks(0)), key=lambda n: n.name)
 
 
 def networks_overview(target: Target) -> NetworksOverview:
-    """Every libvirt network with details and its VMs, sorted by name; NIC usage computed once.
-    Raises VirtError."""
-    conn, manager = split(target)
-    usage = nic_usage(target)
-    with _calling(manager, "list networks"):
-        nets = [_details(n, usage) for n in conn.listAllNetworks(0)]
-    return NetworksOverview(tuple(sorted(nets, key=lambda n: n.name)), usage)
+    """Every libvirt network with its VMs, sorted by name; who uses what computed once.
+    `usage.problems` names the VMs whose definition could not be read fully. Raises VirtError."""
+    usage = inventory.usage(target)
+    return NetworksOverview(tuple(list_networks(target, usage)), usage)
 
 
 def _lookup(conn, manager, name: str) -> libvirt.virNetwork:
@@ -258,20 +221,20 @@ def _lookup(conn, manager, name: str) -> libvirt.virNetwork:
     return net
 
 
-def network_details(target: Target, name: str) -> NetworkDetails:
+def network_info(target: Target, name: str) -> NetworkInfo:
     """One network (with its VMs). Raises ValidationError (no such network), VirtError."""
     conn, manager = split(target)
     net = _lookup(conn, manager, name)
-    usage = nic_usage(target)
-    with _calling(manager, f"read network {name}"):
-        return _details(net, usage)
+    usage = inventory.usage(target)
+    with calling(manager, f"read network {name}"):
+        return read_network(net, usage)
 
 
 def network_users(target: Target, name: str) -> tuple[str, ...]:
     """VMs with a NIC on the network: what the delete/stop confirmation warns about."""
     conn, manager = split(target)
     _lookup(conn, manager, name)
-    return nic_usage(target).on_network(name)
+    return inventory.usage(target).on_network(name)
 
 
 def dhcp_leases(target: Target, name: str) -> LeaseList:
@@ -299,7 +262,7 @@ def dhcp_leases(target: Target, name: str) -> LeaseList:
 def _simple(target: Target, name: str, verb: str, call) -> None:
     conn, manager = split(target)
     net = _lookup(conn, manager, name)
-    with _calling(manager, f"{verb} network {name}"):
+    with calling(manager, f"{verb} network {name}"):
         call(net)
 
 
@@ -318,11 +281,11 @@ def set_network_autostart(target: Target, name: str, on: bool) -> None:
     """Raises ValidationError (unknown or transient network), VirtError."""
     conn, manager = split(target)
     net = _lookup(conn, manager, name)
-    with _calling(manager, f"read network {name}"):
+    with calling(manager, f"read network {name}"):
         persistent = net.isPersistent()
     if not persistent:
         raise ValidationError(f"network {name!r} is transient; only defined networks can autostart")
-    with _calling(manager, f"set autostart of network {name}"):
+    with calling(manager, f"set autostart of network {name}"):
         net.setAutostart(1 if on else 0)
 
 
@@ -341,25 +304,10 @@ def validate_bridge_name(name: str, what: str = "bridge name") -> str:
     return name
 
 
-def parse_cidr(cidr: str) -> ipaddress.IPv4Interface:
-    """IPv4 "address/prefix" → the gateway interface. A network address means its first host.
-    Refuses: not IPv4, no prefix, prefix over 30 (no room for DHCP), the broadcast address."""
-    if not isinstance(cidr, str) or "/" not in cidr:
-        raise ValidationError(f"{cidr!r} is not an IPv4 address with prefix, e.g. 192.168.100.1/24")
-    try:
-        iface = ipaddress.ip_interface(cidr.strip())
-    except ValueError as exc:
-        raise ValidationError(f"{cidr!r} is not an IPv4 address with prefix, e.g. 192.168.100.1/24") from exc
-    if not isinstance(iface, ipaddress.IPv4Interface):
-        raise ValidationError(f"{cidr!r} is IPv6; only IPv4 networks are created here")
-    net = iface.network
-    if net.prefixlen > 30:
-        raise ValidationError(f"/{net.prefixlen} is too small for a network with a gateway and guests; use /30 or larger")
-    if iface.ip == net.network_address:
-        iface = ipaddress.IPv4Interface(f"{net.network_address + 1}/{net.prefixlen}")
-    if iface.ip == net.broadcast_address:
-        raise ValidationError(f"{iface.ip} is the broadcast address of {net}; the gateway must be a host address")
-    return iface
+def parse_gateway(text: str) -> ipaddress.IPv4Interface:
+    """A libvirt network's gateway "address/prefix" (a network address means its first host);
+    IPv4, with room for a gateway and guests (/30 or larger)."""
+    return names.cidr(text, names.Role.GATEWAY, family=4, max_prefix=30)  # type: ignore[return-value]
 
 
 def validate_dhcp_range(gateway: ipaddress.IPv4Interface, start: str, end: str) -> tuple[str, str]:
@@ -390,7 +338,7 @@ def validate_dhcp_range(gateway: ipaddress.IPv4Interface, start: str, end: str) 
 
 def validate_network_spec(spec: NewNetworkSpec) -> None:
     """Everything that can be checked without the host. Raises ValidationError."""
-    validate_name(spec.name, "network name")
+    names.network_name(spec.name)
     if spec.mode not in MODES:
         raise ValidationError(f"network mode must be one of {', '.join(MODES)}, not {spec.mode!r}")
     has_dhcp = spec.dhcp_start is not None or spec.dhcp_end is not None
@@ -417,41 +365,48 @@ def validate_network_spec(spec: NewNetworkSpec) -> None:
     if has_dhcp and not spec.cidr:
         raise ValidationError("a DHCP range needs the network's IPv4 address and prefix")
     if spec.cidr:
-        gateway = parse_cidr(spec.cidr)
+        gw = parse_gateway(spec.cidr)
         if has_dhcp:
-            validate_dhcp_range(gateway, spec.dhcp_start or "", spec.dhcp_end or "")
+            validate_dhcp_range(gw, spec.dhcp_start or "", spec.dhcp_end or "")
 
 
 # --------------------------------------------------------------------------- XML
 
 
-def _sub(parent: ET.Element, tag: str, **attrs: str) -> ET.Element:
-    return ET.SubElement(parent, tag, attrs)
+@dataclass(frozen=True)
+class _NetworkXml:
+    """The network XML a NewNetworkSpec becomes, in libvirt's element order."""
+
+    name: str = xml("./name")
+    forward_mode: str = xml("./forward/@mode")
+    forward_dev: str = xml("./forward/@dev")
+    nat_port_start: str = xml("./forward/nat/port/@start")
+    nat_port_end: str = xml("./forward/nat/port/@end")
+    bridge: str = xml("./bridge/@name")
+    stp: str = xml("./bridge/@stp")
+    delay: str = xml("./bridge/@delay")
+    address: str = xml("./ip/@address")
+    prefix: str = xml("./ip/@prefix")
+    dhcp_start: str = xml("./ip/dhcp/range/@start")
+    dhcp_end: str = xml("./ip/dhcp/range/@end")
 
 
 def build_network_xml(spec: NewNetworkSpec) -> str:
-    """Deterministic network XML for a validated spec (fixed element order, ElementTree escaping;
-    no UUID or MAC: libvirt generates them)."""
-    net = ET.Element("network")
-    ET.SubElement(net, "name").text = spec.name
+    """Deterministic network XML for a validated spec (no UUID or MAC: libvirt generates them)."""
     if spec.mode == "bridge":
-        _sub(net, "forward", mode="bridge")
-        _sub(net, "bridge", name=spec.bridge)
-    else:
-        if spec.mode in ("nat", "route"):
-            fwd = _sub(net, "forward", mode=spec.mode, **({"dev": spec.forward_dev} if spec.forward_dev else {}))
-            if spec.mode == "nat":
-                # libvirt's own default NAT port range, written out so the XML says what happens.
-                _sub(_sub(fwd, "nat"), "port", start="1024", end="65535")
-        bridge_attrs = {"name": spec.bridge} if spec.bridge else {}
-        _sub(net, "bridge", **bridge_attrs, stp="on", delay="0")
-        if spec.cidr:
-            gw = parse_cidr(spec.cidr)
-            ip = _sub(net, "ip", address=str(gw.ip), prefix=str(gw.network.prefixlen))
-            if spec.dhcp_start and spec.dhcp_end:
-                _sub(_sub(ip, "dhcp"), "range", start=spec.dhcp_start.strip(), end=spec.dhcp_end.strip())
-    ET.indent(net, space="  ")
-    return ET.tostring(net, encoding="unicode") + "\n"
+        return xmlmodel.build(_NetworkXml(spec.name, "bridge", bridge=spec.bridge), "network")
+    model = _NetworkXml(spec.name, bridge=spec.bridge, stp="on", delay="0")
+    if spec.mode in ("nat", "route"):
+        model = replace(model, forward_mode=spec.mode, forward_dev=spec.forward_dev)
+    if spec.mode == "nat":
+        # libvirt's own default NAT port range, written out so the XML says what happens.
+        model = replace(model, nat_port_start="1024", nat_port_end="65535")
+    if spec.cidr:
+        gw = parse_gateway(spec.cidr)
+        model = replace(model, address=str(gw.ip), prefix=str(gw.network.prefixlen))
+        if spec.dhcp_start and spec.dhcp_end:
+            model = replace(model, dhcp_start=spec.dhcp_start.strip(), dhcp_end=spec.dhcp_end.strip())
+    return xmlmodel.build(model, "network")
 
 
 # --------------------------------------------------------------------------- create / delete
@@ -479,7 +434,7 @@ def _host_bridge_state(conn, manager, name: str) -> str | None:
         return "other" if os.path.exists(f"/sys/class/net/{name}") else "missing"
     try:
         iface = conn.interfaceLookupByName(name)
-        kind = ET.fromstring(iface.XMLDesc(0)).get("type", "")
+        kind = xmlmodel.parse(iface.XMLDesc(0), "interface").get("type", "")
     except libvirt.libvirtError as exc:
         if manager is not None:
             manager.check_error(exc)
@@ -491,23 +446,14 @@ def _host_bridge_state(conn, manager, name: str) -> str | None:
 
 
 def _bridges_in_use(conn, manager) -> dict[str, str]:
-    with _calling(manager, "list networks"):
-        out = {}
-        for n in conn.listAllNetworks(0):
-            br = ET.fromstring(n.XMLDesc(0)).find("bridge")
-            if br is not None and br.get("name"):
-                out[br.get("name", "")] = n.name()
-        return out
+    with calling(manager, "list networks"):
+        return {n.bridge: n.name for n in map(read_network, conn.listAllNetworks(0)) if n.bridge}
 
 
 def _subnets_in_use(conn, manager) -> dict[ipaddress.IPv4Network, str]:
-    with _calling(manager, "list networks"):
-        out = {}
-        for n in conn.listAllNetworks(0):
-            for ip in _ip_ranges(ET.fromstring(n.XMLDesc(0))):
-                if ip.family == "ipv4":
-                    out[ipaddress.IPv4Interface(ip.cidr).network] = n.name()
-        return out
+    with calling(manager, "list networks"):
+        return {ipaddress.IPv4Interface(ip.cidr).network: n.name
+                for n in map(read_network, conn.listAllNetworks(0)) for ip in n.ips if ip.family == "ipv4"}
 
 
 def validate_network(target: Target, spec: NewNetworkSpec) -> None:
@@ -530,7 +476,7 @@ def validate_network(target: Target, spec: NewNetworkSpec) -> None:
         if spec.bridge in taken:
             raise ValidationError(f"bridge {spec.bridge!r} already belongs to network {taken[spec.bridge]!r}")
     if spec.cidr:
-        mine = parse_cidr(spec.cidr).network
+        mine = parse_gateway(spec.cidr).network
         for subnet, other in _subnets_in_use(conn, manager).items():
             if subnet.overlaps(mine):
                 raise ValidationError(f"{mine} overlaps {subnet} of network {other!r}")
@@ -544,10 +490,10 @@ def create_network(target: Target, spec: NewNetworkSpec, *, start: bool = True,
     validate_network(target, spec)
     conn, manager = split(target)
     xml = build_network_xml(spec)
-    with _calling(manager, f"define network {spec.name}"):
+    with calling(manager, f"define network {spec.name}"):
         net = conn.networkDefineXML(xml)
     try:
-        with _calling(manager, f"network {spec.name} was not created"):
+        with calling(manager, f"network {spec.name} was not created"):
             if autostart:
                 net.setAutostart(1)
             if start:
@@ -569,8 +515,8 @@ def delete_network(target: Target, name: str) -> NetworkDeleteResult:
     repeats them. Raises ValidationError (no such network), VirtError."""
     conn, manager = split(target)
     net = _lookup(conn, manager, name)
-    vms = nic_usage(target).on_network(name)
-    with _calling(manager, f"delete network {name}"):
+    vms = inventory.usage(target).on_network(name)
+    with calling(manager, f"delete network {name}"):
         active = bool(net.isActive())
         persistent = bool(net.isPersistent())
         if active:
@@ -605,7 +551,7 @@ def set_dhcp_range(target: Target, name: str, start: str, end: str) -> DhcpEditR
     until it is restarted (reported, not hidden). Raises ValidationError, VirtError."""
     conn, manager = split(target)
     net = _lookup(conn, manager, name)
-    with _calling(manager, f"read network {name}"):
+    with calling(manager, f"read network {name}"):
         active = bool(net.isActive())
         persistent = bool(net.isPersistent())
         try:
@@ -614,12 +560,12 @@ def set_dhcp_range(target: Target, name: str, start: str, end: str) -> DhcpEditR
             if not verrors.is_no_support(exc) and verrors.code(exc) != libvirt.VIR_ERR_INVALID_ARG:
                 raise
             xml = net.XMLDesc(0)  # test driver: no INACTIVE flag; its live and config XML agree
-    root = ET.fromstring(xml)
+    root = xmlmodel.parse(xml, "network")
     if root.find("forward") is not None and root.find("forward").get("mode") == "bridge":
         raise ValidationError(f"network {name!r} is bridged onto a host bridge; it has no DHCP range here")
     index, ip_el = _ipv4_index(root)
-    gateway = parse_cidr(f"{ip_el.get('address')}/{_ip_ranges(root)[index].prefix}")
-    new = validate_dhcp_range(gateway, start, end)
+    gw = parse_gateway(f"{ip_el.get('address')}/{_ip_ranges(root)[index].prefix}")
+    new = validate_dhcp_range(gw, start, end)
     ranges = ip_el.findall("dhcp/range")
     old = (ranges[0].get("start", ""), ranges[0].get("end", "")) if ranges else None
     if old == new:
@@ -643,12 +589,10 @@ def set_dhcp_range(target: Target, name: str, start: str, end: str) -> DhcpEditR
     dhcp = ip_el.find("dhcp")
     if dhcp is None:
         dhcp = ET.SubElement(ip_el, "dhcp")
-    if ranges:
-        ranges[0].set("start", new[0])
-        ranges[0].set("end", new[1])
-    else:
-        dhcp.insert(0, ET.Element("range", start=new[0], end=new[1]))
-    with _calling(manager, f"save DHCP range of {name}"):
+    first = ranges[0] if ranges else ET.SubElement(dhcp, "range")
+    first.set("start", new[0])
+    first.set("end", new[1])
+    with calling(manager, f"save DHCP range of {name}"):
         conn.networkDefineXML(ET.tostring(root, encoding="unicode"))
     reason = "restart the network to use it" if active else "network is not running"
     return DhcpEditResult(name, old, new, "redefine", True, False, reason)
