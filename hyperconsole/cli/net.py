@@ -36,6 +36,8 @@ def read_vm_nics(config: Config) -> list[tuple[str, str]]:
         return []
     finally:
         manager.close()
+    for problem in overview.usage.problems:
+        print(f"warning: VM {problem}", file=sys.stderr)
     return netplan.vm_nic_pairs(overview.usage.by_bridge,
                                 [(net.bridge, net.vms) for net in overview.networks])
 

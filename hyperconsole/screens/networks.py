@@ -185,6 +185,8 @@ class NetworksScreen(HostChangePane):
 
     def _show_networks(self, overview: networks.NetworksOverview) -> None:
         self.overview = overview
+        if overview.usage.problems:
+            self.notify("\n".join(overview.usage.problems), title="VM definitions", severity="warning", markup=False)
         sync_rows(self.query_one("#nets", DataTable), {n.name: network_cells(n) for n in overview.networks})
         if self.host is not None:
             self._show_host(self.host)  # the VMs column depends on the overview

@@ -162,6 +162,8 @@ class StorageScreen(PaneScreen):
         if pool_name != self.pool_name:
             return  # the operator moved on to another pool meanwhile
         self.listing, self.usage = listing, usage
+        if usage is not None and usage.problems:
+            self.notify("\n".join(usage.problems), title="VM definitions", severity="warning", markup=False)
         self.volumes = page
         self._render_volumes(error)
 

@@ -171,3 +171,33 @@ def test_delete_with_storage_keeps_a_volume_another_vm_uses(libvirtd, tiny_vm, m
     assert result.removed_volumes == ()
     assert any("another VM" in k for k in result.kept), result.kept
     assert os.path.exists(path) and exists(manager, name) and not exists(manager, twin)
+
+
+def test_a_vm_whose_xml_does_not_parse_hides_no_other(libvirtd, tiny_vm, manager, hcit_pool, capsys):
+    """A description with ESC set through the API makes the real libvirtd emit domain XML that
+    does not parse. Who uses which volume is still answered for every VM, the broken one named;
+    `net bridge add`'s VM lookup warns instead of ending in a traceback."""
+    from hyperconsole.cli.net import read_vm_nics
+    from hyperconsole.config import Config
+
+    hostile, plain = tiny_vm(), tiny_vm()
+    conn = libvirtd.connect()
+    try:
+        dom = conn.lookupByName(hostile)
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, "x \x1b]0;owned\x07 \x1b[2J", None, None,
+                        libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        with pytest.raises(ET.ParseError):
+            ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    finally:
+        conn.close()
+
+    usage = inventory.usage(manager)
+    by_name = {v.name: v for v in volumes.list_volumes(manager, hcit_pool[0])}
+    assert usage.users_of(by_name[f"{hostile}.qcow2"]) == (hostile,)
+    assert usage.users_of(by_name[f"{plain}.qcow2"]) == (plain,)
+    assert [p.split(":")[0] for p in usage.problems] == [hostile]
+    assert "\\x1b" in usage.problems[0]
+
+    assert read_vm_nics(Config(connections={"default": libvirtd.uri})) == []
+    err = capsys.readouterr().err
+    assert f"warning: VM {hostile}: " in err and "\x1b" not in err

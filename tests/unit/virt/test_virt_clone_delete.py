@@ -59,6 +59,42 @@ def test_clone_copies_writable_volumes(open_host, host_xml):
     assert new.snapshotNum(0) == 0  # snapshots are not cloned
 
 
+def with_sysinfo_and_fixed_displays(xml: str) -> str:
+    """A VM as virt-install makes it with --sysinfo (SMBIOS system UUID = its UUID) and displays
+    on fixed ports, as an operator pins them for a firewall rule."""
+    root = ET.fromstring(xml)
+    system = ET.SubElement(ET.SubElement(root, "sysinfo", type="smbios"), "system")
+    ET.SubElement(system, "entry", name="manufacturer").text = "hyperconsole"
+    ET.SubElement(system, "entry", name="uuid").text = root.findtext("uuid")
+    smbios = ET.SubElement(root.find("os"), "smbios", mode="sysinfo")
+    assert smbios is not None
+    devices = root.find("devices")
+    ET.SubElement(devices, "graphics", type="vnc", port="5905", autoport="no", listen="127.0.0.1")
+    ET.SubElement(devices, "graphics", type="spice", port="5906", tlsPort="5907", autoport="no")
+    return ET.tostring(root, encoding="unicode")
+
+
+def test_clone_gets_fresh_sysinfo_uuid_automatic_ports_and_new_macs(open_host, host_xml):
+    m = open_host(host_xml([with_sysinfo_and_fixed_displays(web())]))
+    original = m.conn.lookupByName("web")
+    result = clone.clone(m, "web", "web-2")
+    copy = ET.fromstring(m.conn.lookupByName("web-2").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert result.uuid != original.UUIDString()
+    assert copy.findtext("uuid") == result.uuid
+    assert copy.findtext("sysinfo/system/entry[@name='uuid']") == result.uuid
+    assert copy.findtext("sysinfo/system/entry[@name='manufacturer']") == "hyperconsole"
+    displays = [(g.get("type"), g.get("autoport"), g.get("port"), g.get("tlsPort")) for g in copy.findall("devices/graphics")]
+    assert [(kind, auto) for kind, auto, _, _ in displays] == [("vnc", "yes"), ("spice", "yes")]
+    assert all(port in (None, "-1") and tls in (None, "-1") for _, _, port, tls in displays), displays
+    old_macs = {mac.get("address") for mac in ET.fromstring(original.XMLDesc(0)).findall("devices/interface/mac")}
+    new_macs = {mac.get("address") for mac in copy.findall("devices/interface/mac")}
+    assert len(new_macs) == 2 and not new_macs & old_macs
+    # the original is untouched
+    kept = ET.fromstring(original.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert kept.findtext("sysinfo/system/entry[@name='uuid']") == original.UUIDString()
+    assert [g.get("port") for g in kept.findall("devices/graphics")] == ["5905", "5906"]
+
+
 def test_clone_picks_free_volume_names(open_host, host_xml, make_vol):
     m = open_host(host_xml([web()], extra_volumes=[make_vol("copy.qcow2")]))
     result = clone.clone(m, "web", "copy")

@@ -1,11 +1,14 @@
-"""inventory: networks, pools, volumes, node info on the libvirt test driver."""
+"""inventory: networks, pools, volumes, node info and who uses what, on the libvirt test driver."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
+import libvirt
 import pytest
 
 from hyperconsole.errors import ValidationError
-from hyperconsole.virt import inventory, networks, pools, volumes
+from hyperconsole.virt import inventory, lifecycle, networks, pools, snapshots, volumes, xmlmodel
 from tests.fixtures import GIB, domain_xml
 
 
@@ -46,3 +49,56 @@ def test_node_info_and_names(open_host, host_xml):
     assert node.uri.startswith("test:///") and node.libvirt_version.count(".") == 2
     assert inventory.domain_names(m) == ["a [x]", "b"]
     assert inventory.domain_names(m.conn) == ["a [x]", "b"]
+
+
+# --------------------------------------------------------------------------- item 15: hostile descriptions
+
+ESC_DESCRIPTION = "pwned \x1b]0;title\x07 \x1b[2J"
+
+
+def hostile_host(open_host, host_xml):
+    """'web' (running, on network default, disk default/web.qcow2) gets a description holding ESC
+    through the API, as an operator or a script can; libvirt then emits domain XML that no XML
+    parser accepts. 'db' stays plain."""
+    m = open_host(host_xml([
+        domain_xml("web", state="running", nics=["default"], disks=[{"pool": "default", "volume": "web.qcow2"}]),
+        domain_xml("db", state="shutoff", nics=["default", {"bridge": "br0"}],
+                   disks=["/var/lib/libvirt/images/db.qcow2"]),
+    ]))
+    web = m.conn.lookupByName("web")
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE
+    web.setMetadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, ESC_DESCRIPTION, None, None, flags)
+    with pytest.raises(ET.ParseError):  # what every reader met before
+        ET.fromstring(web.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    return m
+
+
+def test_one_unparseable_domain_hides_no_other_and_is_named(open_host, host_xml):
+    m = hostile_host(open_host, host_xml)
+    overview = networks.networks_overview(m)
+    default = next(n for n in overview.networks if n.name == "default")
+    assert default.vms == ("db", "web")
+    assert overview.usage.on_bridge("br0") == ("db",)
+    assert len(overview.usage.problems) == 1
+    problem = overview.usage.problems[0]
+    assert problem.startswith("web: ") and "\\x1b" in problem and "\x1b" not in problem and "\n" not in problem
+    listing = volumes.open_volumes(m, "default")
+    page = {v.name: v for v in listing.page(0, len(listing))}
+    usage = inventory.usage(m)
+    assert usage.users_of(page["web.qcow2"]) == ("web",)
+    assert usage.users_of(page["db.qcow2"]) == ("db",)
+    assert usage.running_users_of(page["web.qcow2"]) == ("web",)
+
+
+def test_hostile_description_is_shown_escaped_and_the_vm_stays_usable(open_host, host_xml):
+    m = hostile_host(open_host, host_xml)
+    details = lifecycle.get_details(m, "web")
+    assert details.name == "web" and details.disks[0].volume == "web.qcow2"
+    assert "\x1b" not in details.description and details.description.startswith("pwned \\x1b]0;title")
+    assert snapshots.list_snapshots(m, "web") == ()
+    assert volumes.delete_volume(m, "default", "web.qcow2", force=True).users == ("web",)
+
+
+def test_xml_that_still_does_not_parse_is_one_line():
+    with pytest.raises(ValidationError, match="domain XML does not parse"):
+        xmlmodel.parse("<domain><name>x</domain>", "domain")
