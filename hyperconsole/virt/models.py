@@ -1,4 +1,6 @@
-"""Frozen dataclasses the rest of the app sees instead of libvirt objects."""
+"""Poll-path and connection types: domain state, the VM table row the sampler fills from bulk
+stats, node facts and inventory diffs. Each resource kind's XML model lives in its own module
+(domains, networks, pools, volumes, snapshots)."""
 
 from __future__ import annotations
 
@@ -74,71 +76,6 @@ class DomainInfo:
 
 
 @dataclass(frozen=True)
-class DiskInfo:
-    target: str
-    device: str  # disk, cdrom, floppy, lun
-    bus: str
-    source: str  # path, volume pool/name, or network name; "" when empty (ejected cdrom)
-    format: str = ""
-    pool: str = ""
-    volume: str = ""
-    readonly: bool = False
-
-
-@dataclass(frozen=True)
-class NicInfo:
-    mac: str
-    kind: str  # network, bridge, user, direct …
-    source: str  # network or bridge name
-    model: str = ""
-    target: str = ""  # host-side tap device when running
-    addresses: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class GraphicsInfo:
-    kind: str  # vnc, spice
-    port: int | None
-    listen: str
-    autoport: bool = False
-
-    def tunnel_hint(self, host: str = "<host>") -> str:
-        if self.port is None or self.port <= 0:
-            return f"{self.kind.upper()} port is assigned when the VM runs"
-        listen = self.listen or "127.0.0.1"
-        if listen in ("0.0.0.0", "::"):
-            listen = "127.0.0.1"
-        return f"ssh -L {self.port}:{listen}:{self.port} {host}  then connect a {self.kind.upper()} viewer to localhost:{self.port}"
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    name: str
-    parent: str | None
-    description: str
-    state: str
-    creation_time: int
-    current: bool
-    depth: int = 0
-
-
-@dataclass(frozen=True)
-class DomainDetails:
-    """What the details pane shows; read from the domain XML on demand, never on the poll path."""
-
-    uuid: str
-    name: str
-    description: str
-    os_type: str
-    firmware: str  # bios or uefi
-    disks: tuple[DiskInfo, ...] = ()
-    nics: tuple[NicInfo, ...] = ()
-    graphics: tuple[GraphicsInfo, ...] = ()
-    snapshots: tuple[SnapshotInfo, ...] = ()
-    has_nvram: bool = False
-
-
-@dataclass(frozen=True)
 class NodeInfo:
     hostname: str
     model: str
@@ -148,41 +85,6 @@ class NodeInfo:
     hypervisor: str
     libvirt_version: str
     uri: str
-
-
-@dataclass(frozen=True)
-class NetworkInfo:
-    name: str
-    uuid: str
-    active: bool
-    autostart: bool
-    persistent: bool
-    forward_mode: str
-    bridge: str
-    ip_ranges: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class PoolInfo:
-    name: str
-    uuid: str
-    active: bool
-    autostart: bool
-    kind: str
-    path: str
-    capacity: int
-    allocation: int
-    available: int
-
-
-@dataclass(frozen=True)
-class VolumeInfo:
-    pool: str
-    name: str
-    path: str
-    format: str
-    capacity: int
-    allocation: int
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Integration (tier 3): libvirt networks through OUR code (hyperconsole.virt.netops) on a real
+"""Integration (tier 3): libvirt networks through OUR code (hyperconsole.virt.networks) on a real
 libvirtd. Only an ISOLATED network is created: NAT/routed networks need iptables/nft rules,
 which this host does not have, and there is no `default` network here. Everything is named
 hcit-* so the session fixture removes leftovers even if a test dies half-way.

@@ -1,4 +1,4 @@
-"""Integration (tier 3): pools and volumes through OUR code (hyperconsole.virt.storage) on a real
+"""Integration (tier 3): pools and volumes through OUR code (hyperconsole.virt.pools, volumes, upload) on a real
 libvirtd: a dir pool `hcit-store` in a directory under /var/tmp (pytest's tmp dirs are not
 reachable by libvirt-qemu), volumes created/resized/cloned/deleted by libvirt and checked on
 disk with `qemu-img info --output=json`, an upload checked by reading the file back.

@@ -1,6 +1,6 @@
 """Integration (tier 3): lifecycle, stats and snapshots through OUR code on a real libvirtd + QEMU.
 
-Every action goes through hyperconsole.virt.ops with a ConnectionManager; state is read back
+Every action goes through the virt lifecycle, snapshot and resource modules with a ConnectionManager; state is read back
 through DomainSampler (what the VM table shows) and checked against libvirt directly.
 """
 

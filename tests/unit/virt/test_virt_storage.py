@@ -1,4 +1,4 @@
-"""hyperconsole.virt.storage on libvirt's test driver, one node XML per test.
+"""hyperconsole.virt.pools, volumes and upload on libvirt's test driver, one node XML per test.
 
 What the test driver cannot do, and where it is covered instead:
 - virStorageVolResize and virStorageVolUpload are not implemented: here we check every refusal
@@ -127,7 +127,7 @@ def test_space_level(capacity, available, allocation, percent, level):
     assert pools.space_level(capacity, available, allocation) == (percent, level)
 
 
-def test_pool_details(open_host):
+def test_pool_info(open_host):
     mgr = open_host(host(extra_pools=[pool_xml("iso", "/srv/iso", volumes=[vol("d.iso", fmt="raw", path="/srv/iso")])]))
     mgr.conn.storagePoolLookupByName("iso").destroy()
     details = {p.name: p for p in pools.list_pools(mgr)}

@@ -1,4 +1,4 @@
-"""domxml: parsing into DomainDetails, deterministic builders (golden files), size edits."""
+"""Domain XML: parsing into DomainDetails, deterministic builders (golden files), size edits."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""hyperconsole.virt.netops on libvirt's test driver, one node XML per test.
+"""hyperconsole.virt.networks on libvirt's test driver, one node XML per test.
 
 What the test driver cannot do, and where it is covered instead:
 - DHCP leases (virNetworkGetDHCPLeases is not implemented): here we check the "not supported"
   flag; a real lease database is read in tests/integration/test_networks_real.py.
-- the INACTIVE flag of virNetworkGetXMLDesc: netops falls back to the live XML (same thing here).
+- the INACTIVE flag of virNetworkGetXMLDesc: networks falls back to the live XML (same thing here).
 - starting a network creates no bridge device, so bridge creation is checked on the real daemon.
 """
 
