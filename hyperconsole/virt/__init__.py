@@ -1,1 +1,1 @@
-"""libvirt side of hyperconsole: connection, models, sampling, operations. No Textual/Rich here."""
+"""libvirt side of hyperconsole: connection and sampler, one module per resource kind (domains, networks, pools, volumes, snapshots) over one XML field mapping (xmlmodel), and operations by what they do (lifecycle, resources, clone, create, upload). No Textual/Rich here."""

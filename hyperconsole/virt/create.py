@@ -7,7 +7,6 @@ Contract: see calls.py.
 from __future__ import annotations
 
 import logging
-import unicodedata
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 
@@ -18,7 +17,7 @@ from hyperconsole.errors import ValidationError
 from hyperconsole.virt import errors as verrors
 from hyperconsole.virt import inventory, xmlmodel
 from hyperconsole.virt.calls import Target, calling, find, split
-from hyperconsole.virt.domains import DiskInfo, NicInfo, name_free
+from hyperconsole.virt.domains import DiskInfo, NicInfo, check_description, name_free
 from hyperconsole.virt.networks import validate_bridge_name
 from hyperconsole.virt.pools import active_pool
 from hyperconsole.virt.resources import KIB_PER_MIB, check_sizes, host_limits
@@ -172,8 +171,7 @@ def validate_spec(target: Target, spec: NewDomainSpec) -> NewDomainSpec:
         raise ValidationError(f"graphics must be one of {', '.join(GRAPHICS_KINDS)}")
     if spec.network is not None and spec.network_kind not in NETWORK_KINDS:
         raise ValidationError(f"network kind must be network or bridge, not {spec.network_kind!r}")
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in spec.description):
-        raise ValidationError("description may not contain control characters")
+    check_description(spec.description)
     if spec.new_disk_gib is not None:
         if spec.disk is None or not spec.disk.pool:
             raise ValidationError("a new disk needs a storage pool")

@@ -9,6 +9,7 @@ here (details pane, "which VMs use X", clone, delete), so they cannot disagree.
 from __future__ import annotations
 
 import re
+import unicodedata
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -180,6 +181,14 @@ def read_domain(root: ET.Element, snapshots: tuple[SnapshotInfo, ...] = ()) -> D
 def parse_domain_xml(text: str, snapshots: tuple[SnapshotInfo, ...] = ()) -> DomainDetails:
     """Domain XML (live or inactive) → `DomainDetails`. Raises ValidationError if it does not parse."""
     return read_domain(xmlmodel.parse(text, "domain"), snapshots)
+
+
+def check_description(text: str, what: str = "description") -> str:
+    """Free text (VM and snapshot descriptions): line breaks and tabs are fine, other control
+    characters are refused — libvirt would store them and then emit XML that does not parse."""
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in text):
+        raise ValidationError(f"{what} may not contain control characters")
+    return text
 
 
 # --------------------------------------------------------------------------- lookup

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 
@@ -12,7 +11,7 @@ from hyperconsole import names
 from hyperconsole.errors import ValidationError
 from hyperconsole.virt import xmlmodel
 from hyperconsole.virt.calls import Target, calling, fail
-from hyperconsole.virt.domains import domain
+from hyperconsole.virt.domains import check_description, domain
 from hyperconsole.virt.errors import VirtError
 from hyperconsole.virt.xmlmodel import xml
 
@@ -88,8 +87,7 @@ def create_snapshot(target: Target, ident: str, name: str, description: str = ""
     """Snapshot with libvirt's defaults for the domain's state (QEMU: internal qcow2 snapshot,
     with memory when running). Raises ValidationError (bad or taken name), VirtError."""
     names.object_name(name, "snapshot name")
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in description):
-        raise ValidationError("snapshot description may not contain control characters")
+    check_description(description, "snapshot description")
     _conn, manager, dom = domain(target, ident)
     with calling(manager, f"list snapshots of {dom.name()}"):
         taken = set(dom.snapshotListNames(0))

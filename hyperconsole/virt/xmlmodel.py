@@ -22,6 +22,7 @@ normally, so one hostile description never hides a VM, a network's users or a vo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import xml.etree.ElementTree as ET
 from typing import Any, TypeVar
@@ -80,18 +81,14 @@ UNITS = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024**2, "
 
 
 @dataclasses.dataclass(frozen=True)
-class _Path:
+class _Field:
+    name: str
     element: str  # "." for the root itself, else an ElementTree path of plain tags
     attr: str  # "" for the element's text
-
-    @classmethod
-    def of(cls, xpath: str) -> "_Path":
-        head, sep, attr = xpath.rpartition("/@")
-        if sep:
-            return cls(head or ".", attr)
-        if xpath.startswith("./@"):
-            return cls(".", xpath[3:])
-        return cls(xpath, "")
+    kind: type  # str, int or bool, from the dataclass annotation
+    default: Any
+    size: bool
+    flag: bool
 
 
 def xml(xpath: str, default: Any = "", *, size: bool = False, flag: bool = False) -> Any:
@@ -100,27 +97,31 @@ def xml(xpath: str, default: Any = "", *, size: bool = False, flag: bool = False
     size: a byte count written as text with unit='bytes' and read in whatever unit it has.
     flag: a bool that is the presence of an empty element ('./readonly').
     An attribute of type bool reads and writes 'yes'/'no'."""
-    meta = {"xpath": _Path.of(xpath), "size": size, "flag": flag}
-    return dataclasses.field(default=default, metadata=meta)
+    return dataclasses.field(default=default, metadata={"xpath": xpath, "size": size, "flag": flag})
 
 
-def _fields(cls: type) -> list[tuple[dataclasses.Field, _Path]]:
-    return [(f, f.metadata["xpath"]) for f in dataclasses.fields(cls) if "xpath" in f.metadata]
+@functools.cache
+def _fields(cls: type) -> tuple[_Field, ...]:
+    """The declared fields of a model, in declaration order (worked out once per class)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if "xpath" not in f.metadata:
+            continue
+        xpath = f.metadata["xpath"]
+        head, sep, attr = xpath.rpartition("/@")
+        element = (head or ".") if sep else xpath
+        declared = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+        kind = {"int": int, "bool": bool}.get(declared.replace(" | None", ""), str)
+        out.append(_Field(f.name, element, attr if sep else "", kind, f.default, f.metadata["size"], f.metadata["flag"]))
+    return tuple(out)
 
 
-def _find(root: ET.Element, path: str) -> ET.Element | None:
-    return root if path == "." else root.find(path)
-
-
-def _convert(f: dataclasses.Field, el: ET.Element, raw: str) -> Any:
-    declared = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
-    kind = {"int": int, "bool": bool}.get(declared.replace(" | None", ""), str)
-    if f.metadata["size"]:
-        unit = (el.get("unit") or "bytes").lower()
-        return int(raw) * UNITS.get(unit, 1)
-    if kind is bool:
+def _convert(f: _Field, el: ET.Element, raw: str) -> Any:
+    if f.size:
+        return int(raw) * UNITS.get((el.get("unit") or "bytes").lower(), 1)
+    if f.kind is bool:
         return raw in ("yes", "on", "1")
-    if kind is int:
+    if f.kind is int:
         return int(raw)
     return raw
 
@@ -132,16 +133,14 @@ def read(cls: type[T], root: ET.Element, **given: Any) -> T:
     """An instance of `cls` from `root`: each declared field from its XPath (its default when
     absent or not a number where a number is declared), the others from `given`."""
     values: dict[str, Any] = {}
-    for f, path in _fields(cls):
+    for f in _fields(cls):
         if f.name in given:
             continue
-        el = _find(root, path.element)
-        if f.metadata["flag"]:
+        el = root if f.element == "." else root.find(f.element)
+        if f.flag:
             values[f.name] = el is not None
             continue
-        if el is None:
-            continue
-        raw = el.get(path.attr) if path.attr else el.text
+        raw = None if el is None else el.get(f.attr) if f.attr else el.text
         if raw is None:
             continue
         try:
@@ -165,22 +164,22 @@ def write(obj: Any, root: ET.Element) -> ET.Element:
     """Set every declared field of `obj` that has a value into `root`, in field order, creating
     the elements on its path; empty values ('', None, and a falsy default such as 0 or False)
     are left out."""
-    for f, path in _fields(type(obj)):
+    for f in _fields(type(obj)):
         value = getattr(obj, f.name)
         if value is None or value == "" or (not value and value == f.default):
             continue
-        el = _ensure(root, path.element)
-        if f.metadata["flag"]:
+        el = _ensure(root, f.element)
+        if f.flag:
             continue
         if isinstance(value, bool):
             text = "yes" if value else "no"
         else:
             text = str(value)
-        if path.attr:
-            el.set(path.attr, text)
+        if f.attr:
+            el.set(f.attr, text)
         else:
             el.text = text
-            if f.metadata["size"]:
+            if f.size:
                 el.set("unit", "bytes")
     return root
 

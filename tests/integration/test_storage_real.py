@@ -82,9 +82,9 @@ def test_dir_pool_and_volume_lifecycle(manager, store):
     print(f"\npool types offered on this host: {kinds}")
 
     details = pools.pool_info(manager, POOL)
-    assert (details.info.kind, details.info.path, details.state, details.volume_count) == ("dir", str(store), "running", 0)
-    assert details.info.capacity > 0 and details.level in (SpaceLevel.OK, SpaceLevel.WARN, SpaceLevel.CRITICAL)
-    expected = 100 * (details.info.capacity - details.info.available) / details.info.capacity
+    assert (details.kind, details.path, details.state, details.volume_count) == ("dir", str(store), "running", 0)
+    assert details.capacity > 0 and details.level in (SpaceLevel.OK, SpaceLevel.WARN, SpaceLevel.CRITICAL)
+    expected = 100 * (details.capacity - details.available) / details.capacity
     assert details.used_percent == pytest.approx(expected)
 
     # create: qcow2 and raw, checked with qemu-img
