@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import libvirt
 from textual.widgets import DataTable, Input
 
 from hyperconsole.host import netconfig
@@ -194,3 +195,23 @@ async def test_non_numeric_ports_are_refused_in_one_line(monkeypatch):
         assert not isinstance(app.screen, ConfirmDialog)
         assert [m for m, severity in said if severity == "error"] == [
             "ports must be whole numbers separated by spaces, not 'ssh'"]
+
+
+BOTH = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+
+async def test_a_vm_with_an_escape_in_its_description_hides_no_network(monkeypatch):
+    """libvirt emits XML that does not parse for a description holding ESC: the libvirt networks
+    table still lists every network with its VMs, and the pane names the VM it read partly."""
+    app = demo_app()
+    said: list[tuple[str, str]] = []
+    monkeypatch.setattr(app, "notify", lambda message, **kw: said.append((message, kw.get("severity", ""))))
+    dom = app.manager.conn.lookupByName("db-primary")
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, "\x1b]0;owned\x07\x1b[2J", None, None, BOTH)
+    async with app.run_test(size=(150, 42)) as pilot:
+        screen = await open_pane(pilot)
+        assert network_names(screen) == ["build-isolated", "default", "lan-br0"]
+        default = next(n for n in screen.overview.networks if n.name == "default")
+        assert "db-primary" in default.vms
+        warnings = [m for m, severity in said if severity == "warning" and "db-primary: " in m]
+        assert len(warnings) == 1 and "\x1b" not in warnings[0] and "\\x1b" in warnings[0], said

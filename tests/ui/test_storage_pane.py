@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import libvirt
 from textual.widgets import DataTable, Input
 
 from hyperconsole.messages import ActionDone
@@ -134,3 +135,20 @@ async def test_readonly_hides_storage_changes(make_app):
         screen = await open_pane(h)
         for action in screen.MUTATING:
             assert screen.check_action(action, ()) is False
+
+
+BOTH = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+
+async def test_a_vm_with_an_escape_in_its_description_hides_no_volume(make_app, monkeypatch):
+    """libvirt emits XML that does not parse for a description holding ESC: the volume table
+    still lists every volume with its users, and the pane names the VM it read partly."""
+    async with make_app(host()) as h:
+        said: list[tuple[str, str]] = []
+        monkeypatch.setattr(h.app, "notify", lambda message, **kw: said.append((message, kw.get("severity", ""))))
+        h.app.manager.conn.lookupByName("web").setMetadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, "\x1b[2J", None, None, BOTH)
+        screen = await open_pane(h)
+        assert volume_names(screen) == ["vol-0000.qcow2", "vol-0001.qcow2", "web.qcow2"]
+        assert screen.query_one("#volumes", DataTable).get_row("web.qcow2")[4].plain == "web"
+        warnings = [m for m, severity in said if severity == "warning" and m.startswith("web: ")]
+        assert len(warnings) == 1 and "\x1b" not in warnings[0], said
