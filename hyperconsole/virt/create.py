@@ -201,8 +201,10 @@ def validate_spec(target: Target, spec: NewDomainSpec) -> NewDomainSpec:
             spec = replace(spec, disk=VolumeRef(spec.disk.pool, vol_name), disk_format="qcow2")
         else:
             _pool, _vol, info = existing(conn, manager, spec.disk.pool, spec.disk.volume, "disk")
-            if inventory.usage(target).users_of(info):
+            usage = inventory.usage(target)
+            if usage.users_of(info):
                 raise ValidationError(f"volume {spec.disk} is already a disk of another VM")
+            usage.refuse_unknown(f"volume {spec.disk}")
             spec = replace(spec, disk_format=info.format or "raw")
     if spec.iso is not None:
         existing(conn, manager, spec.iso.pool, spec.iso.volume, "boot ISO")

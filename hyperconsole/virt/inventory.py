@@ -32,6 +32,7 @@ class DomainDefinition:
 class Definitions:
     domains: tuple[DomainDefinition, ...]
     problems: tuple[str, ...] = ()  # "name: one line" for each domain read only partly or not at all
+    unread: frozenset[str] = frozenset()  # domains not read at all: what they use is unknown
 
 
 def domain_definitions(target: Target) -> Definitions:
@@ -44,7 +45,7 @@ def domain_definitions(target: Target) -> Definitions:
         domains = conn.listAllDomains(0)
     except libvirt.libvirtError as exc:
         raise fail(manager, "list VMs", exc) from exc
-    out, problems = [], []
+    out, problems, unread = [], [], set()
     for dom in domains:
         name = "?"
         try:
@@ -57,19 +58,21 @@ def domain_definitions(target: Target) -> Definitions:
             if errors.is_connection_lost(exc):
                 raise fail(manager, "read VM definitions", exc) from exc
             problems.append(f"{name}: {errors.one_line(exc)}")
+            unread.add(name)
             continue
         notes: list[str] = []
         try:
             roots = [xmlmodel.parse(t, "domain", notes) for t in texts]
         except ValidationError as exc:
             problems.append(f"{name}: {exc.message}")
+            unread.add(name)
             continue
         problems.extend(f"{name}: {note}" for note in dict.fromkeys(notes))
         out.append(DomainDefinition(
             name, running,
             tuple(parse_disk(d) for root in roots for d in root.findall("devices/disk")),
             tuple(parse_nic(n) for root in roots for n in root.findall("devices/interface"))))
-    return Definitions(tuple(out), tuple(problems))
+    return Definitions(tuple(out), tuple(problems), frozenset(unread))
 
 
 class _Volume(Protocol):
@@ -95,6 +98,15 @@ class Usage:
     by_ref: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     running: frozenset[str] = frozenset()  # names of VMs that are running (for in-use refusals)
     problems: tuple[str, ...] = ()  # domains that could not be read (fully): "name: one line"
+    unread: frozenset[str] = frozenset()  # domains not read at all: they may use anything
+
+    def refuse_unknown(self, what: str, but: str = "") -> None:
+        """Raise ValidationError when a VM other than `but` could not be read: whether it uses
+        `what` is unknown, and a destructive step must not guess "no"."""
+        unknown = sorted(self.unread - {but})
+        if unknown:
+            raise ValidationError(f"cannot tell whether VM {', '.join(unknown)} uses {what}: its definition "
+                                  "could not be read", hint="fix or remove that VM's definition first")
 
     def on_network(self, name: str) -> tuple[str, ...]:
         return self.by_network.get(name, ())
@@ -141,7 +153,7 @@ def usage(target: Target) -> Usage:
         return {k: tuple(sorted(v)) for k, v in m.items()}
 
     return Usage(frozen(by_network), frozen(by_bridge), frozen(by_path), frozen(by_ref),
-                 frozenset(d.name for d in found.domains if d.running), found.problems)
+                 frozenset(d.name for d in found.domains if d.running), found.problems, found.unread)
 
 
 def _version(number: int) -> str:

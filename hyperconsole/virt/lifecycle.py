@@ -191,9 +191,12 @@ def delete(target: Target, ident: str, remove_storage: bool = False) -> DeleteRe
         kept: list[str] = []
         if remove_storage:
             usage = inventory.usage(target)
+            unknown = ", ".join(sorted(usage.unread - {name}))
             for d in disk_volumes(conn, root):
                 label = d.disk.target or "?"
-                if d.disk.shared:
+                if unknown and d.vol is not None:
+                    kept.append(f"{label}: VM {unknown} could not be read, so its disks are unknown")
+                elif d.disk.shared:
                     kept.append(f"{label}: shared or read-only")
                 elif d.vol is None or d.pool is None:
                     if d.disk.source:

@@ -224,10 +224,12 @@ def resize_volume(target: Target, pool_name: str, name: str, new_size: str | int
                               f"{names.human_size(capacity)}: only growing is supported (shrinking loses data)")
     if capacity == info.capacity:
         raise ValidationError(f"{pool_name}/{name} is already {names.human_size(capacity)}")
-    running = inventory.usage(target).running_users_of(info)
+    usage = inventory.usage(target)
+    running = usage.running_users_of(info)
     if running:
         raise ValidationError(f"{pool_name}/{name} is in use by running VM {', '.join(running)}",
                               hint="shut it down first")
+    usage.refuse_unknown(f"{pool_name}/{name}")
     with calling(manager, f"resize {pool_name}/{name}"):
         vol.resize(capacity, 0)
     return ResizeResult(pool_name, name, info.capacity, capacity)
@@ -240,10 +242,12 @@ def clone_volume(target: Target, pool_name: str, name: str, new_name: str) -> Vo
     conn, manager = split(target)
     pool, vol, info = existing(conn, manager, pool_name, name)
     name_free(pool, manager, pool_name, new_name)
-    running = inventory.usage(target).running_users_of(info)
+    usage = inventory.usage(target)
+    running = usage.running_users_of(info)
     if running:
         raise ValidationError(f"{pool_name}/{name} is in use by running VM {', '.join(running)}; "
                               "a copy would be inconsistent", hint="shut it down first")
+    usage.refuse_unknown(f"{pool_name}/{name}")
     room_for(pool, manager, pool_name, info.allocation, f"copying {name}")
     with calling(manager, f"clone {pool_name}/{name} to {new_name}"):
         new = pool.createXMLFrom(build_volume_xml(new_name, info.capacity, info.format or "raw"), vol, 0)
@@ -266,10 +270,13 @@ def delete_volume(target: Target, pool_name: str, name: str, force: bool = False
     the UI passes only after the operator confirmed. Raises ValidationError, VirtError."""
     conn, manager = split(target)
     _pool, vol, info = existing(conn, manager, pool_name, name)
-    users = inventory.usage(target).users_of(info)
+    usage = inventory.usage(target)
+    users = usage.users_of(info)
     if users and not force:
         raise ValidationError(f"{pool_name}/{name} is used by VM {', '.join(users)}",
                               hint="delete with force after confirming")
+    if not force:
+        usage.refuse_unknown(f"{pool_name}/{name}")
     with calling(manager, f"delete {pool_name}/{name}"):
         vol.delete(0)
     return VolumeDeleteResult(pool_name, name, users)

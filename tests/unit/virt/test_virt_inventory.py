@@ -102,3 +102,28 @@ def test_hostile_description_is_shown_escaped_and_the_vm_stays_usable(open_host,
 def test_xml_that_still_does_not_parse_is_one_line():
     with pytest.raises(ValidationError, match="domain XML does not parse"):
         xmlmodel.parse("<domain><name>x</domain>", "domain")
+
+
+def test_a_vm_that_cannot_be_read_at_all_is_never_guessed_unused(open_host, host_xml, monkeypatch):
+    """XML that does not parse even with forbidden characters made visible: the VM is named,
+    the others are still answered, and no destructive step assumes it uses nothing."""
+    m = open_host(host_xml([
+        domain_xml("web", state="shutoff", disks=[{"pool": "default", "volume": "web.qcow2"}], nics=["default"]),
+        domain_xml("db", state="shutoff", disks=["/var/lib/libvirt/images/db.qcow2"], nics=["default"]),
+    ]))
+    real = libvirt.virDomain.XMLDesc
+    monkeypatch.setattr(libvirt.virDomain, "XMLDesc",
+                        lambda self, flags=0: "<domain><name>db</domain>" if self.name() == "db" else real(self, flags))
+    overview = networks.networks_overview(m)
+    assert next(n for n in overview.networks if n.name == "default").vms == ("web",)
+    assert overview.usage.unread == {"db"}
+    assert [p.split(": ")[:2] for p in overview.usage.problems] == [["db", "domain XML does not parse"]]
+    with pytest.raises(ValidationError, match="cannot tell whether VM db uses default/spare.qcow2"):
+        volumes.delete_volume(m, "default", "spare.qcow2")
+    with pytest.raises(ValidationError, match="cannot tell whether VM db uses default/spare.qcow2"):
+        volumes.resize_volume(m, "default", "spare.qcow2", "20G")
+    assert "spare.qcow2" in m.conn.storagePoolLookupByName("default").listVolumes()
+    result = lifecycle.delete(m, "web", remove_storage=True)
+    assert result.removed_volumes == ()
+    assert result.kept == ("vda: VM db could not be read, so its disks are unknown",)
+    assert "web.qcow2" in m.conn.storagePoolLookupByName("default").listVolumes()
