@@ -17,11 +17,12 @@ from hyperconsole.errors import ValidationError
 from hyperconsole.virt import errors as verrors
 from hyperconsole.virt import inventory, xmlmodel
 from hyperconsole.virt.calls import Target, calling, find, split
-from hyperconsole.virt.domains import DiskInfo, NicInfo, check_description, name_free
+from hyperconsole.virt.domains import DiskInfo, GraphicsInfo, NicInfo, check_description, name_free
 from hyperconsole.virt.networks import validate_bridge_name
 from hyperconsole.virt.pools import active_pool
 from hyperconsole.virt.resources import KIB_PER_MIB, check_sizes, host_limits
 from hyperconsole.virt.volumes import build_volume_xml, delete_quietly, existing
+from hyperconsole.virt.xmlmodel import xml
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,36 @@ class NewDomainSpec:
     mac: str = ""
 
 
-def _sub(parent: ET.Element, tag: str, text: str | int | None = None, **attrs: str) -> ET.Element:
+@dataclass(frozen=True)
+class _DomainXml:
+    """The single-valued part of a new domain's XML, in libvirt's element order; disks, NICs and
+    displays are written into <devices> by their own models."""
+
+    type: str = xml("./@type")
+    name: str = xml("./name")
+    description: str = xml("./description")
+    memory: int = xml("./memory", 0)
+    memory_unit: str = xml("./memory/@unit")
+    current_memory: int = xml("./currentMemory", 0)
+    current_memory_unit: str = xml("./currentMemory/@unit")
+    vcpus: int = xml("./vcpu", 0)
+    vcpu_placement: str = xml("./vcpu/@placement")
+    firmware: str = xml("./os/@firmware")
+    os_type: str = xml("./os/type")
+    arch: str = xml("./os/type/@arch")
+    acpi: bool = xml("./features/acpi", False, flag=True)
+    apic: bool = xml("./features/apic", False, flag=True)
+    cpu_mode: str = xml("./cpu/@mode")
+    clock_offset: str = xml("./clock/@offset")
+    on_poweroff: str = xml("./on_poweroff")
+    on_reboot: str = xml("./on_reboot")
+    on_crash: str = xml("./on_crash")
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
     el = ET.SubElement(parent, tag, attrs)
     if text is not None:
-        el.text = str(text)
+        el.text = text
     return el
 
 
@@ -82,28 +109,16 @@ def build_domain_xml(spec: NewDomainSpec) -> str:
     """Deterministic domain XML for a new VM (fixed element order, ElementTree escaping)."""
     dtype = spec.domain_type or "kvm"
     hw = dtype in ("kvm", "qemu")
-    dom = ET.Element("domain", {"type": dtype})
-    _sub(dom, "name", spec.name)
-    if spec.description:
-        _sub(dom, "description", spec.description)
-    _sub(dom, "memory", spec.memory_mib * KIB_PER_MIB, unit="KiB")
-    _sub(dom, "currentMemory", spec.memory_mib * KIB_PER_MIB, unit="KiB")
-    _sub(dom, "vcpu", spec.vcpus, placement="static")
-    os_el = _sub(dom, "os", **({"firmware": "efi"} if spec.firmware == "uefi" else {}))
-    _sub(os_el, "type", "hvm", arch=spec.arch)
-    if spec.iso is not None:
-        _sub(os_el, "boot", dev="cdrom")
-    _sub(os_el, "boot", dev="hd")
-    if hw:
-        features = _sub(dom, "features")
-        _sub(features, "acpi")
-        _sub(features, "apic")
-    if dtype == "kvm":
-        _sub(dom, "cpu", mode="host-passthrough")
-    _sub(dom, "clock", offset="utc")
-    _sub(dom, "on_poweroff", "destroy")
-    _sub(dom, "on_reboot", "restart")
-    _sub(dom, "on_crash", "destroy")
+    kib = spec.memory_mib * KIB_PER_MIB
+    dom = xmlmodel.write(_DomainXml(
+        dtype, spec.name, spec.description, kib, "KiB", kib, "KiB", spec.vcpus, "static",
+        "efi" if spec.firmware == "uefi" else "", "hvm", spec.arch, acpi=hw, apic=hw,
+        cpu_mode="host-passthrough" if dtype == "kvm" else "", clock_offset="utc",
+        on_poweroff="destroy", on_reboot="restart", on_crash="destroy"), ET.Element("domain"))
+    os_el = dom.find("os")
+    assert os_el is not None
+    for dev in (("cdrom",) if spec.iso is not None else ()) + ("hd",):
+        _sub(os_el, "boot", dev=dev)
     devices = _sub(dom, "devices")
     if spec.disk is not None:
         xmlmodel.write(DiskInfo(kind="volume", device="disk", driver="qemu", format=spec.disk_format or "qcow2",
@@ -125,7 +140,7 @@ def build_domain_xml(spec: NewDomainSpec) -> str:
         channel = _sub(devices, "channel", type="unix")
         _sub(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
     if spec.graphics in ("vnc", "spice"):
-        g = _sub(devices, "graphics", type=spec.graphics, port="-1", autoport="yes", listen="127.0.0.1")
+        g = xmlmodel.write(GraphicsInfo(spec.graphics, -1, True, "127.0.0.1"), ET.SubElement(devices, "graphics"))
         _sub(g, "listen", type="address", address="127.0.0.1")
     if hw:
         _sub(devices, "memballoon", model="virtio")

@@ -95,8 +95,8 @@ class NicInfo:
 class GraphicsInfo:
     kind: str = xml("./@type")  # vnc, spice
     port: int | None = xml("./@port", None)  # None: assigned when the VM starts
-    listen: str = xml("./@listen")
     autoport: bool = xml("./@autoport", False)
+    listen: str = xml("./@listen")
 
     def tunnel_hint(self, host: str = "<host>") -> str:
         if self.port is None or self.port <= 0:
@@ -160,7 +160,7 @@ def _graphics(el: ET.Element) -> GraphicsInfo:
             listen = lst.get("address") or lst.get("socket") or ""
             if listen:
                 break
-    return GraphicsInfo(g.kind, port, listen, g.autoport)
+    return GraphicsInfo(g.kind, port, g.autoport, listen)
 
 
 def read_domain(root: ET.Element, snapshots: tuple[SnapshotInfo, ...] = ()) -> DomainDetails:
