@@ -34,6 +34,9 @@ class Config:
     rebuild_command: str = "nixos-rebuild"
     revert_command: str = DEFAULT_REVERT_COMMAND
     confirm_timeout: int = 120
+    # The running system's link and the system profile (the demo has its own).
+    current_system: str = "/run/current-system"
+    system_profile: str = "/nix/var/nix/profiles/system"
     sources: tuple[str, ...] = ()
 
     @property

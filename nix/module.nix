@@ -62,6 +62,14 @@ in
         ExecStart = "${hc} confirm";
       };
     };
+    systemd.services.hyperconsole-revert = {
+      description = "hyperconsole: revert the trial configuration now";
+      path = [ config.system.build.nixos-rebuild pkgs.nix pkgs.git ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${hc} revert";
+      };
+    };
 
     security.polkit.enable = true;
     security.polkit.extraConfig = ''
@@ -74,7 +82,7 @@ in
         var verb = action.lookup("verb") || "";
         // Only these fixed units: a transient unit (systemd-run) could run any command as root.
         var allowed = /^hyperconsole-rebuild@(dry-build|test|switch|boot|rollback)\.service$/.test(unit) ||
-                      unit == "hyperconsole-confirm.service";
+                      unit == "hyperconsole-confirm.service" || unit == "hyperconsole-revert.service";
         if (allowed && verb == "start") {
           return polkit.Result.YES;
         }

@@ -27,10 +27,10 @@ from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.demo import nixos as demo
 from hyperconsole.nixos.rebuild import (
-    ACTIONS, RebuildLine, RebuildResult, RebuildRunner, diff_generations, find_generation, list_generations,
+    ACTIONS, RebuildLine, RebuildResult, diff_generations, find_generation, list_generations,
     rollback_argvs,
 )
-from hyperconsole.nixos.revert import ConfirmOrRevert, controller_for
+from hyperconsole.nixos.revert import ConfirmOrRevert, NoPendingChange, controller_for
 from hyperconsole.nixos.store import FRAGMENTS_SUBDIR, FragmentStore
 
 MAX_CONFIRM_TIMEOUT = 86400
@@ -83,10 +83,6 @@ def _is_demo(args: argparse.Namespace) -> bool:
 
 def make_controller(args: argparse.Namespace, config: Config) -> ConfirmOrRevert:
     return controller_for(config, demo=_is_demo(args))
-
-
-def make_runner(args: argparse.Namespace, config: Config) -> RebuildRunner:
-    return make_controller(args, config).runner
 
 
 def _interactive() -> bool:
@@ -161,7 +157,7 @@ def report_apply_outcome(args: argparse.Namespace, config: Config, outcome) -> i
         return 0
     if outcome.reverted:
         _report_failure(outcome.rebuild)
-        print("the fragment files were restored and the previous configuration re-activated", file=sys.stderr)
+        print(outcome.rolled_back, file=sys.stderr)
         return 1
     if not outcome.rebuild.ok:
         _report_failure(outcome.rebuild)
@@ -209,8 +205,7 @@ def cmd_profile_apply(args: argparse.Namespace, config: Config) -> int:
 
 @guarded
 def cmd_rebuild(args: argparse.Namespace, config: Config) -> int:
-    runner = make_runner(args, config)
-    result = runner.run(args.action, on_line=_print_line)
+    result = make_controller(args, config).rebuild(args.action, on_line=_print_line)
     if not result.ok:
         _report_failure(result)
         return 1
@@ -232,6 +227,20 @@ def _confirm(args: argparse.Namespace, config: Config) -> int:
 @guarded
 def cmd_confirm(args: argparse.Namespace, config: Config) -> int:
     return _confirm(args, config)
+
+
+@guarded
+def cmd_revert(args: argparse.Namespace, config: Config) -> int:
+    outcome = make_controller(args, config).revert_now(reason="reverted by the operator", on_line=_print_line)
+    if outcome is None:
+        raise NoPendingChange("nothing is waiting for confirmation")
+    if outcome.warning:
+        print(f"warning: {outcome.warning}", file=sys.stderr)
+    print(f"reverted: restored {', '.join(n + '.nix' for n in outcome.restored) or 'no files'}")
+    if outcome.result is not None and not outcome.result.ok:
+        _report_failure(outcome.result)
+        return 1
+    return 0
 
 
 def _profiles_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -261,8 +270,7 @@ def cmd_generations(args: argparse.Namespace, config: Config) -> int:
 @guarded
 def cmd_rollback(args: argparse.Namespace, config: Config) -> int:
     controller = make_controller(args, config)
-    if controller.pending() is not None:
-        raise HyperconsoleError("a change is waiting for confirmation", hint="confirm it or let it revert first")
+    controller.refuse_if_pending()
     if args.generation is not None:
         profiles_dir, booted = _profiles_dirs(args)
         find_generation(list_generations(profiles_dir, booted), args.generation)
@@ -397,6 +405,8 @@ def cmd_nixos_status(args: argparse.Namespace, config: Config) -> int:
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.get("reverted_at", 0)))
         print(f"last revert: {last.get('description')} at {when} ({last.get('reason')})")
+        if last.get("warning"):
+            print(f"  warning: {last['warning']}")
     found = False
     for path in (nixos_dir / "configuration.nix", nixos_dir / "flake.nix"):
         if path.is_file():
@@ -441,6 +451,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=cmd_rebuild)
     p = subparsers.add_parser("confirm", help="keep the trial configuration (switch) and cancel the revert", parents=[common])
     p.set_defaults(func=cmd_confirm)
+    p = subparsers.add_parser("revert", help="revert the trial configuration now", parents=[common])
+    p.set_defaults(func=cmd_revert)
     p = subparsers.add_parser("generations", help="list system generations", parents=[common])
     p.add_argument("--diff", nargs=2, type=int, metavar=("A", "B"), help="diff two generations")
     p.set_defaults(func=cmd_generations)

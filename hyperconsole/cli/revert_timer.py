@@ -1,12 +1,12 @@
-"""Entry point of the detached revert timer: `python -m hyperconsole.cli.revert_timer …`.
+"""Entry point of the detached trial process: `python -m hyperconsole.cli.revert_timer …`.
 
-Started by nixos.revert when a change goes on trial; it outlives the console that started it.
+Started by nixos.revert when a change goes on trial; it outlives the console that started it,
+holds the rebuild lock for the whole trial and reverts by itself unless the change is confirmed.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 from hyperconsole.nixos.revert import run_timer
@@ -18,10 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--id", required=True, dest="change_id")
     parser.add_argument("--state-dir", required=True)
     args = parser.parse_args(argv)
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
-    return run_timer(args.nixos_dir, args.change_id, args.state_dir,
-                     say=lambda text: print(text, flush=True), stopped=lambda: stop["flag"])
+    return run_timer(args.nixos_dir, args.change_id, args.state_dir, say=lambda text: print(text, flush=True))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ def demo_config(config: Config, system_dir: Path | None = None) -> Config:
     """The config for a --demo run: scratch dir prepared, demo commands unless set explicitly."""
     nixos_dir = prepare_demo_nixos(Path(config.nixos_dir), system_dir)
     rebuild, revert = demo_commands(nixos_dir, system_dir)
-    changes = {}
+    system_dir = system_dir or demo_system_dir()
+    changes = {"current_system": str(system_dir / "current-system"),
+               "system_profile": str(demo_profiles_dir(system_dir) / "system")}
     if config.rebuild_command == "nixos-rebuild":
         changes["rebuild_command"] = rebuild
     if config.revert_command == DEFAULT_REVERT_COMMAND:

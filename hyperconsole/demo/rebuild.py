@@ -131,6 +131,8 @@ class DemoSystem:
 
     def _set_active(self, what: dict) -> None:
         atomic_write(self.root / "active.json", (json.dumps(what) + "\n").encode())
+        # Like /run/current-system: the running system, whichever way it was activated.
+        self._set_link(self.root / "current-system", what["path"])
 
     def active(self) -> dict | None:
         try:

@@ -4,8 +4,9 @@ Public API (all blocking; call from a thread worker in the UI):
 
 - render.render_value / render_fragment / parse / read_meta
 - store.FragmentStore (read, prepare, commit, history), ChangeSet.diff()
-- rebuild.RebuildRunner.run(action, on_line=..., timeout=..., cancel=...) -> RebuildResult;
+- rebuild.RebuildRunner.run(action, on_line=..., timeout=..., cancel=...) -> RebuildResult (a
+  detached job the caller follows; follow() follows one started elsewhere);
   list_generations, diff_generations, rollback_argvs
-- revert.ConfirmOrRevert (apply, confirm, revert_now, pending, last_revert)
+- revert.ConfirmOrRevert (apply, confirm, revert_now, rebuild, refuse_if_pending, pending, last_revert)
 - demo.demo_config / prepare_demo_nixos for --demo
 """

@@ -1,26 +1,34 @@
 """RebuildRunner (dry-build/test/switch/boot/rollback), generations, closure diffs.
 
-Designed to be called from a thread worker: `run()` blocks, calls `on_line(RebuildLine)` for every
-output line as it arrives (with elapsed seconds), honours a timeout and a cancel Event, and returns
-a RebuildResult. It never raises for a failing rebuild (that is a result); it raises
-HyperconsoleError only when the rebuild could not be started (busy, command missing).
+A rebuild never depends on the console that started it: it runs as a *job*, a detached wrapper
+(`python -m hyperconsole.cli.rebuild_job`) in its own session, stdin from /dev/null, its output
+appended to a log file in the state dir (never a pipe), and its state written to a JSON record
+beside the log when it starts, takes the rebuild lock, and ends. Under systemd the same wrapper
+runs in a transient unit. The console only follows the log and the record, so killing it, a
+SIGHUP, or the SSH session closing cannot stop or SIGPIPE the rebuild; any console can follow a
+job it did not start (`follow`).
+
+`run()` blocks, calls `on_line(RebuildLine)` for every output line as it arrives (with elapsed
+seconds), honours a timeout and a cancel Event (both stop the job), and returns a RebuildResult.
+It never raises for a failing rebuild (that is a result); it raises HyperconsoleError only when
+the rebuild could not be started (busy, command missing).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -32,13 +40,18 @@ from hyperconsole.nixos import locking
 ACTIONS = ("dry-build", "test", "switch", "boot", "rollback")
 SYSTEM_PROFILES = Path("/nix/var/nix/profiles")
 BOOTED_SYSTEM = Path("/run/booted-system")
+CURRENT_SYSTEM = Path("/run/current-system")
 TERMINATE_GRACE = 5.0
+FOLLOW_INTERVAL = 0.1
+JOB_START_GRACE = 30.0  # a job under systemd has this long to write its first record
+JOB_MODULE = "hyperconsole.cli.rebuild_job"
+LOCK_NAME = ".rebuild.lock"
 _ERROR_LINE = re.compile(r"(^|\s)error:", re.IGNORECASE)
 _GENERATION_LINK = re.compile(r"system-(\d+)-link\Z")
 
 
 class RebuildBusyError(HyperconsoleError):
-    """Another rebuild holds the host-wide rebuild lock."""
+    """Another rebuild (or a trial change) holds the host-wide rebuild lock."""
 
 
 @dataclass(frozen=True)
@@ -117,13 +130,15 @@ def rebuild_argv(
 
 
 def systemd_wrap(argv: Sequence[str], unit: str, description: str) -> list[str]:
-    """Run argv as a transient service so a dropped SSH session does not kill the rebuild;
-    --pipe streams its output to us, --wait returns its exit status, --collect cleans up even
-    when it fails."""
+    """Run argv (a rebuild job, or a trial) as a transient service, so it outlives the console and
+    its SSH session; --collect cleans up even when it fails. No --pipe and no --wait: it writes its
+    own log and record, which the console follows. A unit starts with systemd's environment, so
+    the console's PATH (where the rebuild command was found) and Python path go with it."""
+    python_path = os.pathsep.join(entry for entry in sys.path if entry)
     return [
         "systemd-run", f"--unit={unit}", f"--description={description}",
-        "--pipe", "--wait", "--collect", "--quiet", "--service-type=exec",
-        "--property=KillMode=mixed", "--", *argv,
+        "--collect", "--quiet", "--service-type=exec", "--property=KillMode=mixed",
+        f"--setenv=PATH={os.environ.get('PATH', os.defpath)}", f"--setenv=PYTHONPATH={python_path}", "--", *argv,
     ]
 
 
@@ -131,8 +146,209 @@ def _now_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
+def check_runnable(argv: Sequence[str], what: str = "--rebuild-cmd") -> None:
+    """Refuse before anything is started (or written) when the command cannot be run."""
+    if shutil.which(argv[0]) is None:
+        raise HyperconsoleError(f"cannot run {argv[0]}: no such executable", hint=f"check {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie does not count)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+# -- state files ---------------------------------------------------------------------------------
+# Every file of a rebuild job goes through these (and safefs): private, never through a link.
+
+
+def open_log(path: Path, *, create: bool) -> int:
+    """A job's log, for appending (created new, never an existing file, with `create`)."""
+    return safefs.open_private(path, os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0))
+
+
+def read_log(path: Path):
+    return os.fdopen(safefs.open_file(path, os.O_RDONLY), "rb")
+
+
+def write_record(path: Path, record: dict) -> None:
+    safefs.atomic_write(Path(path), (json.dumps(record, indent=2) + "\n").encode("utf-8"), mode=safefs.PRIVATE_FILE_MODE)
+
+
+def read_record(path: Path) -> dict:
+    try:
+        return json.loads(safefs.read_bytes(path) or b"{}")
+    except (OSError, ValueError, HyperconsoleError):
+        return {}
+
+
+@contextmanager
+def rebuild_lock(path: Path, wait: float, holder: str) -> Iterator[None]:
+    """The host-wide rebuild lock, one for rebuild jobs, trials and reverts. Waits up to `wait`
+    seconds, then RebuildBusyError naming the holder (what `holder` said when it took it)."""
+    def busy(text: str) -> RebuildBusyError:
+        return RebuildBusyError(f"another rebuild is running ({text})", hint="wait for it to finish")
+
+    note = f"{holder}, pid {os.getpid()}, since {time.strftime('%H:%M:%S')}"
+    with locking.held(path, wait, busy, note=note, poll=0.1):
+        yield
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """One detached rebuild: its log, its record (state, pid, exit status), its unit if any."""
+
+    label: str
+    log: str
+    record: str
+    unit: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Job":
+        return cls(**data)
+
+    def read_record(self) -> dict:
+        return read_record(Path(self.record))
+
+
+def run_job(argv: Sequence[str], label: str, log: Path, record_path: Path,
+            lock_path: Path | None, lock_wait: float) -> int:
+    """The body of the detached job (`python -m hyperconsole.cli.rebuild_job`): take the rebuild
+    lock (unless the caller holds it for us, as a trial does), run argv with its output appended to
+    the log, and write the record at each step, the exit status last."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # like nohup; also for the rebuild itself
+    base = {"action": label, "argv": list(argv), "log": str(log), "pid": os.getpid(), "started": _now_stamp()}
+    write_record(record_path, {**base, "state": "waiting"})
+    started = time.monotonic()
+    try:
+        with rebuild_lock(lock_path, lock_wait, f"{label} rebuild") if lock_path else _nothing():
+            write_record(record_path, {**base, "state": "running"})
+            fd = open_log(log, create=False)
+            try:
+                # The lock's descriptor is not inherited: a daemon the activation starts must
+                # not hold the rebuild lock for ever.
+                proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, close_fds=True)
+            except OSError as exc:
+                os.write(fd, f"error: cannot run {argv[0]}: {exc.strerror or exc}\n".encode())
+                returncode = 127
+            else:
+                returncode = proc.wait()
+            finally:
+                os.close(fd)
+    except RebuildBusyError as exc:
+        write_record(record_path, {**base, "state": "busy", "error": str(exc)})
+        return 75
+    status = "succeeded" if returncode == 0 else "failed"
+    write_record(record_path, {**base, "state": "done", "status": status, "returncode": returncode,
+                               "duration": round(time.monotonic() - started, 3)})
+    return 0 if returncode == 0 else 1
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def follow(job: Job, *, on_line: Callable[[RebuildLine], None] | None = None, timeout: float | None = None,
+           cancel: threading.Event | None = None, proc: subprocess.Popen | None = None,
+           owner: bool = False) -> RebuildResult:
+    """Follow a job's log until its record says it ended, forwarding each line as it arrives.
+    The owner (the console that started it) stops the job on timeout, cancel, or when it fails
+    itself (a callback raising, Ctrl-C); any other follower only watches."""
+    started = time.monotonic()
+    lines: list[str] = []
+
+    def emit(raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        lines.append(text)
+        if on_line is not None:
+            on_line(RebuildLine(time.monotonic() - started, text))
+
+    status: str | None = None
+    with read_log(Path(job.log)) as log:
+        log.readline()  # the command line, written by whoever started the job
+        partial = b""
+        try:
+            while True:
+                chunk = log.read(65536)
+                if chunk:
+                    *complete, partial = (partial + chunk).split(b"\n")
+                    for raw in complete:
+                        emit(raw)
+                    continue
+                record = job.read_record()
+                if record.get("state") == "busy":
+                    raise RebuildBusyError(record.get("error") or "another rebuild is running")
+                if record.get("state") == "done":
+                    break
+                if owner and timeout is not None and time.monotonic() - started > timeout:
+                    status = "timed out"
+                elif owner and cancel is not None and cancel.is_set():
+                    status = "cancelled"
+                elif not _job_alive(job, proc, started) and job.read_record().get("state") != "done":
+                    status = "failed"
+                if status is not None:
+                    break
+                time.sleep(FOLLOW_INTERVAL)
+        except BaseException:
+            if owner:
+                stop_job(job, proc)
+            raise
+        if status in ("timed out", "cancelled"):
+            stop_job(job, proc)
+        for raw in (partial + log.read()).split(b"\n"):
+            if raw:
+                emit(raw)
+    record = job.read_record()
+    if status is not None:
+        emit((f"hyperconsole: rebuild {status} after {time.monotonic() - started:.1f}s; stopped it"
+              if status != "failed" else "hyperconsole: the rebuild job ended without reporting its exit status").encode())
+        record = {**record, "state": "done", "status": status, "duration": round(time.monotonic() - started, 3)}
+        write_record(Path(job.record), record)
+    duration = record.get("duration", time.monotonic() - started)
+    return RebuildResult(job.label, tuple(record.get("argv", ())), record.get("status", "failed"),
+                         record.get("returncode"), duration, tuple(lines), Path(job.log))
+
+
+def _job_alive(job: Job, proc: subprocess.Popen | None, started: float) -> bool:
+    if proc is not None:
+        return proc.poll() is None
+    pid = job.read_record().get("pid")
+    if pid:
+        return pid_alive(int(pid))
+    return time.monotonic() - started < JOB_START_GRACE  # a unit still starting
+
+
+def stop_job(job: Job, proc: subprocess.Popen | None = None) -> None:
+    """Stop a job and everything it started: its unit, or its session (TERM, then KILL)."""
+    if job.unit:
+        subprocess.run(["systemctl", "stop", job.unit], capture_output=True, check=False, timeout=60)
+    pid = proc.pid if proc is not None else job.read_record().get("pid")
+    if not pid:
+        return
+    for sig, wait in ((signal.SIGTERM, TERMINATE_GRACE), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(int(pid), sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if (proc.poll() is not None) if proc is not None else not pid_alive(int(pid)):
+                return
+            time.sleep(0.05)
+
+
 class RebuildRunner:
-    """Runs the rebuild command, one at a time host-wide, logging every run under the state dir."""
+    """Starts rebuild jobs, one at a time host-wide, each logged under the state dir."""
 
     def __init__(
         self,
@@ -150,7 +366,7 @@ class RebuildRunner:
         self.use_systemd = under_systemd() if use_systemd is None else use_systemd
         self.hostname = hostname
         # The lock lives next to the fragments so every user rebuilding this config shares it.
-        self.lock_path = lock_path or (self.nixos_dir / "hyperconsole" / ".rebuild.lock")
+        self.lock_path = lock_path or (self.nixos_dir / "hyperconsole" / LOCK_NAME)
 
     @classmethod
     def from_config(cls, config, **kwargs) -> "RebuildRunner":
@@ -163,11 +379,53 @@ class RebuildRunner:
     def argv(self, action: str, generation: int | None = None) -> list[str]:
         return rebuild_argv(self.rebuild_command, self.nixos_dir, action, hostname=self.hostname, generation=generation)
 
-    def launch_argv(self, argv: Sequence[str], label: str) -> list[str]:
-        if not self.use_systemd:
-            return list(argv)
-        unit = f"hyperconsole-{label}-{_now_stamp().replace('.', '-').lower()}"
-        return systemd_wrap(argv, unit, f"hyperconsole {label}")
+    def lock_file(self) -> Path:
+        """Beside the fragments; in our state dir when that dir cannot be written (read-only)."""
+        try:
+            safefs.ensure_dir(self.lock_path.parent)
+            os.close(safefs.open_file(self.lock_path, os.O_RDWR | os.O_CREAT))
+            return self.lock_path
+        except OSError:
+            safefs.ensure_private_dir(self.state_dir)
+            return self.state_dir / "rebuild.lock"
+
+    def hold_lock(self, wait: float, holder: str):
+        return rebuild_lock(self.lock_file(), wait, holder)
+
+    def job_argv(self, job: Job, argv: Sequence[str], *, lock: bool = True, lock_wait: float = 0.0) -> list[str]:
+        """The detached wrapper's command line (inside a transient unit under systemd)."""
+        wrapper = [sys.executable, "-m", JOB_MODULE, "--label", job.label, "--log", job.log, "--record", job.record]
+        if lock:
+            wrapper += ["--lock", str(self.lock_file()), "--lock-wait", f"{lock_wait:g}"]
+        wrapper += ["--", *argv]
+        return systemd_wrap(wrapper, job.unit, f"hyperconsole {job.label}") if job.unit else wrapper
+
+    def start(self, argv: Sequence[str], label: str, *, lock: bool = True,
+              lock_wait: float = 0.0) -> tuple[Job, subprocess.Popen | None]:
+        """Start a detached job. With lock=False the caller already holds the rebuild lock for
+        it (a trial holds it for its whole life) and must outlive the job."""
+        check_runnable(argv)
+        safefs.ensure_private_dir(self.log_dir)
+        stamp = _now_stamp()
+        unit = f"hyperconsole-{label}-{stamp.replace('.', '-').lower()}" if self.use_systemd else None
+        job = Job(label, str(self.log_dir / f"{stamp}-{label}.log"), str(self.log_dir / f"{stamp}-{label}.json"), unit)
+        launch = self.job_argv(job, argv, lock=lock, lock_wait=lock_wait)
+        fd = open_log(Path(job.log), create=True)
+        try:
+            os.write(fd, f"$ {shlex.join(argv)}\n".encode())
+            if unit is None:
+                # Own session, no terminal, no pipe: a dying console, a SIGHUP or a closed SSH
+                # session reaches neither the wrapper nor the rebuild.
+                return job, subprocess.Popen(launch, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                                             start_new_session=True, close_fds=True)
+            done = subprocess.run(launch, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise HyperconsoleError(f"cannot run {launch[0]}: {exc.strerror or exc}", hint="check --rebuild-cmd") from exc
+        finally:
+            os.close(fd)
+        if done.returncode != 0:
+            raise HyperconsoleError(f"cannot start the rebuild unit: {(done.stderr or '').strip()[:200]}")
+        return job, None
 
     def run(
         self,
@@ -188,135 +446,22 @@ class RebuildRunner:
         on_line: Callable[[RebuildLine], None] | None = None,
         timeout: float | None = None,
         cancel: threading.Event | None = None,
+        lock: bool = True,
         lock_wait: float = 0.0,
+        on_start: Callable[[Job], None] | None = None,
     ) -> RebuildResult:
-        """Run any command (rebuild or revert) with the rebuild lock held, streaming its output."""
-        with self._lock(lock_wait):
-            return self._run_locked(list(argv), label, on_line, timeout, cancel)
-
-    # -- internals ----------------------------------------------------------------------------
-
-    @contextmanager
-    def _lock(self, wait: float) -> Iterator[None]:
-        """The host-wide rebuild lock; waits up to `wait` seconds, then RebuildBusyError."""
-        path = self.lock_path
-        try:
-            safefs.ensure_dir(path.parent)
-            os.close(safefs.open_file(path, os.O_RDWR | os.O_CREAT))
-        except OSError:
-            # Cannot share the lock beside the fragments (read-only dir): fall back to ours.
-            path = self.state_dir / "rebuild.lock"
-            safefs.ensure_private_dir(path.parent)
-        with locking.held(path, wait, lambda holder: RebuildBusyError(
-                f"another rebuild is running ({holder})", hint="wait for it to finish"),
-                note=f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}", poll=0.1):
-            yield
-
-    def _run_locked(self, argv, label, on_line, timeout, cancel) -> RebuildResult:
-        safefs.ensure_private_dir(self.log_dir)
-        stamp = _now_stamp()
-        log_path = self.log_dir / f"{stamp}-{label}.log"
-        launch = self.launch_argv(argv, label)
-        started = time.monotonic()
-        lines: list[str] = []
-        try:
-            proc = subprocess.Popen(
-                launch, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True,
-            )
-        except OSError as exc:
-            raise HyperconsoleError(f"cannot run {launch[0]}: {exc.strerror or exc}", hint="check --rebuild-cmd") from exc
-
-        pending: queue.Queue[bytes | None] = queue.Queue()
-
-        def read_output() -> None:
-            assert proc.stdout is not None
-            for raw in iter(proc.stdout.readline, b""):
-                pending.put(raw)
-            pending.put(None)
-
-        reader = threading.Thread(target=read_output, name=f"rebuild-{label}-output", daemon=True)
-        reader.start()
-        status = None
-        with safefs.open_private_text(log_path, append=False) as log:
-            log.write(f"$ {shlex.join(launch)}\n")
-            try:
-                status = self._pump(pending, started, lines, log, on_line, timeout, cancel)
-            except BaseException:
-                # A failing callback (or Ctrl-C) must not leave the rebuild running unattended.
-                self._stop(proc, launch)
-                raise
-            if status is not None:
-                self._stop(proc, launch)
-                note = f"hyperconsole: rebuild {status} after {time.monotonic() - started:.1f}s; stopped it"
-                lines.append(note)
-                log.write(note + "\n")
-                if on_line is not None:
-                    on_line(RebuildLine(time.monotonic() - started, note))
-            returncode = proc.wait()
-            reader.join(timeout=1.0)
-            duration = time.monotonic() - started
-            if status is None:
-                status = "succeeded" if returncode == 0 else "failed"
-            log.write(f"hyperconsole: {status} (exit {returncode}) in {duration:.1f}s\n")
-        record = {
-            "action": label, "argv": list(launch), "status": status, "returncode": returncode,
-            "duration": round(duration, 3), "started": stamp, "log": str(log_path),
-        }
-        safefs.atomic_write(self.log_dir / f"{stamp}-{label}.json", (json.dumps(record, indent=2) + "\n").encode(),
-                            mode=safefs.PRIVATE_FILE_MODE)
-        return RebuildResult(label, tuple(launch), status, returncode, duration, tuple(lines), log_path)
-
-    @staticmethod
-    def _pump(pending, started, lines, log, on_line, timeout, cancel) -> str | None:
-        """Forward output lines until EOF (None) or until timeout/cancel (their status)."""
-        while True:
-            if timeout is not None and time.monotonic() - started > timeout:
-                return "timed out"
-            if cancel is not None and cancel.is_set():
-                return "cancelled"
-            try:
-                raw = pending.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if raw is None:
-                return None
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
-            elapsed = time.monotonic() - started
-            lines.append(text)
-            log.write(f"[{elapsed:7.1f}s] {text}\n")
-            log.flush()
-            if on_line is not None:
-                on_line(RebuildLine(elapsed, text))
-
-    def _stop(self, proc: subprocess.Popen, launch: Sequence[str]) -> None:
-        """Terminate the whole process group, then kill it if it does not exit in time. A
-        transient unit outlives its systemd-run client, so it is stopped by name."""
-        unit = next((a.split("=", 1)[1] for a in launch if a.startswith("--unit=")), None)
-        if launch and launch[0] == "systemd-run" and unit:
-            subprocess.run(["systemctl", "stop", unit], capture_output=True, check=False, timeout=60)
-        for sig, wait in ((signal.SIGTERM, TERMINATE_GRACE), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        """Run any command (rebuild or revert) as a job and follow it to its end."""
+        job, proc = self.start(argv, label, lock=lock, lock_wait=lock_wait)
+        if on_start is not None:
+            on_start(job)
+        return follow(job, on_line=on_line, timeout=timeout, cancel=cancel, proc=proc, owner=True)
 
     def past_runs(self, limit: int = 20) -> list[dict]:
         """The newest runs (status, duration, log path), newest first."""
         if not self.log_dir.is_dir():
             return []
-        runs = []
-        for path in sorted(self.log_dir.glob("*.json"), reverse=True)[:limit]:
-            try:
-                runs.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError):
-                continue
-        return runs
+        records = (read_record(path) for path in sorted(self.log_dir.glob("*.json"), reverse=True)[:limit])
+        return [record for record in records if record]
 
 
 # -- generations ---------------------------------------------------------------------------------
@@ -423,7 +568,7 @@ def rollback_argvs(rebuild_command: str, nixos_dir: Path, generation: int | None
 
 
 __all__ = [
-    "ACTIONS", "Generation", "RebuildBusyError", "RebuildLine", "RebuildResult", "RebuildRunner",
-    "closure_diff_argv", "diff_generations", "find_generation", "list_generations", "rebuild_argv",
-    "rollback_argvs", "systemd_wrap", "under_systemd",
+    "ACTIONS", "Generation", "Job", "RebuildBusyError", "RebuildLine", "RebuildResult", "RebuildRunner",
+    "closure_diff_argv", "diff_generations", "find_generation", "follow", "list_generations", "rebuild_argv",
+    "rollback_argvs", "run_job", "stop_job", "systemd_wrap", "under_systemd",
 ]

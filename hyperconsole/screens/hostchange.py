@@ -58,7 +58,7 @@ class HostChangePane(PaneScreen):
             banner.remove_class("pending")
             return
         banner.add_class("pending")
-        if pending.state == "testing":
+        if pending.state in ("starting", "testing"):
             text = f"Trial rebuild running: {pending.description}"
         else:
             text = (f"Trial active: {pending.description}. Reverts by itself in {int(pending.remaining())} s "
@@ -107,7 +107,7 @@ class HostChangePane(PaneScreen):
             self.app.post_message(ActionDone(label, error=str(exc)))
         else:
             if outcome.reverted:
-                error = "the trial rebuild failed; files restored and the previous system re-activated"
+                error = f"{outcome.rebuild.action} {outcome.rebuild.status}; {outcome.rolled_back}"
                 self.app.post_message(ActionDone(label, error=error))
             elif outcome.rebuild is not None and not outcome.rebuild.ok:
                 self.app.post_message(ActionDone(label, error=outcome.rebuild.summary()))
@@ -156,9 +156,10 @@ class HostChangePane(PaneScreen):
     @work(thread=True, exclusive=True, group="host-change", exit_on_error=False, description="revert trial change")
     def _undo(self) -> None:
         try:
-            self.controller.revert_now(reason="reverted by the operator", on_line=self.log_line)
+            outcome = self.controller.revert_now(reason="reverted by the operator", on_line=self.log_line)
         except HyperconsoleError as exc:
             self.app.post_message(ActionDone("revert trial change", error=str(exc)))
         else:
-            self.app.post_message(ActionDone("revert trial change", detail="reverted"))
+            detail = outcome.warning if outcome is not None and outcome.warning else "reverted"
+            self.app.post_message(ActionDone("revert trial change", detail=detail))
         self._after_change()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +184,58 @@ def test_head_reads_the_first_line_of_status(common, nixos_dir):
                           shell=True, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"NixOS dir: {nixos_dir}\n"
+
+
+CLI = [sys.executable, "-m", "hyperconsole"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP])
+def test_rebuild_outlives_the_cli_killed_mid_rebuild(nixos_dir, tmp_path, script, wait_for, sig):
+    end = tmp_path / "rebuild-ended"
+    # Prints a line every 0.2 s for about 2 s, then marks its end.
+    chatty = script("chatty-rebuild", f"""\
+        for i in 1 2 3 4 5 6 7 8 9 10; do echo "step $i"; sleep 0.2; done
+        touch {end}
+        """)
+    cli_proc = subprocess.Popen(
+        CLI + ["rebuild", "switch", "--nixos-dir", str(nixos_dir), "--rebuild-cmd", str(chatty)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    assert "step 1" in cli_proc.stdout.readline().decode()
+    os.kill(cli_proc.pid, sig)
+    cli_proc.wait(timeout=10)
+    cli_proc.stdout.close()  # the terminal is gone too: nothing reads what the CLI printed
+    assert wait_for(end.exists, timeout=15)
+    logs = list((tmp_path / "xdg-state" / "hyperconsole" / "rebuilds").glob("*-switch.log"))
+    assert len(logs) == 1
+    assert logs[0].read_text().splitlines()[1:] == [f"step {i}" for i in range(1, 11)]
+    assert wait_for(lambda: json.loads(logs[0].with_suffix(".json").read_text()).get("status") == "succeeded")
+
+
+def test_manual_rebuild_during_a_trial_is_refused(common, nixos_dir, tmp_path, capsys):
+    code, _, err = run(["profile", "apply", "management", "--confirm-timeout", "600", "--yes", *common], capsys)
+    assert code == 0, err
+    try:
+        for argv in (["rebuild", "switch"], ["rebuild", "boot"], ["rollback"]):
+            code, out, err = run([*argv, *common], capsys)
+            assert code == 1 and err.count("\n") == 1
+            assert err.startswith("error: a trial change is pending: security profile management (reverts by itself in ")
+            assert "`hyperconsole confirm`" in err and "`hyperconsole revert`" in err
+        assert (tmp_path / "calls.log").read_text().split() == ["test"]  # nothing else ran
+    finally:
+        code, out, err = run(["revert", *common], capsys)
+    assert code == 0 and "reverted: restored security-profile.nix" in out, err
+    assert not (nixos_dir / "hyperconsole" / "security-profile.nix").exists()
+
+
+def test_failed_direct_switch_restores_the_fragment(common, nixos_dir, tmp_path, capsys):
+    (tmp_path / "fail-actions").write_text("switch\n")
+    code, _, err = run(["profile", "apply", "management", "--no-rebuild", *common], capsys)
+    fragment = nixos_dir / "hyperconsole" / "security-profile.nix"
+    before = fragment.read_bytes()
+    code, out, err = run(["profile", "apply", "headless", "--confirm-timeout", "0", "--yes", *common], capsys)
+    assert code == 1
+    assert fragment.read_bytes() == before
+    assert "error: activation of switch failed" in err
+    assert "the change was rolled back: the fragment files were restored\n" in err
+    assert (tmp_path / "calls.log").read_text().split() == ["switch"]

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+import hyperconsole
+
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos.rebuild import (
-    RebuildBusyError, RebuildRunner, diff_generations, find_generation, list_generations, rebuild_argv,
+    Job, RebuildBusyError, RebuildRunner, diff_generations, find_generation, list_generations, rebuild_argv,
     rollback_argvs, systemd_wrap,
 )
 
@@ -60,11 +62,19 @@ def test_bad_rebuild_command_is_refused(nixos_dir, command):
 
 def test_systemd_path_builds_a_transient_unit_argv(nixos_dir, tmp_path):
     runner = RebuildRunner(nixos_dir, "nixos-rebuild", state_dir=tmp_path, use_systemd=True)
-    argv = runner.launch_argv(runner.argv("switch"), "switch")
-    assert argv[0] == "systemd-run"
-    assert {"--pipe", "--wait", "--collect"} <= set(argv)
-    assert any(a.startswith("--unit=hyperconsole-switch-") for a in argv)
-    assert argv[argv.index("--") + 1:] == ["nixos-rebuild", "switch"]
+    job = Job("switch", "/s/x.log", "/s/x.json", "hyperconsole-switch-1")
+    argv = runner.job_argv(job, runner.argv("switch"))
+    assert argv[0] == "systemd-run" and "--collect" in argv
+    assert not {"--pipe", "--wait"} & set(argv)  # the unit owns its output; the console follows the log
+    assert "--unit=hyperconsole-switch-1" in argv
+    wrapper = argv[argv.index("--") + 1:]
+    assert wrapper[1:3] == ["-m", "hyperconsole.cli.rebuild_job"]
+    assert wrapper[wrapper.index("--lock") + 1] == str(nixos_dir / "hyperconsole" / ".rebuild.lock")
+    assert wrapper[wrapper.index("--") + 1:] == ["nixos-rebuild", "switch"]
+    # A unit starts with systemd's environment: the console's PATH and Python path go with it.
+    assert f"--setenv=PATH={os.environ['PATH']}" in argv
+    python_path = next(a for a in argv if a.startswith("--setenv=PYTHONPATH=")).split("=", 2)[2].split(os.pathsep)
+    assert str(Path(hyperconsole.__file__).parents[1]) in python_path
     assert systemd_wrap(["x"], "u", "d")[-2:] == ["--", "x"]
 
 
@@ -77,7 +87,7 @@ def test_output_streams_line_by_line_with_elapsed_time(nixos_dir, tmp_path, scri
     assert [text for _, text in seen] == ["building test", "copying", "to stderr", "done"]
     assert seen[1][0] - seen[0][0] >= 0.25  # lines arrive as printed, not all at the end
     log = result.log_path.read_text()
-    assert "building test" in log and "succeeded" in log
+    assert log.splitlines()[1:] == ["building test", "copying", "to stderr", "done"]  # the rebuild wrote it
     record = json.loads(result.log_path.with_suffix(".json").read_text())
     assert record["status"] == "succeeded" and record["action"] == "test" and record["duration"] >= 0.3
     assert runner.past_runs()[0]["log"] == str(result.log_path)

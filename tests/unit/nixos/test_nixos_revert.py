@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from hyperconsole.errors import HyperconsoleError
-from hyperconsole.nixos.rebuild import RebuildRunner
+from hyperconsole.nixos.rebuild import RebuildBusyError, RebuildRunner, pid_alive
 from hyperconsole.nixos.revert import (
-    ConfirmOrRevert, NoPendingChange, PendingChange, load_pending, systemd_timer_argv, timer_argv,
+    ConfirmOrRevert, NoPendingChange, PendingChange, load_pending, trial_argv,
 )
 from hyperconsole.nixos.store import FragmentStore
 
@@ -26,7 +28,8 @@ def setup(nixos_dir, tmp_path, recording_rebuild, script):
     store = FragmentStore(nixos_dir)
     store.commit(store.prepare({"ssh": {"services": {"openssh": {"enable": True}}}}, message="base"))
     runner = RebuildRunner(nixos_dir, str(rebuild), state_dir=tmp_path / "state", use_systemd=False)
-    controller = ConfirmOrRevert(store, runner, str(revert_cmd), state_dir=tmp_path / "state", use_systemd=False)
+    controller = ConfirmOrRevert(store, runner, str(revert_cmd), state_dir=tmp_path / "state", use_systemd=False,
+                                 current_system=tmp_path / "current-system", system_profile=tmp_path / "profiles" / "system")
     return store, controller, calls, failing, reverts
 
 
@@ -42,12 +45,7 @@ def _lines(path: Path) -> list[str]:
 
 
 def _timer_alive(record: PendingChange) -> bool:
-    pid = record.timer["pid"]
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
-    return state != "Z"
+    return pid_alive(record.trial_pid)
 
 
 def test_unconfirmed_change_reverts_by_itself_and_restores_files(setup, wait_for):
@@ -76,6 +74,10 @@ def test_confirm_cancels_the_revert_and_switches(setup, wait_for):
     store, controller, calls, _, reverts = setup
     outcome = controller.apply(_risky_change(store), timeout=2, description="risky change")
     pending = outcome.pending
+    # The trial holds the rebuild lock through its window: even a runner that does not check
+    # for a pending change cannot rebuild in between.
+    with pytest.raises(RebuildBusyError, match="trial change 'risky change'"):
+        controller.runner.run("boot")
     result = controller.confirm()
     assert result.ok and _lines(calls) == ["test", "switch"]
     assert controller.pending() is None
@@ -106,7 +108,7 @@ def test_a_second_change_waits_for_the_first(setup):
     controller.apply(_risky_change(store), timeout=30, description="first")
     try:
         change = store.prepare({"other": {"a": 1}}, message="second")
-        with pytest.raises(HyperconsoleError, match="waiting for confirmation"):
+        with pytest.raises(HyperconsoleError, match="a trial change is pending: first"):
             controller.apply(change, timeout=30, description="second")
         assert not store.read("other").exists
     finally:
@@ -130,32 +132,29 @@ def test_new_session_sees_the_pending_change(setup, nixos_dir, tmp_path):
         controller.confirm()
 
 
-def test_systemd_timer_argv():
-    command = timer_argv(Path("/etc/nixos"), "abc123def456", Path("/var/lib/hc"))
-    argv = systemd_timer_argv("hyperconsole-revert-abc123def456", 120, command)
-    assert argv[:3] == ["systemd-run", "--unit=hyperconsole-revert-abc123def456", "--on-active=120s"]
-    assert argv[argv.index("--") + 1:] == command
+def test_trial_argv():
+    command = trial_argv(Path("/etc/nixos"), "abc123def456", Path("/var/lib/hc"))
     assert command[1:3] == ["-m", "hyperconsole.cli.revert_timer"] and "abc123def456" in command
 
 
-def test_systemd_timer_is_armed_with_systemd_run(setup, monkeypatch):
-    store, controller, *_ = setup
-    controller.use_systemd = True
-    seen = []
-    real_run = subprocess.run
-
-    def fake_run(argv, *args, **kwargs):
-        if argv[0] in ("systemd-run", "systemctl"):
-            seen.append(argv)
-            return subprocess.CompletedProcess(argv, 0, "", "")
-        return real_run(argv, *args, **kwargs)
-
-    monkeypatch.setattr("hyperconsole.nixos.revert.subprocess.run", fake_run)
+def test_trial_and_rebuilds_run_in_transient_units_under_systemd(setup, script, tmp_path, monkeypatch):
+    store, controller, calls, _, _ = setup
+    units = tmp_path / "units.log"
+    # A stand-in systemd-run: records the unit and starts the command detached, as systemd would.
+    script("systemd-run", f"""\
+        for a; do case "$a" in --unit=*) echo "${{a#--unit=}}" >> {units};; esac; done
+        while [ "$1" != "--" ]; do shift; done; shift
+        setsid "$@" </dev/null >/dev/null 2>&1 &
+        """)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    controller.use_systemd = controller.runner.use_systemd = True
     outcome = controller.apply(_risky_change(store), timeout=60, description="risky")
-    assert outcome.pending.timer == {"kind": "systemd", "unit": f"hyperconsole-revert-{outcome.pending.change_id}"}
-    assert seen[0][0] == "systemd-run" and "--on-active=60s" in seen[0]
-    controller.confirm()
-    assert seen[-1][:2] == ["systemctl", "stop"] and seen[-1][2].endswith(".timer")
+    assert outcome.rebuild.ok and outcome.pending.unit == f"hyperconsole-trial-{outcome.pending.change_id}"
+    assert controller.confirm().ok and _lines(calls) == ["test", "switch"]
+    # The trial's own steps run inside the trial's unit; a plain rebuild gets a unit of its own.
+    assert _lines(units) == [outcome.pending.unit]
+    assert controller.rebuild("boot").ok and _lines(calls) == ["test", "switch", "boot"]
+    assert _lines(units)[1].startswith("hyperconsole-boot-")
 
 
 CLI_APPLY = [sys.executable, "-m", "hyperconsole"]
@@ -203,19 +202,33 @@ def test_cli_confirm_keeps_the_change(nixos_dir, tmp_path, recording_rebuild, sc
     assert again.returncode == 1 and again.stderr.strip() == "error: nothing is waiting for confirmation"
 
 
-def test_trial_that_cannot_start_restores_files_without_reactivating(setup, nixos_dir, tmp_path):
+def test_trial_that_cannot_start_changes_nothing(setup, nixos_dir, tmp_path):
     store, controller, calls, _, reverts = setup
     controller.runner = RebuildRunner(nixos_dir, str(tmp_path / "missing-rebuild"), state_dir=tmp_path / "state", use_systemd=False)
     before = store.read("ssh").text
     with pytest.raises(HyperconsoleError, match="cannot run"):
         controller.apply(_risky_change(store), timeout=30, description="risky")
     assert store.read("ssh").text == before and not store.read("firewall").exists
-    assert controller.pending() is None and _lines(reverts) == []
-    assert "trial rebuild could not start" in controller.last_revert()["reason"]
+    assert controller.pending() is None and _lines(reverts) == [] and controller.last_revert() is None
 
 
-OWNER_DIES = """
-import os, sys
+def test_trial_waits_for_another_rebuild_then_gives_up_restoring_files(setup, nixos_dir, tmp_path, script, wait_for):
+    store, controller, calls, _, reverts = setup
+    started = tmp_path / "started"
+    other = RebuildRunner(nixos_dir, str(script("long", f"touch {started}; sleep 8\n")),
+                          state_dir=tmp_path / "other", use_systemd=False)
+    job, proc = other.start(other.argv("switch"), "switch")
+    assert wait_for(started.exists)
+    before = store.read("ssh").text
+    with pytest.raises(HyperconsoleError, match="another rebuild is running"):
+        controller.apply(_risky_change(store), timeout=30, description="risky")
+    assert store.read("ssh").text == before and controller.pending() is None
+    assert _lines(calls) == [] and _lines(reverts) == []
+    proc.wait(timeout=20)
+
+
+TRIAL_CONSOLE = """
+import sys
 from pathlib import Path
 from hyperconsole.nixos.rebuild import RebuildRunner
 from hyperconsole.nixos.revert import ConfirmOrRevert
@@ -223,32 +236,36 @@ from hyperconsole.nixos.store import FragmentStore
 nixos_dir, rebuild, revert, state = sys.argv[1:5]
 store = FragmentStore(nixos_dir)
 runner = RebuildRunner(nixos_dir, rebuild, state_dir=Path(state), use_systemd=False)
-controller = ConfirmOrRevert(store, runner, revert, state_dir=Path(state), use_systemd=False)
+controller = ConfirmOrRevert(store, runner, revert, state_dir=Path(state), use_systemd=False,
+                             current_system=Path(state) / "current-system")
 change = store.prepare({"ssh": {"services": {"openssh": {"enable": False}}}}, message="m")
 controller.apply(change, timeout=600, description="owner dies")
 """
 
 
-def test_console_killed_during_trial_reverts_at_once(setup, nixos_dir, tmp_path, script, wait_for):
-    store, controller, _, _, reverts = setup
+def test_console_killed_during_a_quiet_trial_reverts_after_the_trial_activated(setup, nixos_dir, tmp_path, script, wait_for):
+    store, _, _, _, _ = setup
+    activations = tmp_path / "activations.log"
     started = tmp_path / "trial-started"
-    hanging = script("hanging-rebuild", f"echo $$ > {started}; exec sleep 60\n")
+    # A quiet trial rebuild: 6 s without a line, then it activates.
+    quiet = script("quiet-rebuild", f"touch {started}; sleep 6; echo trial >> {activations}\n")
+    revert = script("marking-revert", f"echo revert >> {activations}\n")
     before = store.read("ssh").text
-    console = subprocess.Popen([sys.executable, "-c", OWNER_DIES, str(nixos_dir), str(hanging),
-                                " ".join(controller.revert_argv), str(tmp_path / "state")])
-    assert wait_for(lambda: started.exists() and started.read_text().strip(), timeout=15)
-    assert controller.pending().state == "testing"
-    os.kill(console.pid, 9)
+    console = subprocess.Popen([sys.executable, "-c", TRIAL_CONSOLE, str(nixos_dir), str(quiet), str(revert),
+                                str(tmp_path / "state")])
+    assert wait_for(started.exists, timeout=15)
+    time.sleep(1.5)  # well inside the quiet rebuild
+    os.kill(console.pid, signal.SIGKILL)
     console.wait()
-    # Its trial rebuild (own session) may outlive it; the revert waits for the rebuild lock,
-    # which died with the console, and then restores.
-    assert wait_for(lambda: controller.pending() is None, timeout=15)
-    assert store.read("ssh").text == before and _lines(reverts) == ["revert"]
-    assert controller.last_revert()["reason"] == "the console exited during the trial rebuild"
-    try:
-        os.kill(int(started.read_text()), 9)  # the orphaned stand-in rebuild, by its own pid
-    except ProcessLookupError:
-        pass
+    record = load_pending(store.dir)
+    assert record.state == "testing" and pid_alive(record.trial_pid)
+    assert wait_for(lambda: load_pending(store.dir) is None, timeout=30)
+    # The trial activated first; the revert's activation is the last one; the files are back.
+    assert _lines(activations) == ["trial", "revert"]
+    assert store.read("ssh").text == before
+    last = json.loads((store.dir / ".last-revert.json").read_text())
+    assert last["reason"] == "the console exited during the trial rebuild" and last["status"] == "succeeded"
+    assert wait_for(lambda: not pid_alive(record.trial_pid), timeout=5)
 
 
 def test_default_confirm_timeout_only_for_risky_options(nixos_dir):
@@ -287,3 +304,55 @@ def test_only_options_whose_value_changes_decide_the_confirm_window():
     assert window(None, base) == 120  # a new fragment with firewall rules
     assert window(base, None) == 120  # removing it drops the rules
     assert window({"networking": {"nameservers": ["1.1.1.1"]}}, {"networking": {"nameservers": []}}) == 0
+
+
+def test_revert_says_when_the_running_system_is_not_the_trials(tmp_path, wait_for):
+    """On the demo system: the trial activates, then something else is activated by hand (the
+    demo's own switch, as someone running nixos-rebuild directly would); the revert says so."""
+    from hyperconsole.config import Config
+    from hyperconsole.demo import nixos as demo
+    from hyperconsole.demo.rebuild import main as demo_rebuild
+    from hyperconsole.nixos.revert import controller_for
+
+    system = tmp_path / "demo-system"
+    config = demo.demo_config(Config(nixos_dir=str(tmp_path / "demo-nixos")), system)
+    controller = controller_for(config, demo=True)
+    store = controller.store
+    change = store.prepare({"ssh": {"services": {"openssh": {"enable": False}}}}, message="m")
+    outcome = controller.apply(change, timeout=600, description="sshd off")
+    assert outcome.rebuild.ok, outcome.rebuild.lines
+    trial_system = os.path.realpath(system / "current-system")
+    assert outcome.pending.activated_system == f"{trial_system} (profile system-1-link)"
+    # The same files switched by hand: the same system, made generation 2.
+    assert demo_rebuild(["--state", str(system), str(store.nixos_dir), "switch"]) == 0
+    reverted = controller.revert_now(reason="reverted by the operator")
+    assert reverted.warning.startswith(
+        f"the running system is not the one the trial activated (trial: {trial_system} (profile system-1-link), "
+        f"now: {trial_system} (profile system-2-link))")
+    assert controller.last_revert()["warning"] == reverted.warning
+    assert not store.read("ssh").exists and controller.pending() is None
+
+
+def test_revert_after_an_undisturbed_trial_has_no_warning(setup):
+    store, controller, *_ = setup
+    outcome = controller.apply(_risky_change(store), timeout=600, description="risky")
+    assert outcome.pending.activated_system == ""  # the stand-in rebuild keeps no running-system link
+    reverted = controller.revert_now(reason="reverted by the operator")
+    assert reverted.warning == "" and reverted.result.ok and reverted.reason == "reverted by the operator"
+
+
+@pytest.mark.parametrize("finish", ["revert", "confirm"])
+def test_a_killed_trial_process_is_finished_by_the_next_console(setup, wait_for, finish):
+    store, controller, calls, _, reverts = setup
+    outcome = controller.apply(_risky_change(store), timeout=600, description="risky")
+    os.kill(outcome.pending.trial_pid, signal.SIGKILL)
+    assert wait_for(lambda: not pid_alive(outcome.pending.trial_pid), timeout=5)
+    assert "its trial process has ended without finishing it" in controller.pending().describe()
+    if finish == "revert":
+        reverted = controller.revert_now(reason="reverted by the operator")
+        assert reverted.result.ok and _lines(reverts) == ["revert"]
+        assert not store.read("firewall").exists
+    else:
+        assert controller.confirm().ok and _lines(calls) == ["test", "switch"]
+        assert store.read("firewall").exists and _lines(reverts) == []
+    assert controller.pending() is None
