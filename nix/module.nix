@@ -12,6 +12,15 @@ let
   # builtins.currentSystem is absent in pure (flake) evaluation, where /etc/nixos is unreadable.
   canImportFragments = builtins ? currentSystem && builtins.pathExists (fragmentsDir + "/default.nix");
   hc = "${cfg.package}/bin/hyperconsole";
+  # A fixed root unit running one hyperconsole subcommand.
+  hcUnit = description: subcommand: {
+    inherit description;
+    path = [ config.system.build.nixos-rebuild pkgs.nix pkgs.git ];
+    serviceConfig = {
+      Type = "oneshot";
+      ExecStart = "${hc} ${subcommand}";
+    };
+  };
 in
 {
   imports = lib.optional canImportFragments fragmentsDir;
@@ -46,30 +55,9 @@ in
 
     # Fixed units the operators group may start: the action is the instance name and only these
     # actions exist, so starting a unit cannot run anything but hyperconsole itself.
-    systemd.services."hyperconsole-rebuild@" = {
-      description = "hyperconsole rebuild (%i)";
-      path = [ config.system.build.nixos-rebuild pkgs.nix pkgs.git ];
-      serviceConfig = {
-        Type = "oneshot";
-        ExecStart = "${hc} rebuild %i";
-      };
-    };
-    systemd.services.hyperconsole-confirm = {
-      description = "hyperconsole: confirm the trial configuration";
-      path = [ config.system.build.nixos-rebuild pkgs.nix pkgs.git ];
-      serviceConfig = {
-        Type = "oneshot";
-        ExecStart = "${hc} confirm";
-      };
-    };
-    systemd.services.hyperconsole-revert = {
-      description = "hyperconsole: revert the trial configuration now";
-      path = [ config.system.build.nixos-rebuild pkgs.nix pkgs.git ];
-      serviceConfig = {
-        Type = "oneshot";
-        ExecStart = "${hc} revert";
-      };
-    };
+    systemd.services."hyperconsole-rebuild@" = hcUnit "hyperconsole rebuild (%i)" "rebuild %i";
+    systemd.services.hyperconsole-confirm = hcUnit "hyperconsole: confirm the trial configuration" "confirm";
+    systemd.services.hyperconsole-revert = hcUnit "hyperconsole: revert the trial configuration now" "revert";
 
     security.polkit.enable = true;
     security.polkit.extraConfig = ''
