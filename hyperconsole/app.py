@@ -20,6 +20,7 @@ from hyperconsole.messages import (
     ActionDone, ConnectionChanged, DataChanged, DomainLifecycle, DomainsSampled, HostSampled,
     PollFailed,
 )
+from hyperconsole.sanitize import visible
 from hyperconsole.screens.base import PaneScreen
 from hyperconsole.screens.help import HelpScreen
 from hyperconsole.screens.vms import VmsScreen
@@ -78,6 +79,11 @@ class HyperconsoleApp(App):
         self._host_timer: Timer | None = None
         self._domains_busy = False
         self._poll_again = False
+
+    def notify(self, message: str, *, title: str = "", **kwargs) -> None:  # type: ignore[override]
+        """Every toast passes the sanitiser: messages name VMs, files and libvirt errors."""
+        shown = "\n".join(visible(line) for line in str(message).split("\n"))
+        super().notify(shown, title=visible(title), **kwargs)
 
     # -- start-up ----------------------------------------------------------------------------
     def on_mount(self) -> None:

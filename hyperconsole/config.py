@@ -1,21 +1,21 @@
 """User and system configuration (YAML).
 
 Read /etc/hyperconsole/config.yaml, then $XDG_CONFIG_HOME/hyperconsole/config.yaml on top of it.
-Every problem is reported as one line naming the file and the key.
+Every problem is reported as one line naming the file and the place: `<file>: at $.refresh: …`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Iterable
 
-import yaml
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
-from hyperconsole import paths
-from hyperconsole.errors import ConfigError
+from hyperconsole import paths, schema
 
 DEFAULT_URI = "qemu:///system"
 DEFAULT_NIXOS_DIR = "/etc/nixos"
@@ -38,6 +38,7 @@ class Config:
     current_system: str = "/run/current-system"
     system_profile: str = "/nix/var/nix/profiles/system"
     sources: tuple[str, ...] = ()
+    keymap_files: dict[str, str] = field(default_factory=dict)  # binding id -> file that set it
 
     @property
     def uri(self) -> str:
@@ -47,55 +48,67 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+_Text = Annotated[str, Meta(min_length=1, pattern=r"\S")]
+
+
 def default_files() -> list[Path]:
     return [paths.SYSTEM_CONFIG_DIR / "config.yaml", paths.user_config_dir() / "config.yaml"]
 
 
-def _check_refresh(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where}: refresh must be a number of seconds")
-    if not 0.2 <= float(value) <= 3600:
-        raise ConfigError(f"{where}: refresh must be between 0.2 and 3600 seconds, not {value}")
-    return float(value)
+class _File(msgspec.Struct, forbid_unknown_fields=True):
+    """One config file as written; absent keys leave the earlier value."""
+
+    connections: dict[str, _Text] | UnsetType = UNSET
+    default_connection: _Text | UnsetType = UNSET
+    refresh: Annotated[float, Meta(ge=0.2, le=3600)] | UnsetType = UNSET
+    keymap: dict[str, _Text] | UnsetType = UNSET
+    nixos_dir: _Text | UnsetType = UNSET
+    rebuild_command: _Text | UnsetType = UNSET
+    revert_command: _Text | UnsetType = UNSET
+    confirm_timeout: Annotated[int, Meta(ge=0, le=86400)] | UnsetType = UNSET
 
 
-def _check_str_map(value: Any, where: str, key: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ConfigError(f"{where}: {key} must be a mapping of names to strings")
-    return dict(value)
+def _checked(data: Any, where: str) -> _File:
+    # msgspec names a bad dict value `$.keymap[...]`; look the key up so the path is exact.
+    for section in ("connections", "keymap"):
+        table = data.get(section) if isinstance(data, dict) else None
+        if isinstance(table, dict):
+            for key, value in table.items():
+                if not isinstance(key, str) or not isinstance(value, str) or not value.strip():
+                    raise schema.problem(where, f"$.{section}.{key}", "must be a non-empty string")
+    return schema.convert(data, _File, where)
 
 
-def _merge(config: Config, data: dict[str, Any], where: str) -> Config:
-    known = {
-        "connections", "default_connection", "refresh", "keymap", "nixos_dir",
-        "rebuild_command", "revert_command", "confirm_timeout",
+def _merge(config: Config, data: Any, where: str) -> Config:
+    if not isinstance(data, dict):
+        raise schema.problem(where, "$", "the top level must be a mapping")
+    file = _checked(data, where)
+    changes: dict[str, Any] = {
+        f: getattr(file, f) for f in file.__struct_fields__
+        if getattr(file, f) is not UNSET and f not in ("connections", "keymap")
     }
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}", hint="known keys: " + ", ".join(sorted(known)))
-    changes: dict[str, Any] = {}
-    if "connections" in data:
-        changes["connections"] = {**config.connections, **_check_str_map(data["connections"], where, "connections")}
-    if "keymap" in data:
-        changes["keymap"] = {**config.keymap, **_check_str_map(data["keymap"], where, "keymap")}
-    if "refresh" in data:
-        changes["refresh"] = _check_refresh(data["refresh"], where)
-    if "confirm_timeout" in data:
-        value = data["confirm_timeout"]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 86400:
-            raise ConfigError(f"{where}: confirm_timeout must be whole seconds from 0 to 86400")
-        changes["confirm_timeout"] = value
-    for key in ("default_connection", "nixos_dir", "rebuild_command", "revert_command"):
-        if key in data:
-            if not isinstance(data[key], str) or not data[key].strip():
-                raise ConfigError(f"{where}: {key} must be a non-empty string")
-            changes[key] = data[key]
+    if file.connections is not UNSET:
+        changes["connections"] = {**config.connections, **file.connections}
+    if file.keymap is not UNSET:
+        changes["keymap"] = {**config.keymap, **file.keymap}
+        changes["keymap_files"] = {**config.keymap_files, **{key: where for key in file.keymap}}
     merged = config.replace(**changes)
     if merged.default_connection not in merged.connections:
-        raise ConfigError(f"{where}: default_connection {merged.default_connection!r} is not in connections")
+        raise schema.problem(where, "$.default_connection",
+                             f"{merged.default_connection!r} is not in connections")
     return merged
+
+
+def check_keymap(config: Config, known: Iterable[str]) -> None:
+    """Every id the keymap rebinds must be a binding the app has (the app passes its ids in:
+    they live in the UI, which this module may not import)."""
+    known = set(known)
+    for binding_id in config.keymap:
+        if binding_id not in known:
+            close = difflib.get_close_matches(binding_id, known, n=1)
+            raise schema.problem(config.keymap_files.get(binding_id, "config"), f"$.keymap.{binding_id}",
+                                 "unknown binding id",
+                                 hint=f"did you mean {close[0]}?" if close else "? lists every binding id")
 
 
 def load(files: list[Path] | None = None) -> Config:
@@ -103,22 +116,11 @@ def load(files: list[Path] | None = None) -> Config:
     config = Config()
     used: list[str] = []
     for path in default_files() if files is None else files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        if not path.exists():
             continue
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.__class__.__name__})") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}:{line} is not valid YAML") from exc
+        data = schema.load_yaml(path)
         if data is None:
             continue
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
         config = _merge(config, data, str(path))
         used.append(str(path))
     return config.replace(sources=tuple(used))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import humanize
 from rich.text import Text
 
+from hyperconsole.sanitize import visible
+
 from hyperconsole.virt.models import DomainInfo, DomainState
 
 STATE_STYLES = {
@@ -21,9 +23,13 @@ STATE_STYLES = {
 DASH = "–"
 
 
-def plain(value: str, style: str = "") -> Text:
-    """Text from libvirt or the system, shown literally: `[red]` stays `[red]`."""
-    return Text(value, style=style, no_wrap=True, overflow="ellipsis")
+def plain(value: object, style: str = "", *, wrap: bool = False) -> Text:
+    """Text from libvirt or the system, shown literally: `[red]` stays `[red]`, and control
+    characters are made visible (`\\x1b`) so the terminal never acts on them. Every string
+    from libvirt or the system reaches a widget through here (or `sanitize.visible`)."""
+    if wrap:
+        return Text(visible(value), style=style)
+    return Text(visible(value), style=style, no_wrap=True, overflow="ellipsis")
 
 
 def size_kib(kib: int) -> str:

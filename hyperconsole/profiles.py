@@ -9,8 +9,9 @@ Where they come from, later directories overriding earlier ones by name:
 3. $XDG_CONFIG_HOME/hyperconsole/profiles.
 
 Each `<name>.yaml` is a profile; `toggles.yaml` holds toggles. A file that fails validation is
-reported (file, key, problem) in `Catalog.problems` and skipped: a broken profile never breaks
-the app.
+reported (`<file>: at $.nixos.…: problem`) in `Catalog.problems` and skipped: a broken profile never
+breaks the app. A profile or toggle that sets a clear-text password is refused: fragments end up in
+the world-readable Nix store.
 """
 
 from __future__ import annotations
@@ -20,16 +21,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
-import yaml
+import msgspec
+from msgspec import Meta
 
-from hyperconsole import paths
-from hyperconsole.errors import ValidationError
+from hyperconsole import paths, schema
+from hyperconsole.errors import ConfigError, ValidationError
 
 FRAGMENT_NAME = "security-profile"
 TOGGLES_FILE = "toggles.yaml"
-LIBVIRT_ACCESS = ("read-only", "read-write")
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
 
 
@@ -99,93 +100,95 @@ def search_dirs() -> list[Path]:
     return [shipped_dir(), paths.SYSTEM_CONFIG_DIR / "profiles", paths.user_config_dir() / "profiles"]
 
 
-class _ProfileFileError(Exception):
-    pass
+class _Console(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    libvirt: Literal["read-only", "read-write"] = "read-write"
 
 
-def _check_nixos(value: Any, where: str) -> dict[str, Any]:
-    """A nested mapping of NixOS options with values Nix can hold exactly."""
+_Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+_Line = Annotated[str, Meta(pattern=r"\S")]
+
+
+class _ProfileFile(msgspec.Struct, forbid_unknown_fields=True):
+    name: _Name
+    summary: _Line
+    nixos: dict[str, Any]
+    console: _Console = _Console()
+
+
+class _ToggleBody(msgspec.Struct, forbid_unknown_fields=True):
+    summary: _Line
+    nixos: dict[str, Any]
+
+
+class _TogglesFile(msgspec.Struct, forbid_unknown_fields=True):
+    toggles: dict[str, Any]
+
+
+def _clear_text_password(key: str, value: Any) -> bool:
+    """`password`, `initialPassword`, `rootPassword`, … holding text (not `hashedPassword`, not
+    a boolean such as `wheelNeedsPassword`, not a `…PasswordFile` path)."""
+    lower = key.lower()
+    return isinstance(value, str) and lower.endswith("password") and "hashed" not in lower
+
+
+def _check_nixos(value: Any, where: object, at: str) -> dict[str, Any]:
+    """A nested mapping of NixOS options with values Nix can hold exactly, and no clear-text
+    password: the fragment is copied into the Nix store, which every local user can read."""
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, Mapping):
             for key, child in node.items():
                 if not isinstance(key, str) or not key:
-                    raise _ProfileFileError(f"{where}: key {path}.{key!r} must be a non-empty string")
+                    raise schema.problem(where, f"{path}.{key}", "a key must be a non-empty string")
                 if "\n" in key or "${" in key:
-                    raise _ProfileFileError(f"{where}: key {path}.{_show(key)} contains a newline or ${{")
+                    raise schema.problem(where, f"{path}.{_show(key)}", "a key may not contain a newline or ${")
+                if _clear_text_password(key, child):
+                    better = "hashedPasswordFile" if ".users.users." in f"{path}." else f"{key}File"
+                    raise schema.problem(
+                        where, f"{path}.{key}", "a clear-text password is refused: the Nix store is world-readable",
+                        hint=f"set {better} to a file outside the store instead")
                 walk(child, f"{path}.{key}")
         elif isinstance(node, list):
             for index, item in enumerate(node):
                 walk(item, f"{path}[{index}]")
         elif isinstance(node, float):
-            raise _ProfileFileError(f"{where}: {path} is a floating-point number; use an integer or a string")
+            raise schema.problem(where, path, "a floating-point number; use an integer or a string")
         elif node is not None and not isinstance(node, (str, int, bool)):
-            raise _ProfileFileError(f"{where}: {path} has an unsupported value of type {type(node).__name__}")
+            raise schema.problem(where, path, f"unsupported value of type {type(node).__name__}")
         elif isinstance(node, str) and "\x00" in node:
-            raise _ProfileFileError(f"{where}: {path} contains a NUL character")
+            raise schema.problem(where, path, "contains a NUL character")
 
-    if not isinstance(value, Mapping) or not value:
-        raise _ProfileFileError(f"{where}: 'nixos' must be a non-empty mapping of NixOS options")
-    walk(value, "nixos")
+    if not value:
+        raise schema.problem(where, at, "must be a non-empty mapping of NixOS options")
+    walk(value, at)
     return copy.deepcopy(dict(value))
 
 
-def _load_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _ProfileFileError(f"{path}: cannot read ({exc.__class__.__name__})") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise _ProfileFileError(f"{path}:{line} is not valid YAML") from exc
-
-
 def load_profile(path: Path) -> Profile:
-    data = _load_yaml(path)
-    where = str(path)
+    data = schema.load_yaml(path)
     if not isinstance(data, dict):
-        raise _ProfileFileError(f"{where}: the top level must be a mapping")
-    unknown = sorted(set(data) - {"name", "summary", "nixos", "console"})
-    if unknown:
-        raise _ProfileFileError(f"{where}: unknown key {unknown[0]!r} (known: name, summary, nixos, console)")
-    name = data.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise _ProfileFileError(f"{where}: 'name' must be lower-case letters, digits and '-' (got {_show(name)})")
-    if name != path.stem:
-        raise _ProfileFileError(f"{where}: 'name' is {name!r} but the file is {path.name}; they must match")
-    summary = data.get("summary")
-    if not isinstance(summary, str) or not summary.strip() or "\n" in summary.strip():
-        raise _ProfileFileError(f"{where}: 'summary' must be one non-empty line of text")
-    console = data.get("console") or {}
-    if not isinstance(console, dict):
-        raise _ProfileFileError(f"{where}: 'console' must be a mapping")
-    unknown = sorted(set(console) - {"libvirt"})
-    if unknown:
-        raise _ProfileFileError(f"{where}: unknown key console.{unknown[0]} (known: libvirt)")
-    if console.get("libvirt", "read-write") not in LIBVIRT_ACCESS:
-        raise _ProfileFileError(f"{where}: console.libvirt must be one of {', '.join(LIBVIRT_ACCESS)}")
-    return Profile(name, summary.strip(), _check_nixos(data.get("nixos"), where), dict(console), path)
+        raise schema.problem(path, "$", "the top level must be a mapping")
+    file = schema.convert(data, _ProfileFile, path)
+    if file.name != path.stem:
+        raise schema.problem(path, "$.name", f"is {file.name!r} but the file is {path.name}; they must match")
+    if "\n" in file.summary.strip():
+        raise schema.problem(path, "$.summary", "must be one line of text")
+    return Profile(file.name, file.summary.strip(), _check_nixos(file.nixos, path, "$.nixos"),
+                   {"libvirt": file.console.libvirt}, path)
 
 
 def load_toggles(path: Path) -> dict[str, Toggle]:
-    data = _load_yaml(path)
-    where = str(path)
-    if not isinstance(data, dict) or set(data) != {"toggles"} or not isinstance(data["toggles"], dict):
-        raise _ProfileFileError(f"{where}: the file must hold one key 'toggles' mapping names to toggles")
+    data = schema.load_yaml(path)
+    if not isinstance(data, dict):
+        raise schema.problem(path, "$", "the top level must be a mapping with one key 'toggles'")
+    file = schema.convert(data, _TogglesFile, path)
     toggles = {}
-    for name, body in data["toggles"].items():
-        at = f"{where}: toggle {_show(name)}"
+    for name, body in file.toggles.items():
+        at = f"$.toggles.{name}"
         if not isinstance(name, str) or not _NAME.match(name):
-            raise _ProfileFileError(f"{at}: name must be lower-case letters, digits and '-'")
-        if not isinstance(body, dict) or set(body) - {"summary", "nixos"}:
-            raise _ProfileFileError(f"{at}: must be a mapping with 'summary' and 'nixos'")
-        summary = body.get("summary")
-        if not isinstance(summary, str) or not summary.strip():
-            raise _ProfileFileError(f"{at}: 'summary' must be non-empty text")
-        toggles[name] = Toggle(name, summary.strip(), _check_nixos(body.get("nixos"), at), path)
+            raise schema.problem(path, at, "a toggle name is lower-case letters, digits and '-'")
+        toggle = schema.convert(body, _ToggleBody, path, at)
+        toggles[name] = Toggle(name, toggle.summary.strip(), _check_nixos(toggle.nixos, path, f"{at}.nixos"), path)
     return toggles
 
 
@@ -204,7 +207,7 @@ def load_catalog(dirs: Sequence[Path] | None = None) -> Catalog:
                 else:
                     profile = load_profile(path)
                     profiles[profile.name] = profile
-            except _ProfileFileError as exc:
+            except ConfigError as exc:
                 problems.append(str(exc))
     return Catalog(profiles, toggles, problems)
 

@@ -61,7 +61,7 @@ class DashboardScreen(PaneScreen):
                 f"   Disk  r {presenters.rate(host.disk_read_bps)}  w {presenters.rate(host.disk_write_bps)}"))
             disks = Table.grid(padding=(0, 2))
             for disk in host.disks:
-                disks.add_row(Text(disk.mountpoint), f"{disk.percent:5.1f}%",
+                disks.add_row(presenters.plain(disk.mountpoint), f"{disk.percent:5.1f}%",
                               f"{presenters.size_bytes(disk.used)} of {presenters.size_bytes(disk.total)}")
             self.query_one("#disks", Static).update(disks)
         if kinds & {"all", "domains", "connection"}:
@@ -79,15 +79,15 @@ class DashboardScreen(PaneScreen):
         if kinds & {"all", "node", "connection"}:
             grid = Table.grid(padding=(0, 2))
             grid.add_row("connection", Text(view.connection.value))
-            grid.add_row("URI", Text(presenters.short_uri(view.uri)))
+            grid.add_row("URI", presenters.plain(presenters.short_uri(view.uri)))
             if view.readonly:
-                grid.add_row("access", Text("read-only " + view.readonly_reason, "bold red"))
+                grid.add_row("access", presenters.plain("read-only " + view.readonly_reason, "bold red", wrap=True))
             node = view.node
             if node is not None:
-                grid.add_row("host", Text(node.hostname))
-                grid.add_row("CPU", Text(f"{node.cpus} × {node.model} {node.mhz} MHz"))
+                grid.add_row("host", presenters.plain(node.hostname))
+                grid.add_row("CPU", presenters.plain(f"{node.cpus} × {node.model} {node.mhz} MHz", wrap=True))
                 grid.add_row("memory", presenters.size_kib(node.memory_kib))
-                grid.add_row("hypervisor", Text(node.hypervisor))
-                grid.add_row("libvirt", Text(node.libvirt_version))
+                grid.add_row("hypervisor", presenters.plain(node.hypervisor))
+                grid.add_row("libvirt", presenters.plain(node.libvirt_version))
             grid.add_row("last tick", f"{view.last_tick_seconds * 1000:.1f} ms, {view.last_tick_calls} calls")
             self.query_one("#node", Static).update(grid)

@@ -15,6 +15,7 @@ from textual.widgets import Static
 from hyperconsole import presenters
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host.session import tunnel_host
+from hyperconsole.sanitize import visible
 from hyperconsole.virt import lifecycle
 from hyperconsole.virt.domains import DomainDetails
 from hyperconsole.virt.models import DomainInfo
@@ -27,13 +28,13 @@ def _section(title: str) -> Text:
 def render_details(info: DomainInfo, details: DomainDetails, host: str) -> Group:
     parts: list = []
     head = Table.grid(padding=(0, 2))
-    head.add_row("name", Text(details.name))
+    head.add_row("name", presenters.plain(details.name, wrap=True))
     head.add_row("uuid", Text(details.uuid))
     head.add_row("state", Text(info.state.label, presenters.STATE_STYLES.get(info.state, "")))
     head.add_row("vCPUs / memory", f"{info.vcpus} / {presenters.size_kib(info.memory_kib)}")
     head.add_row("firmware", Text(details.firmware + (" (NVRAM)" if details.has_nvram else "")))
     if details.description:
-        head.add_row("description", Text(details.description))
+        head.add_row("description", presenters.plain(details.description, wrap=True))
     parts.append(head)
 
     parts.append(_section("Disks"))
@@ -42,15 +43,15 @@ def render_details(info: DomainInfo, details: DomainDetails, host: str) -> Group
         source = disk.source or "(empty)"
         if disk.pool:
             source = f"{disk.pool}/{disk.volume}"
-        disks.add_row(Text(disk.target), Text(disk.device), Text(disk.bus), Text(disk.format),
-                      Text(source + ("  [ro]" if disk.readonly else "")))
+        disks.add_row(*(presenters.plain(x) for x in (disk.target, disk.device, disk.bus, disk.format)),
+                      presenters.plain(source + ("  [ro]" if disk.readonly else ""), wrap=True))
     parts.append(disks if details.disks else Text("none"))
 
     parts.append(_section("Network interfaces"))
     nics = Table("MAC", "type", "source", "model", "IP", box=None, padding=(0, 1))
     for nic in details.nics:
-        nics.add_row(Text(nic.mac), Text(nic.kind), Text(nic.source), Text(nic.model),
-                     Text(", ".join(nic.addresses) or "unknown"))
+        nics.add_row(*(presenters.plain(x) for x in (nic.mac, nic.kind, nic.source, nic.model)),
+                     presenters.plain(", ".join(nic.addresses) or "unknown", wrap=True))
     parts.append(nics if details.nics else Text("none"))
 
     parts.append(_section("Graphics"))
@@ -66,11 +67,11 @@ def render_details(info: DomainInfo, details: DomainDetails, host: str) -> Group
     if details.snapshots:
         for snap in details.snapshots:
             line = Text("  " * snap.depth + ("└ " if snap.depth else ""))
-            line.append(snap.name, "bold" if snap.current else "")
+            line.append(visible(snap.name), "bold" if snap.current else "")
             if snap.current:
                 line.append("  (current)", "green")
             if snap.description:
-                line.append(f"  {snap.description}", "italic")
+                line.append(f"  {visible(snap.description)}", "italic")
             parts.append(line)
     else:
         parts.append(Text("none"))
@@ -86,7 +87,7 @@ class DetailsScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Static(Text(f"VM {self.info.name}", "bold"), classes="box-title")
+            yield Static(presenters.plain(f"VM {self.info.name}", "bold"), classes="box-title")
             with VerticalScroll(id="details-body"):
                 yield Static("loading…", id="details")
             yield Static("esc closes", classes="hint")
@@ -99,7 +100,7 @@ class DetailsScreen(ModalScreen[None]):
         try:
             details = lifecycle.get_details(self.app.manager, self.info.uuid)  # type: ignore[attr-defined]
         except HyperconsoleError as exc:
-            self.app.call_from_thread(self._show, Text(f"cannot read details: {exc}", "red"))
+            self.app.call_from_thread(self._show, presenters.plain(f"cannot read details: {exc}", "red", wrap=True))
             return
         host = tunnel_host(lifecycle.ssh_target(self.app.manager.uri))  # type: ignore[attr-defined]
         self.app.call_from_thread(self._show, render_details(self.info, details, host))

@@ -15,6 +15,7 @@ from hyperconsole.messages import ActionDone
 from hyperconsole.nixos.rebuild import RebuildLine
 from hyperconsole.nixos.revert import ConfirmOrRevert, PendingChange, controller_for
 from hyperconsole.nixos.store import ChangeSet
+from hyperconsole.sanitize import visible
 from hyperconsole.screens.base import PaneScreen
 from hyperconsole.widgets.confirm import ConfirmDialog
 
@@ -80,7 +81,7 @@ class HostChangePane(PaneScreen):
     # -- applying ---------------------------------------------------------------------------------
     def log_line(self, line: RebuildLine) -> None:
         """Called on the worker thread for each rebuild output line."""
-        self.app.call_from_thread(self.query_one("#rebuild-log", Log).write_line, f"{line.elapsed:6.1f}s  {line.text}")
+        self.app.call_from_thread(self.query_one("#rebuild-log", Log).write_line, f"{line.elapsed:6.1f}s  {visible(line.text)}")
 
     def ask_apply(self, question: str, changeset: ChangeSet, timeout: int, description: str,
                   extra: str = "") -> None:

@@ -19,6 +19,7 @@ from hyperconsole import presenters
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.host import interfaces as interfaces_mod
 from hyperconsole.host import netconfig, netplan
+from hyperconsole.sanitize import visible
 from hyperconsole.screens.hostchange import HostChangePane
 from hyperconsole.virt import networks
 from hyperconsole.widgets.confirm import ConfirmDialog
@@ -80,13 +81,13 @@ def parse_ports(text: str) -> list[int]:
 
 def lease_text(leases: networks.LeaseList) -> Text:
     if not leases.supported:
-        return Text(f"DHCP leases of {leases.network}: not available ({leases.reason})", "dim")
+        return presenters.plain(f"DHCP leases of {leases.network}: not available ({leases.reason})", "dim", wrap=True)
     if not leases.leases:
-        return Text(f"DHCP leases of {leases.network}: none", "dim")
-    text = Text(f"DHCP leases of {leases.network}: ", "bold")
+        return presenters.plain(f"DHCP leases of {leases.network}: none", "dim", wrap=True)
+    text = presenters.plain(f"DHCP leases of {leases.network}: ", "bold", wrap=True)
     for lease in leases.leases:
         expires = time.strftime("%H:%M", time.localtime(lease.expires)) if lease.expires else "never"
-        text.append(f"\n  {lease.ip:<20} {lease.mac}  {lease.hostname or '-'}  expires {expires}")
+        text.append("\n  " + visible(f"{lease.ip:<20} {lease.mac}  {lease.hostname or '-'}  expires {expires}"))
     return text
 
 
@@ -200,7 +201,7 @@ class NetworksScreen(HostChangePane):
         try:
             leases = networks.dhcp_leases(self.hc.manager, name)
         except HyperconsoleError as exc:
-            self.app.call_from_thread(self._show_leases, Text(f"DHCP leases of {name}: {exc}", "red"))
+            self.app.call_from_thread(self._show_leases, presenters.plain(f"DHCP leases of {name}: {exc}", "red", wrap=True))
             return
         self.app.call_from_thread(self._show_leases, lease_text(leases))
 

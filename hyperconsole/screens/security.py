@@ -18,6 +18,7 @@ from hyperconsole import profiles
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.nixos.revert import default_confirm_timeout
 from hyperconsole.nixos.store import ChangeSet
+from hyperconsole.sanitize import visible
 from hyperconsole.screens.hostchange import HostChangePane
 from hyperconsole.widgets.sidediff import side_by_side
 
@@ -78,7 +79,7 @@ class SecurityScreen(HostChangePane):
         self.app.call_from_thread(self._fill, state)
 
     def _show_error(self, text: str) -> None:
-        self.query_one("#sec-current", Static).update(Text(text, "red"))
+        self.query_one("#sec-current", Static).update(Text(visible(text), "red"))
 
     def _fill(self, state: SecurityState) -> None:
         self.state = state
@@ -106,7 +107,7 @@ class SecurityScreen(HostChangePane):
                 label.append("  " + toggle.summary, "dim")
                 toggles.add_option((label, name, bool(current and name in current.toggles)))
             self._filled = True
-        problems = "\n".join(state.catalog.problems)
+        problems = "\n".join(visible(p) for p in state.catalog.problems)
         self.query_one("#sec-problems", Static).update(Text(problems))
         self.preview()
 

@@ -11,7 +11,9 @@ from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from hyperconsole import presenters
 from hyperconsole.errors import HyperconsoleError
+from hyperconsole.sanitize import visible
 from hyperconsole.messages import ActionDone
 from hyperconsole.virt import snapshots
 from hyperconsole.virt.models import DomainInfo
@@ -36,7 +38,7 @@ class SnapshotsScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Static(Text(f"Snapshots of {self.info.name}", "bold"), classes="box-title")
+            yield Static(presenters.plain(f"Snapshots of {self.info.name}", "bold"), classes="box-title")
             table: DataTable = DataTable(id="snap-table", cursor_type="row")
             table.add_column("Name", key="name")
             table.add_column("State", key="state")
@@ -75,11 +77,11 @@ class SnapshotsScreen(ModalScreen[None]):
         table.clear()
         for snap in snaps:
             name = Text("  " * snap.depth + ("└ " if snap.depth else ""))
-            name.append(snap.name, "bold" if snap.current else "")
+            name.append(visible(snap.name), "bold" if snap.current else "")
             if snap.current:
                 name.append(" *", "green")
             created = dt.datetime.fromtimestamp(snap.creation_time).strftime("%Y-%m-%d %H:%M") if snap.creation_time else ""
-            table.add_row(name, Text(snap.state), Text(created), Text(snap.description), key=snap.name)
+            table.add_row(name, presenters.plain(snap.state), Text(created), presenters.plain(snap.description), key=snap.name)
         self._status(f"{len(snaps)} snapshot(s); * marks the current one" if snaps else "no snapshots yet")
 
     def current(self) -> SnapshotInfo | None:

@@ -125,7 +125,7 @@ class StorageScreen(PaneScreen):
         sync_rows(self.query_one("#pools", DataTable), {p.name: pool_cells(p) for p in pools})
         low = [f"{p.name} is {p.used_percent:.0f}% full" for p in pools
                if p.level in (pool_ops.SpaceLevel.WARN, pool_ops.SpaceLevel.CRITICAL)]
-        self.query_one("#space-warning", Static).update(Text("Low space: " + "; ".join(low)) if low else "")
+        self.query_one("#space-warning", Static).update(presenters.plain("Low space: " + "; ".join(low), wrap=True) if low else "")
         if self.pool_name is None and pools:
             self._select_pool(pools[0].name)
 
@@ -176,7 +176,7 @@ class StorageScreen(PaneScreen):
         title = f"Volumes of {self.pool_name}: {shown}  (n new · g grow · C clone · U upload · del delete)"
         if total > len(self.volumes):
             title += " · more load as the cursor nears the end"
-        self.query_one("#volumes-title", Static).update(Text(error or title, "red" if error else ""))
+        self.query_one("#volumes-title", Static).update(presenters.plain(error or title, "red" if error else "", wrap=True))
 
     @on(DataTable.RowHighlighted, "#volumes")
     def _volume_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -8,6 +8,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Static
 
+from hyperconsole.sanitize import visible
+
 
 class ConfirmDialog(ModalScreen[bool | tuple[bool, bool]]):
     """Returns True/False, or (confirmed, option) when an option checkbox is offered."""
@@ -35,10 +37,10 @@ class ConfirmDialog(ModalScreen[bool | tuple[bool, bool]]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            # markup=False: the question names VMs exactly as libvirt has them.
-            yield Static(self.question, classes="question", markup=False)
+            # The question names VMs exactly as libvirt has them: no markup, controls made visible.
+            yield Static(visible(self.question), classes="question", markup=False)
             if self.detail:
-                yield Static(self.detail, classes="detail", markup=False)
+                yield Static(visible(self.detail), classes="detail", markup=False)
             if self.option is not None:
                 yield Checkbox(f"{self.option} (o)", self.option_value, id="option")
             with Horizontal():

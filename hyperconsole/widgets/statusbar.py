@@ -6,6 +6,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from hyperconsole.sanitize import visible
+
 # Connection states by their value ("active", …): the widget takes data, not core types.
 _STATE_STYLE = {"active": "bold green", "connecting": "bold yellow", "disconnected": "bold red"}
 
@@ -26,7 +28,7 @@ class StatusBar(Static):
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"● {self.state}", _STATE_STYLE.get(self.state, "bold red"))
         text.append("  ")
-        text.append(self.uri)
+        text.append(visible(self.uri))
         if self.demo:
             text.append("  ")
             text.append(" DEMO ", "bold black on cyan")
@@ -38,5 +40,5 @@ class StatusBar(Static):
             text.append(f" {self.pending} ", "bold black on yellow")
         if self.message:
             text.append("  ")
-            text.append(self.message, "italic")
+            text.append(visible(self.message), "italic")
         return text

@@ -25,7 +25,7 @@ def core_modules() -> list[str]:
         module = __import__(package, fromlist=["_"])
         names.append(package)
         names += [f"{package}.{m.name}" for m in pkgutil.iter_modules(module.__path__)]
-    for extra in ("names", "sanitize", "safefs"):  # single-module core parts, once they exist
+    for extra in ("names", "sanitize", "safefs", "schema"):  # single-module core parts, once they exist
         if (REPO / "hyperconsole" / f"{extra}.py").exists():
             names.append(f"hyperconsole.{extra}")
     return names

@@ -21,11 +21,15 @@ def test_user_file_overrides_system_file(tmp_path):
 @pytest.mark.parametrize("text, needle", [
     ("refresh: [1", "not valid YAML"),
     ("- a\n- b\n", "must be a mapping"),
-    ("refresh: 0\n", "between 0.2 and 3600"),
-    ("refresh: fast\n", "number of seconds"),
-    ("colour: red\n", "unknown key 'colour'"),
-    ("default_connection: lab\n", "not in connections"),
-    ("keymap: {vms.start: 3}\n", "keymap must be"),
+    ("refresh: 0\n", "at $.refresh: expected float >= 0.2"),
+    ("refresh: fast\n", "at $.refresh: expected float, got str"),
+    ("colour: red\n", "at $: unknown key 'colour'"),
+    ("default_connection: lab\n", "at $.default_connection: 'lab' is not in connections"),
+    ("refresh: .nan\n", "at $.refresh"),
+    ("confirm_timeout: 1.5\n", "at $.confirm_timeout: expected int, got float"),
+    ("connections: {lab: ''}\n", "at $.connections.lab: must be a non-empty string"),
+    ("a: &x [*x]\n", "line 1 is not valid YAML: the alias *x refers to a node that contains it"),
+    ("keymap: {vms.start: 3}\n", "at $.keymap.vms.start: must be a non-empty string"),
 ])
 def test_broken_config_is_one_clear_line(tmp_path, text, needle):
     path = tmp_path / "config.yaml"

@@ -83,13 +83,14 @@ GOOD = "name: {name}\nsummary: ok\nnixos:\n  a:\n    b: true\n"
         ("bad.yaml", "- a list\n", "top level must be a mapping"),
         ("bad.yaml", GOOD.format(name="other"), "must match"),
         ("bad.yaml", GOOD.format(name="bad") + "extra: 1\n", "unknown key 'extra'"),
-        ("bad.yaml", "name: bad\nsummary: ok\nnixos:\n  a: 1.5\n", "nixos.a is a floating-point"),
-        ("bad.yaml", "name: bad\nsummary: ok\nnixos: {}\n", "'nixos' must be a non-empty mapping"),
-        ("bad.yaml", GOOD.format(name="bad") + "console:\n  libvirt: root\n", "console.libvirt"),
-        ("bad.yaml", "name: bad\nsummary: ''\nnixos:\n  a: 1\n", "'summary'"),
+        ("bad.yaml", "name: bad\nsummary: ok\nnixos:\n  a: 1.5\n", "at $.nixos.a: a floating-point"),
+        ("bad.yaml", "name: bad\nsummary: ok\nnixos: {}\n", "at $.nixos: must be a non-empty mapping"),
+        ("bad.yaml", GOOD.format(name="bad") + "console:\n  libvirt: root\n", "at $.console.libvirt: invalid enum value 'root'"),
+        ("bad.yaml", "name: bad\nsummary: ''\nnixos:\n  a: 1\n", "at $.summary: expected text that is not blank"),
         ("bad.yaml", "name: bad\nsummary: ok\nnixos:\n  a:\n    2020-01-01: x\n", "must be a non-empty string"),
-        ("toggles.yaml", "toggles:\n  t:\n    summary: s\n", "'nixos' must be a non-empty mapping"),
-        ("toggles.yaml", "other: 1\n", "one key 'toggles'"),
+        ("toggles.yaml", "toggles:\n  t:\n    summary: s\n", "at $.toggles.t: missing key 'nixos'"),
+        ("toggles.yaml", "other: 1\n", "at $: unknown key 'other'"),
+        ("bad.yaml", "name: bad\nsummary: ok\nnixos: &x\n  a: [*x]\n", "the alias *x refers to a node that contains it"),
     ],
 )
 def test_broken_files_are_reported_with_file_and_key(tmp_path, filename, content, expected):
@@ -118,3 +119,59 @@ def test_current_selection_reads_the_fragment_header(nixos_dir):
     assert profiles.current_selection(store) == profiles.Selection("management", ("fail2ban", "strict-ssh"))
     store.commit(profiles.prepare_profile_change(store, catalog, "headless"))
     assert profiles.current_selection(store) == profiles.Selection("headless", ())
+
+
+# NixOS's defaults for the sshd algorithm lists, from the options reference
+# (nixos/modules/services/networking/ssh/sshd.nix, services.openssh.settings.KexAlgorithms /
+# Ciphers / Macs, "Default:"), as of NixOS 25.05.
+NIXOS_SSH_DEFAULTS = {
+    "KexAlgorithms": ["mlkem768x25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com",
+                      "curve25519-sha256", "curve25519-sha256@libssh.org", "diffie-hellman-group-exchange-sha256"],
+    "Ciphers": ["chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com",
+                "aes256-ctr", "aes192-ctr", "aes128-ctr"],
+    "Macs": ["hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com", "umac-128-etm@openssh.com"],
+}
+
+
+@pytest.mark.parametrize("option", sorted(NIXOS_SSH_DEFAULTS))
+def test_hardening_keeps_what_the_nixos_default_offers_first(option):
+    """Hardening may drop the tail of a default list, never its head: a list that leaves out the
+    default's first entries (as strict-ssh once left out mlkem768x25519-sha256) weakens the host."""
+    catalog = profiles.load_catalog([SHIPPED])
+    for toggle in catalog.toggles.values():
+        settings = toggle.nixos.get("services", {}).get("openssh", {}).get("settings", {})
+        if option in settings:
+            hardened = settings[option]
+            assert hardened, f"{toggle.name} empties {option}"
+            assert hardened == NIXOS_SSH_DEFAULTS[option][:len(hardened)], (toggle.name, option)
+
+
+@pytest.mark.parametrize("filename, nixos, path, better", [
+    ("pw.yaml", "users:\n    users:\n      operator:\n        initialPassword: hunter2\n",
+     "$.nixos.users.users.operator.initialPassword", "hashedPasswordFile"),
+    ("pw.yaml", "users:\n    users:\n      root:\n        password: hunter2\n",
+     "$.nixos.users.users.root.password", "hashedPasswordFile"),
+    ("pw.yaml", "services:\n    grafana:\n      settings:\n        security:\n          admin_password: x\n",
+     "$.nixos.services.grafana.settings.security.admin_password", "admin_passwordFile"),
+])
+def test_a_clear_text_password_in_a_profile_is_refused(tmp_path, filename, nixos, path, better):
+    (tmp_path / filename).write_text(f"name: pw\nsummary: s\nnixos:\n  {nixos}")
+    catalog = profiles.load_catalog([tmp_path])
+    assert "pw" not in catalog.profiles
+    [problem] = catalog.problems
+    assert f"at {path}: a clear-text password is refused: the Nix store is world-readable" in problem
+    assert f"set {better} to a file outside the store" in problem
+
+
+def test_a_clear_text_password_in_a_toggle_is_refused_but_hashes_and_booleans_pass(tmp_path):
+    (tmp_path / "toggles.yaml").write_text(
+        "toggles:\n  t:\n    summary: s\n    nixos:\n      users:\n        users:\n          op:\n"
+        "            hashedPassword: '$y$j9T$abc'\n            password: hunter2\n")
+    (tmp_path / "ok.yaml").write_text(
+        "name: ok\nsummary: s\nnixos:\n  security:\n    sudo:\n      wheelNeedsPassword: true\n"
+        "  users:\n    users:\n      op:\n        hashedPasswordFile: /run/secrets/op\n"
+        "        initialHashedPassword: '$y$j9T$abc'\n")
+    catalog = profiles.load_catalog([tmp_path])
+    assert "ok" in catalog.profiles and catalog.toggles == {}
+    [problem] = catalog.problems
+    assert "at $.toggles.t.nixos.users.users.op.password: a clear-text password is refused" in problem
