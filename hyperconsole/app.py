@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.timer import Timer
 
 from hyperconsole.commands import ActionsProvider
-from hyperconsole.config import Config
+from hyperconsole.config import Config, check_keymap
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host.metrics import HostSampler
 from hyperconsole.messages import (
@@ -38,6 +38,27 @@ def _lazy(module: str, name: str):
         return getattr(importlib.import_module(f"hyperconsole.screens.{module}"), name)()
 
     return make
+
+
+def binding_ids() -> set[str]:
+    """The id of every binding of the app, its panes and dialogs, Textual's own included (this
+    imports the panes that are otherwise loaded when first shown)."""
+    import pkgutil
+
+    from textual.dom import DOMNode
+
+    from hyperconsole import screens, widgets
+
+    for package in (screens, widgets):
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    ids: set[str] = set()
+    todo: list[type] = [DOMNode]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        ids.update(b.id for b in cls.__dict__.get("BINDINGS", ()) if isinstance(b, Binding) and b.id)
+    return ids
 
 
 class HyperconsoleApp(App):
@@ -67,6 +88,9 @@ class HyperconsoleApp(App):
     def __init__(self, manager: ConnectionManager, config: Config, *, demo: bool = False,
                  host_sampler: HostSampler | None = None, sampler: DomainSampler | None = None,
                  first_tick: Tick | None = None) -> None:
+        if config.keymap:
+            # Before anything starts, so a typo in the keymap is one line, not a silent no-op.
+            check_keymap(config, binding_ids())
         super().__init__()
         self.manager = manager
         self.config = config

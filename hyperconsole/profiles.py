@@ -261,6 +261,14 @@ def current_selection(store) -> Selection | None:
     return Selection(meta["profile"], toggles)
 
 
+def applied_profile(store, catalog: Catalog | None = None) -> Profile | None:
+    """The profile the security fragment on disk was written from, if it is still known."""
+    selection = current_selection(store)
+    if selection is None:
+        return None
+    return (catalog or load_catalog()).profiles.get(selection.profile)
+
+
 def prepare_profile_change(store, catalog: Catalog, name: str, toggles: Sequence[str] = ()):
     """A ChangeSet writing the security fragment for this profile + toggles (nothing written yet)."""
     chosen = normalise_toggles(catalog, toggles)

@@ -134,13 +134,30 @@ def _setup_logging() -> None:
     logging.getLogger().setLevel(logging.INFO)
 
 
+def open_manager(args: argparse.Namespace, config: Config):
+    """The connection manager the console uses: read-only when asked (`--readonly`) or when the
+    security profile applied to the host says `console: {libvirt: read-only}`."""
+    from hyperconsole import profiles
+    from hyperconsole.nixos.store import FragmentStore
+    from hyperconsole.virt.connection import ConnectionManager
+
+    reason = "--readonly" if args.readonly else ""
+    if not reason:
+        profile = profiles.applied_profile(FragmentStore(config.nixos_dir))
+        if profile is not None and profile.libvirt_access == "read-only":
+            reason = f"security profile {profile.name}"
+    manager = ConnectionManager(config.uri, readonly=bool(reason))
+    if reason:
+        manager.readonly_reason = reason
+    return manager
+
+
 def run_tui(args: argparse.Namespace, config: Config) -> int:
     import threading
 
-    from hyperconsole.virt.connection import ConnectionManager
     from hyperconsole.virt.sampler import DomainSampler
 
-    manager = ConnectionManager(config.uri, readonly=args.readonly)
+    manager = open_manager(args, config)
     sampler = DomainSampler(manager)
     failure: list[HyperconsoleError] = []
     first_tick = []

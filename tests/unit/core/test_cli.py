@@ -60,3 +60,53 @@ def test_demo_points_at_shipped_host_and_scratch_nixos_dir():
     resolved = cli.resolve(cli.build_parser().parse_args(["--demo"]))
     assert resolved.uri.startswith("test:///") and resolved.uri.endswith("demo-host.xml")
     assert "demo" in resolved.nixos_dir and "hyperconsole.demo.rebuild" in resolved.rebuild_command
+
+
+def test_a_keymap_naming_an_unknown_binding_is_one_line_before_the_console_starts(tmp_path):
+    from tests.fixtures import build_host_xml, domain_xml, test_uri
+
+    config = tmp_path / "config.yaml"
+    config.write_text("keymap: {vms.start: g, vms.strat: S}\n")
+    uri = test_uri(tmp_path, build_host_xml(domains=[domain_xml("alpha", "shutoff")]))
+    out = run("--config", str(config), "--connect", uri, "--nixos-dir", str(tmp_path))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    [line] = out.stderr.strip().splitlines()
+    assert line == f"hyperconsole: {config}: at $.keymap.vms.strat: unknown binding id (did you mean vms.start?)"
+
+
+def test_a_profile_that_says_read_only_opens_the_console_read_only(tmp_path, monkeypatch):
+    """`console: {libvirt: read-only}` in the applied profile: the connection is opened with
+    openReadOnly, so libvirt itself refuses every change, and the reason is shown."""
+    import libvirt
+
+    from hyperconsole import profiles
+    from hyperconsole.nixos.store import FragmentStore
+    from tests.fixtures import build_host_xml, domain_xml, test_uri
+
+    shipped = tmp_path / "profiles"
+    shipped.mkdir()
+    (shipped / "locked.yaml").write_text(
+        "name: locked\nsummary: VMs are watched, not changed\nconsole: {libvirt: read-only}\n"
+        "nixos:\n  services:\n    openssh:\n      enable: true\n")
+    (shipped / "open.yaml").write_text("name: open\nsummary: s\nnixos:\n  services:\n    openssh:\n      enable: true\n")
+    monkeypatch.setenv("HYPERCONSOLE_PROFILES_DIR", str(shipped))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    nixos = tmp_path / "nixos"
+    nixos.mkdir()
+    store = FragmentStore(nixos)
+    uri = test_uri(tmp_path, build_host_xml(domains=[domain_xml("alpha", "shutoff")]))
+    config = cli.resolve(cli.build_parser().parse_args(["--connect", uri, "--nixos-dir", str(nixos)]))
+    args = cli.parse_args(["--connect", uri])
+
+    assert cli.open_manager(args, config).readonly is False  # no profile applied yet
+    store.commit(profiles.prepare_profile_change(store, profiles.load_catalog(), "open"))
+    assert cli.open_manager(args, config).readonly is False
+    store.commit(profiles.prepare_profile_change(store, profiles.load_catalog(), "locked"))
+    manager = cli.open_manager(args, config)
+    manager.connect()
+    try:
+        assert manager.readonly and manager.readonly_reason == "security profile locked"
+        with pytest.raises(libvirt.libvirtError):
+            manager.conn.lookupByName("alpha").create()
+    finally:
+        manager.close()
