@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,6 +17,7 @@ from hyperconsole.widgets.statusbar import StatusBar
 
 if TYPE_CHECKING:
     from hyperconsole.app import HyperconsoleApp
+    from hyperconsole.widgets.form import Field
 
 
 class PaneScreen(Screen):
@@ -65,12 +66,15 @@ class PaneScreen(Screen):
     def render_data(self, kinds: frozenset[str]) -> None:
         """Override: redraw from self.hc.view. Runs on the UI thread; must not block."""
 
-    def ask_form(self, title: str, fields: list[tuple[str, str, str]],
-                 then: Callable[[dict[str, str]], None]) -> None:
-        """A modal form of (key, label, initial value); `then(values)` runs unless cancelled."""
-        from hyperconsole.widgets.form import InputDialog
+    def ask_form(self, title: str, fields: "Sequence[Field]", then: Callable[[Any], None], *,
+                 check: Callable[[dict[str, Any]], Any] | None = None, submit: str = "apply") -> None:
+        """The one way a pane asks for input: a Form of typed fields (see widgets/form.py).
+        Invalid fields (and a `check` that raises ValidationError) keep the form open with the
+        input as typed; `then(result)` runs once everything is valid, unless cancelled."""
+        from hyperconsole.widgets.form import Form
 
-        self.app.push_screen(InputDialog(title, fields), lambda values: values is not None and then(values))
+        self.app.push_screen(Form(title, fields, check=check, submit=submit),
+                             lambda result: result is not None and then(result))
 
     @work(thread=True, group="jobs", exit_on_error=False, description="operator job")
     def run_job(self, label: str, fn: Callable[..., object], *args: object, uuid: str | None = None,

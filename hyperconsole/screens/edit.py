@@ -1,73 +1,56 @@
-"""`e` on a VM: vCPUs and memory; says what applied live and what waits for the next boot."""
+"""`e` on a VM: vCPUs and memory through the one form; the change is shown and confirmed
+("vCPUs 2 → 4, memory 2.0 GiB → 4.0 GiB: apply?") before anything is applied."""
 
 from __future__ import annotations
 
-from textual import work
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Input, Static
+from typing import TYPE_CHECKING, Any
 
-from hyperconsole.errors import HyperconsoleError, ValidationError
-from hyperconsole.messages import ActionDone
+from hyperconsole import names
 from hyperconsole.virt import resources
 from hyperconsole.virt.models import DomainInfo
+from hyperconsole.widgets.confirm import ConfirmDialog
+from hyperconsole.widgets.form import Field
+
+if TYPE_CHECKING:
+    from hyperconsole.screens.base import PaneScreen
+
+MAX_VCPUS = 4096  # the host's own limit is checked when the change is applied
+MAX_MEMORY_MIB = 64 * 1024 * 1024  # 64 TiB
 
 
-def parse_positive_int(text: str, what: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValidationError(f"{what} must be a whole number, not {text.strip()!r}") from None
-    if value <= 0:
-        raise ValidationError(f"{what} must be at least 1")
-    return value
+def vcpus_field(value: int) -> Field:
+    return Field("vcpus", "vCPUs", str(value), parse=lambda t: names.whole_number(t, "vCPUs", 1, MAX_VCPUS))
 
 
-class EditResourcesScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="edit.cancel")]
+def memory_field(mib: int) -> Field:
+    return Field("memory", "Memory (MiB)", str(mib),
+                 parse=lambda t: names.whole_number(t, "memory (MiB)", resources.MIN_MEMORY_MIB, MAX_MEMORY_MIB))
 
-    def __init__(self, info: DomainInfo) -> None:
-        super().__init__()
-        self.info = info
 
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Static(f"Resources of {self.info.name}", classes="box-title", markup=False)
-            with Horizontal(classes="row"):
-                yield Static("vCPUs", classes="label")
-                yield Input(str(self.info.vcpus), id="vcpus", type="integer")
-            with Horizontal(classes="row"):
-                yield Static("Memory (MiB)", classes="label")
-                yield Input(str(self.info.memory_kib // 1024), id="memory", type="integer")
-            note = "Running VM: applied live where the hypervisor allows, else at next boot." \
-                if self.info.state.is_active else "Applies at next start."
-            yield Static(note, classes="hint")
-            yield Static("", id="edit-error", classes="error", markup=False)
-            yield Static("enter applies · esc cancels", classes="hint")
+def change_summary(info: DomainInfo, vcpus: int, memory_mib: int) -> str:
+    """'vCPUs 2 → 4, memory 2.0 GiB → 4.0 GiB'; empty when nothing changes."""
+    parts = []
+    if vcpus != info.vcpus:
+        parts.append(f"vCPUs {info.vcpus} → {vcpus}")
+    old_mib = info.memory_kib // 1024
+    if memory_mib != old_mib:
+        parts.append(f"memory {names.human_size(old_mib * 1024**2)} → {names.human_size(memory_mib * 1024**2)}")
+    return ", ".join(parts)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        try:
-            vcpus = parse_positive_int(self.query_one("#vcpus", Input).value, "vCPUs")
-            memory = parse_positive_int(self.query_one("#memory", Input).value, "memory")
-        except ValidationError as exc:
-            self.query_one("#edit-error", Static).update(str(exc))
+
+def edit_resources(pane: "PaneScreen", info: DomainInfo) -> None:
+    def confirm(values: dict[str, Any]) -> None:
+        vcpus, memory = values["vcpus"], values["memory"]
+        summary = change_summary(info, vcpus, memory)
+        if not summary:
+            pane.notify(f"{info.name}: nothing to change")
             return
-        self.query_one("#edit-error", Static).update("applying…")
-        self.apply(vcpus, memory)
+        when = ("applied live where the hypervisor allows, else at next boot" if info.state.is_active
+                else "applies at next start")
+        pane.app.push_screen(
+            ConfirmDialog(f"{summary}: apply?", f"{info.name}: {when}."),
+            lambda ok: ok and pane.run_job(f"edit {info.name}", resources.edit_resources, info.uuid, vcpus, memory,
+                                           uuid=info.uuid))
 
-    @work(thread=True, exclusive=True, exit_on_error=False, description="edit resources")
-    def apply(self, vcpus: int, memory_mib: int) -> None:
-        label = f"edit {self.info.name}"
-        try:
-            result = resources.edit_resources(self.app.manager, self.info.uuid, vcpus, memory_mib)  # type: ignore[attr-defined]
-        except HyperconsoleError as exc:
-            self.app.call_from_thread(self.query_one("#edit-error", Static).update, str(exc))
-            return
-        self.app.post_message(ActionDone(label, detail=result.summary(), uuid=self.info.uuid))
-        self.app.call_from_thread(self.dismiss, None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+    pane.ask_form(f"Resources of {info.name}", [vcpus_field(info.vcpus), memory_field(info.memory_kib // 1024)],
+                  confirm, submit="review")

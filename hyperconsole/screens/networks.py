@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -15,14 +16,15 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Log, Static
 
-from hyperconsole import presenters
-from hyperconsole.errors import HyperconsoleError, ValidationError
+from hyperconsole import names, presenters
+from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host import interfaces as interfaces_mod
 from hyperconsole.host import netconfig, netplan
 from hyperconsole.sanitize import visible
 from hyperconsole.screens.hostchange import HostChangePane
 from hyperconsole.virt import networks
 from hyperconsole.widgets.confirm import ConfirmDialog
+from hyperconsole.widgets.form import Field, choice, yes_no
 from hyperconsole.widgets.tablesync import sync_rows
 
 
@@ -73,10 +75,15 @@ def network_cells(net: networks.NetworkInfo) -> list[Text]:
 
 
 def parse_ports(text: str) -> list[int]:
-    try:
-        return [int(p) for p in text.replace(",", " ").split()]
-    except ValueError:
-        raise ValidationError(f"ports must be whole numbers separated by spaces, not {text.strip()!r}") from None
+    return [names.whole_number(p, "port", 1, 65535) for p in text.replace(",", " ").split()]
+
+
+def interface(text: str) -> str:
+    return names.interface_name(text.strip())
+
+
+def interface_list(text: str) -> list[str]:
+    return [names.interface_name(m, "member") for m in text.replace(",", " ").split()]
 
 
 def lease_text(leases: networks.LeaseList) -> Text:
@@ -250,72 +257,73 @@ class NetworksScreen(HostChangePane):
     def _existing_iface(self) -> str:
         return self._cursor_key("#ifaces") or ""
 
-    def action_add_bridge(self) -> None:
-        def then(v: dict[str, str]) -> None:
-            members = [m.strip() for m in v["members"].replace(",", " ").split() if m.strip()]
-            rstp = v["rstp"].strip().lower() in ("y", "yes", "on", "true")
-            self.plan(lambda cfg, ex: netconfig.add_bridge(cfg, v["name"].strip(), members, rstp=rstp, existing=ex))
+    def _iface_field(self, label: str = "Interface") -> Field:
+        return Field("iface", label, self._existing_iface(), parse=interface)
 
-        self.ask_form("New bridge (network.nix)", [("name", "Name", "br0"), ("members", "Members", self._existing_iface()),
-                                                ("rstp", "RSTP (yes/no)", "no")], then)
+    def action_add_bridge(self) -> None:
+        def then(v: dict[str, Any]) -> None:
+            self.plan(lambda cfg, ex: netconfig.add_bridge(cfg, v["name"], v["members"], rstp=v["rstp"], existing=ex))
+
+        self.ask_form("New bridge (network.nix)", [
+            Field("name", "Name", "br0", parse=interface),
+            Field("members", "Members", self._existing_iface(), parse=interface_list),
+            yes_no("rstp", "RSTP"),
+        ], then)
 
     def action_add_vlan(self) -> None:
-        def then(v: dict[str, str]) -> None:
-            try:
-                vlan_id = int(v["id"].strip())
-            except ValueError:
-                self.notify(f"VLAN id must be a whole number, not {v['id'].strip()!r}", severity="error", markup=False)
-                return
-            self.plan(lambda cfg, ex: netconfig.add_vlan(cfg, v["name"].strip(), vlan_id, v["parent"].strip(), existing=ex))
+        def then(v: dict[str, Any]) -> None:
+            self.plan(lambda cfg, ex: netconfig.add_vlan(cfg, v["name"], v["id"], v["iface"], existing=ex))
 
         parent = self._existing_iface()
-        self.ask_form("New VLAN (network.nix)", [("name", "Name", f"{parent}.10" if parent else ""), ("id", "VLAN id", "10"),
-                                              ("parent", "Parent", parent)], then)
+        self.ask_form("New VLAN (network.nix)", [
+            Field("name", "Name", f"{parent}.10" if parent else "", parse=interface),
+            Field("id", "VLAN id", "10", parse=lambda t: names.whole_number(t, "VLAN id", 1, 4094)),
+            self._iface_field("Parent"),
+        ], then)
 
     def action_set_address(self) -> None:
-        def then(v: dict[str, str]) -> None:
-            mode = v["address"].strip()
-            gateway = v["gateway"].strip() or None
-            if mode.lower() == "dhcp":
-                edit = lambda cfg, ex: netconfig.set_address(cfg, v["iface"].strip(), dhcp=True, existing=ex)  # noqa: E731
+        def then(v: dict[str, Any]) -> None:
+            if v["address"] == "dhcp":
+                edit = lambda cfg, ex: netconfig.set_address(cfg, v["iface"], dhcp=True, existing=ex)  # noqa: E731
             else:
-                edit = lambda cfg, ex: netconfig.set_address(cfg, v["iface"].strip(), address=mode,  # noqa: E731
-                                                             gateway=gateway, existing=ex)
+                edit = lambda cfg, ex: netconfig.set_address(cfg, v["iface"], address=v["address"],  # noqa: E731
+                                                             gateway=v["gateway"], existing=ex)
             self.plan(edit)
 
-        self.ask_form("Address (network.nix)", [("iface", "Interface", self._existing_iface()),
-                                             ("address", "dhcp or CIDR", "dhcp"), ("gateway", "Gateway", "")], then)
+        def address(text: str) -> str:
+            text = text.strip()
+            return "dhcp" if text.lower() == "dhcp" else str(names.cidr(text, names.Role.HOST))
+
+        self.ask_form("Address (network.nix)", [
+            self._iface_field(),
+            Field("address", "dhcp or CIDR", "dhcp", parse=address),
+            Field("gateway", "Gateway", "", parse=lambda t: t.strip() or None),
+        ], then)
 
     def action_set_mtu(self) -> None:
-        def then(v: dict[str, str]) -> None:
-            try:
-                mtu = int(v["mtu"].strip())
-            except ValueError:
-                self.notify(f"MTU must be a whole number, not {v['mtu'].strip()!r}", severity="error", markup=False)
-                return
-            self.plan(lambda cfg, ex: netconfig.set_mtu(cfg, v["iface"].strip(), mtu, existing=ex))
+        def then(v: dict[str, Any]) -> None:
+            self.plan(lambda cfg, ex: netconfig.set_mtu(cfg, v["iface"], v["mtu"], existing=ex))
 
-        self.ask_form("MTU (network.nix)", [("iface", "Interface", self._existing_iface()), ("mtu", "MTU", "1500")], then)
+        self.ask_form("MTU (network.nix)", [
+            self._iface_field(), Field("mtu", "MTU", "1500", parse=lambda t: names.whole_number(t, "MTU", 68, 65535)),
+        ], then)
 
     def action_firewall(self) -> None:
-        def then(v: dict[str, str]) -> None:
-            try:
-                tcp, udp = parse_ports(v["tcp"]), parse_ports(v["udp"])
-            except ValidationError as exc:
-                self.notify(str(exc), title="not changed", severity="error", markup=False)
-                return
-            self.plan(lambda cfg, ex: netconfig.set_firewall_ports(cfg, v["iface"].strip(), tcp=tcp, udp=udp, existing=ex))
+        def then(v: dict[str, Any]) -> None:
+            self.plan(lambda cfg, ex: netconfig.set_firewall_ports(cfg, v["iface"], tcp=v["tcp"], udp=v["udp"], existing=ex))
 
-        self.ask_form("Firewall ports open on an interface (network.nix)",
-                   [("iface", "Interface", self._existing_iface()), ("tcp", "TCP ports", ""), ("udp", "UDP ports", "")],
-                   then)
+        self.ask_form("Firewall ports open on an interface (network.nix)", [
+            self._iface_field(), Field("tcp", "TCP ports", "", parse=parse_ports),
+            Field("udp", "UDP ports", "", parse=parse_ports),
+        ], then)
 
     def action_dns(self) -> None:
-        def then(v: dict[str, str]) -> None:
-            servers = v["servers"].replace(",", " ").split()
-            self.plan(lambda cfg, ex: netconfig.set_nameservers(cfg, servers, existing=ex))
+        def then(v: dict[str, Any]) -> None:
+            self.plan(lambda cfg, ex: netconfig.set_nameservers(cfg, v["servers"], existing=ex))
 
-        self.ask_form("DNS servers (network.nix)", [("servers", "Nameservers", "")], then)
+        self.ask_form("DNS servers (network.nix)", [
+            Field("servers", "Nameservers", "", parse=lambda t: t.replace(",", " ").split()),
+        ], then)
 
     # -- libvirt networks -----------------------------------------------------------------------------------
     def _net_op(self, label: str, fn, *args) -> None:
@@ -345,22 +353,22 @@ class NetworksScreen(HostChangePane):
                          net.name, not net.autostart)
 
     def action_new_network(self) -> None:
-        def then(v: dict[str, str]) -> None:
-            try:
-                spec = networks.NewNetworkSpec(name=v["name"].strip(), mode=v["mode"].strip().lower(),
-                                             cidr=v["cidr"].strip() or None, dhcp_start=v["start"].strip() or None,
-                                             dhcp_end=v["end"].strip() or None, bridge=v["bridge"].strip())
-                networks.validate_network_spec(spec)
-            except ValidationError as exc:
-                self.notify(str(exc), title="not created", severity="error", markup=False)
-                return
-            self._net_op(f"create network {spec.name}", networks.create_network, spec)
+        def spec(v: dict[str, Any]) -> networks.NewNetworkSpec:
+            made = networks.NewNetworkSpec(name=v["name"], mode=v["mode"], cidr=v["cidr"].strip() or None,
+                                         dhcp_start=v["start"].strip() or None, dhcp_end=v["end"].strip() or None,
+                                         bridge=v["bridge"].strip())
+            networks.validate_network_spec(made)
+            return made
 
-        self.ask_form("New libvirt network", [("name", "Name", ""), ("mode", "nat/route/isolated/bridge", "nat"),
-                                           ("cidr", "Address/prefix", "192.168.150.1/24"),
-                                           ("start", "DHCP start", "192.168.150.100"),
-                                           ("end", "DHCP end", "192.168.150.200"),
-                                           ("bridge", "Bridge (bridge mode)", "")], then)
+        self.ask_form("New libvirt network", [
+            Field("name", "Name", "", parse=names.network_name),
+            choice("mode", "Mode", [(m, m) for m in networks.MODES]),
+            Field("cidr", "Address/prefix", "192.168.150.1/24"),
+            Field("start", "DHCP start", "192.168.150.100"),
+            Field("end", "DHCP end", "192.168.150.200"),
+            Field("bridge", "Bridge (bridge mode)", ""),
+        ], lambda made: self._net_op(f"create network {made.name}", networks.create_network, made), check=spec,
+            submit="create")
 
     def action_edit_dhcp(self) -> None:
         if (net := self._network()) is None:
@@ -368,10 +376,10 @@ class NetworksScreen(HostChangePane):
         ipv4 = next((r for r in net.ips if r.family == "ipv4"), None)
         start, end = ipv4.dhcp[0] if ipv4 and ipv4.dhcp else ("", "")
 
-        def then(v: dict[str, str]) -> None:
+        def then(v: dict[str, Any]) -> None:
             self._net_op(f"DHCP range of {net.name}", networks.set_dhcp_range, net.name, v["start"].strip(), v["end"].strip())
 
-        self.ask_form(f"DHCP range of {net.name}", [("start", "Start", start), ("end", "End", end)], then)
+        self.ask_form(f"DHCP range of {net.name}", [Field("start", "Start", start), Field("end", "End", end)], then)
 
     def action_delete(self) -> None:
         if self.query_one("#nets", DataTable).has_focus:

@@ -11,7 +11,7 @@ from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from hyperconsole import presenters
+from hyperconsole import names, presenters
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.sanitize import visible
 from hyperconsole.messages import ActionDone
@@ -19,7 +19,7 @@ from hyperconsole.virt import snapshots
 from hyperconsole.virt.models import DomainInfo
 from hyperconsole.virt.snapshots import SnapshotInfo
 from hyperconsole.widgets.confirm import ConfirmDialog
-from hyperconsole.widgets.form import InputDialog
+from hyperconsole.widgets.form import Field, Form
 
 
 class SnapshotsScreen(ModalScreen[None]):
@@ -107,8 +107,10 @@ class SnapshotsScreen(ModalScreen[None]):
             if values is not None:
                 self.run_op(f"snapshot {values['name']}", snapshots.create_snapshot, values["name"], values["description"])
 
-        self.app.push_screen(InputDialog(f"New snapshot of {self.info.name}",
-                                         [("name", "Name", ""), ("description", "Description", "")]), answered)
+        self.app.push_screen(Form(f"New snapshot of {self.info.name}", [
+            Field("name", "Name", "", parse=lambda t: names.object_name(t, "snapshot name")),
+            Field("description", "Description", ""),
+        ], submit="create"), answered)
 
     def action_revert(self) -> None:
         snap = self.current()

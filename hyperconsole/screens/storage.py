@@ -5,6 +5,7 @@ does not stall the console. Everything here goes through libvirt."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -13,7 +14,7 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, ProgressBar, Static
 
-from hyperconsole import presenters
+from hyperconsole import names, presenters
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone
 from hyperconsole.screens.base import PaneScreen
@@ -22,6 +23,7 @@ from hyperconsole.virt import pools as pool_ops
 from hyperconsole.virt import volumes as volume_ops
 from hyperconsole.virt.volumes import VolumeInfo
 from hyperconsole.widgets.confirm import ConfirmDialog
+from hyperconsole.widgets.form import Field, choice
 from hyperconsole.widgets.tablesync import sync_rows
 
 PAGE = 200
@@ -261,52 +263,53 @@ class StorageScreen(PaneScreen):
         self.app.call_from_thread(self._new_pool_form, kinds)
 
     def _new_pool_form(self, kinds: tuple[str, ...]) -> None:
-        def then(v: dict[str, str]) -> None:
-            kind = v["kind"].strip() or "dir"
-            if kind not in kinds:
-                self.notify(f"pool type {kind!r} is not available here (have: {', '.join(kinds)})",
-                            severity="error", markup=False)
-                return
-            spec = pool_ops.NewPoolSpec(name=v["name"].strip(), kind=kind, path=v["path"].strip(),
-                                       device=v["device"].strip())
+        def then(v: dict[str, Any]) -> None:
+            spec = pool_ops.NewPoolSpec(name=v["name"], kind=v["kind"], path=v["path"], device=v["device"].strip())
             self._job(f"create pool {spec.name}", pool_ops.create_pool, spec)
 
-        self.ask_form(f"New storage pool (types here: {', '.join(kinds)})",
-                   [("name", "Name", ""), ("kind", "Type", "dir"), ("path", "Path", "/var/lib/libvirt/images/"),
-                    ("device", "Device (fs/logical)", "")], then)
+        self.ask_form("New storage pool", [
+            Field("name", "Name", "", parse=names.pool_name),
+            choice("kind", "Type", [(kind, kind) for kind in kinds]),
+            Field("path", "Path", "/var/lib/libvirt/images/", parse=str.strip),
+            Field("device", "Device (fs/logical)", ""),
+        ], then, submit="create")
 
     # -- volumes -----------------------------------------------------------------------------------------
     def action_new_volume(self) -> None:
         if (pool := self._pool()) is None:
             return
 
-        def then(v: dict[str, str]) -> None:
-            self._job(f"create {pool.name}/{v['name'].strip()}", volume_ops.create_volume, pool.name, v["name"].strip(),
-                      v["size"].strip(), v["format"].strip() or "qcow2")
+        def then(v: dict[str, Any]) -> None:
+            self._job(f"create {pool.name}/{v['name']}", volume_ops.create_volume, pool.name, v["name"], v["size"],
+                      v["format"])
 
-        self.ask_form(f"New volume in {pool.name}", [("name", "Name", ""), ("size", "Size (e.g. 20G)", "20G"),
-                                                   ("format", "Format (qcow2/raw)", "qcow2")], then)
+        self.ask_form(f"New volume in {pool.name}", [
+            Field("name", "Name", "", parse=names.volume_name),
+            Field("size", "Size (e.g. 20G)", "20G", parse=names.volume_size),
+            choice("format", "Format", [("qcow2", "qcow2"), ("raw", "raw")]),
+        ], then, submit="create")
 
     def action_grow(self) -> None:
         if self.pool_name is None or (vol := self._volume()) is None:
             return
         pool = self.pool_name
 
-        def then(v: dict[str, str]) -> None:
-            self._job(f"grow {pool}/{vol.name}", volume_ops.resize_volume, pool, vol.name, v["size"].strip())
+        def then(v: dict[str, Any]) -> None:
+            self._job(f"grow {pool}/{vol.name}", volume_ops.resize_volume, pool, vol.name, v["size"])
 
         self.ask_form(f"Grow {vol.name} (now {presenters.size_bytes(vol.capacity)}; grow only)",
-                   [("size", "New size", "")], then)
+                      [Field("size", "New size", "", parse=names.volume_size)], then, submit="grow")
 
     def action_clone(self) -> None:
         if self.pool_name is None or (vol := self._volume()) is None:
             return
         pool = self.pool_name
 
-        def then(v: dict[str, str]) -> None:
-            self._job(f"clone {pool}/{vol.name}", volume_ops.clone_volume, pool, vol.name, v["name"].strip())
+        def then(v: dict[str, Any]) -> None:
+            self._job(f"clone {pool}/{vol.name}", volume_ops.clone_volume, pool, vol.name, v["name"])
 
-        self.ask_form(f"Clone {vol.name} in {pool}", [("name", "New name", f"copy-of-{vol.name}")], then)
+        self.ask_form(f"Clone {vol.name} in {pool}",
+                      [Field("name", "New name", f"copy-of-{vol.name}", parse=names.volume_name)], then, submit="clone")
 
     def action_delete(self) -> None:
         if self.query_one("#pools", DataTable).has_focus:
@@ -338,15 +341,17 @@ class StorageScreen(PaneScreen):
             self.notify("an upload is already running (ctrl+x cancels it)", severity="warning")
             return
 
-        def then(v: dict[str, str]) -> None:
+        def then(v: dict[str, Any]) -> None:
             self._upload_cancel = threading.Event()
             bar = self.query_one("#upload", ProgressBar)
             bar.update(total=100, progress=0)
             bar.remove_class("hidden")
-            self._upload(pool.name, v["path"].strip(), v["name"].strip() or None, self._upload_cancel)
+            self._upload(pool.name, v["path"], v["name"], self._upload_cancel)
 
-        self.ask_form(f"Upload a local ISO or image into {pool.name}", [("path", "Local file", ""),
-                                                                     ("name", "Volume name (optional)", "")], then)
+        self.ask_form(f"Upload a local ISO or image into {pool.name}", [
+            Field("path", "Local file", "", parse=str.strip),
+            Field("name", "Volume name (optional)", "", parse=lambda t: names.volume_name(t) if t else None),
+        ], then, submit="upload")
 
     @work(thread=True, exclusive=True, group="upload", exit_on_error=False, description="upload volume")
     def _upload(self, pool: str, path: str, name: str | None, cancel: threading.Event) -> None:

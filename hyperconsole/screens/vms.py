@@ -12,6 +12,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Input
 
 from hyperconsole import presenters
+from hyperconsole.names import vm_name
 from hyperconsole.screens.base import PaneScreen
 from hyperconsole.virt import clone, lifecycle
 from hyperconsole.virt.models import DomainInfo, DomainState
@@ -279,14 +280,12 @@ class VmsScreen(PaneScreen):
                         markup=False)
             return
 
-        def answered(values: dict[str, str] | None) -> None:
-            if values is not None:
-                self.run_op(f"clone {info.name}", clone.clone, info.uuid, info.uuid, values["name"])
+        from hyperconsole.widgets.form import Field
 
-        from hyperconsole.widgets.form import InputDialog
-
-        self.app.push_screen(InputDialog(f"Clone {info.name} (disks are copied in their pools)",
-                                         [("name", "New name", f"{info.name}-clone")]), answered)
+        self.ask_form(f"Clone {info.name} (disks are copied in their pools)",
+                      [Field("name", "New name", f"{info.name}-clone", parse=vm_name)],
+                      lambda v: self.run_op(f"clone {info.name}", clone.clone, info.uuid, info.uuid, v["name"]),
+                      submit="clone")
 
     def action_save(self) -> None:
         """Managed save: the VM's memory goes to disk; `s` later restores it."""
@@ -308,11 +307,11 @@ class VmsScreen(PaneScreen):
             self.app.push_screen(SnapshotsScreen(info))
 
     def action_edit(self) -> None:
-        from hyperconsole.screens.edit import EditResourcesScreen
+        from hyperconsole.screens.edit import edit_resources
 
         info = self.current()
         if info is not None:
-            self.app.push_screen(EditResourcesScreen(info))
+            edit_resources(self, info)
 
     def action_new(self) -> None:
         from hyperconsole.screens.create import CreateVmScreen

@@ -97,3 +97,28 @@ async def wait_until(pilot, predicate, seconds: float) -> None:
         if predicate():
             return
     raise AssertionError("condition not met in time")
+
+
+async def fill_form(pilot, values: dict, *, submit: bool = True) -> None:
+    """Set fields of the open Form by key (text for inputs, an option's value for selects), then
+    submit with ctrl+s and let what it started finish."""
+    from hyperconsole.widgets.form import Form
+
+    form = pilot.app.screen
+    assert isinstance(form, Form), form
+    for key, value in values.items():
+        form.widget(key).value = value
+    await pilot.pause()
+    if submit:
+        await pilot.press("ctrl+s")
+        for _ in range(3):
+            await pilot.pause()
+            await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+def form_errors(form) -> dict[str, str]:
+    """The inline error under each field that has one, and the form's own (key "")."""
+    errors = {f.key: text_of(form.query_one(f"#e-{f.key}")) for f in form.fields}
+    errors[""] = text_of(form.query_one("#form-error"))
+    return {key: text for key, text in errors.items() if text}

@@ -7,16 +7,16 @@ import shutil
 
 import pytest
 import libvirt
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable
 
 from hyperconsole.host import netconfig
 from hyperconsole.messages import ActionDone
 from hyperconsole.nixos.revert import controller_for
 from hyperconsole.screens.networks import NetworksScreen
 from hyperconsole.widgets.confirm import ConfirmDialog
-from hyperconsole.widgets.form import InputDialog
+from hyperconsole.widgets.form import Form
 from scripts.scenes import demo_app, settle
-from tests.ui.conftest import text_of, wait_until
+from tests.ui.conftest import fill_form, form_errors, text_of, wait_until
 from tests.conftest import in_ci
 
 if shutil.which("nix-instantiate") is None or shutil.which("ip") is None:
@@ -37,12 +37,8 @@ async def open_pane(pilot) -> NetworksScreen:
 
 
 
-async def fill(pilot, values: dict[str, str]) -> None:
-    dialog = pilot.app.screen
-    assert isinstance(dialog, InputDialog)
-    for key, value in values.items():
-        dialog.query_one(f"#f-{key}", Input).value = value
-    await pilot.press("enter")
+async def fill(pilot, values: dict) -> None:
+    await fill_form(pilot, values)
     await settle(pilot)
 
 
@@ -88,10 +84,8 @@ async def test_create_edit_and_delete_a_libvirt_network():
         assert all(m.error is None for m in seen if isinstance(m, ActionDone))
 
 
-async def test_bad_network_input_is_refused_in_one_line(monkeypatch):
+async def test_bad_network_input_is_refused_in_one_line_and_the_form_stays():
     app = demo_app()
-    said: list[tuple[str, str]] = []
-    monkeypatch.setattr(app, "notify", lambda message, **kw: said.append((message, kw.get("severity", ""))))
     async with app.run_test(size=(150, 42)) as pilot:
         screen = await open_pane(pilot)
         await pilot.press("n")
@@ -99,8 +93,9 @@ async def test_bad_network_input_is_refused_in_one_line(monkeypatch):
         await fill(pilot, {"name": "lab", "mode": "nat", "cidr": "10.9.0.1/24", "start": "10.8.0.10",
                            "end": "10.8.0.20", "bridge": ""})
         assert "lab" not in network_names(screen)
-        errors = [m for m, severity in said if severity == "error"]
-        assert len(errors) == 1 and "10.8.0.10" in errors[0] and "\n" not in errors[0], errors
+        errors = form_errors(app.screen)
+        assert list(errors) == [""] and "10.8.0.10" in errors[""] and "\n" not in errors[""], errors
+        assert app.screen.widget("start").value == "10.8.0.10"
 
 
 async def test_new_bridge_is_written_to_network_nix_on_trial_and_kept():
@@ -109,7 +104,7 @@ async def test_new_bridge_is_written_to_network_nix_on_trial_and_kept():
         await open_pane(pilot)
         await pilot.press("b")
         await pilot.pause()
-        await fill(pilot, {"name": "br-lab", "members": "", "rstp": "yes"})
+        await fill(pilot, {"name": "br-lab", "members": "", "rstp": True})
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 10)
         assert "br-lab" in app.screen.detail and "Bridges changed" in app.screen.detail
         await pilot.press("y")
@@ -128,9 +123,11 @@ async def test_bad_bridge_name_changes_nothing():
         before = sorted(store.names())
         await pilot.press("b")
         await pilot.pause()
-        await fill(pilot, {"name": "a/b", "members": "", "rstp": "no"})
+        await fill(pilot, {"name": "a/b", "members": "", "rstp": False})
         await settle(pilot)
-        assert not isinstance(app.screen, ConfirmDialog)
+        assert isinstance(app.screen, Form) and app.screen.widget("name").value == "a/b"
+        assert form_errors(app.screen) == {"name": "interface name 'a/b' may contain only letters, digits, '_', '.' "
+                                                   "and '-' (interface names end up in shell scripts run as root at activation)"}
         assert sorted(store.names()) == before
 
 
@@ -143,7 +140,7 @@ async def test_readonly_hides_every_change():
             assert screen.check_action(action, ()) is False
         await pilot.press("b")
         await pilot.pause()
-        assert not isinstance(app.screen, InputDialog)
+        assert not isinstance(app.screen, Form)
 
 
 async def test_leases_show_for_the_highlighted_network():
@@ -183,18 +180,16 @@ async def test_firewall_ports_and_dns_go_to_network_nix():
         assert netconfig.load(store)[0].interface("br-lab").tcp_ports == (22, 443)
 
 
-async def test_non_numeric_ports_are_refused_in_one_line(monkeypatch):
+async def test_non_numeric_ports_are_refused_in_one_line():
     app = demo_app()
-    said: list[tuple[str, str]] = []
-    monkeypatch.setattr(app, "notify", lambda message, **kw: said.append((message, kw.get("severity", ""))))
     async with app.run_test(size=(150, 42)) as pilot:
         await open_pane(pilot)
         await pilot.press("f")
         await pilot.pause()
-        await fill(pilot, {"iface": "eth0", "tcp": "ssh", "udp": ""})
-        assert not isinstance(app.screen, ConfirmDialog)
-        assert [m for m, severity in said if severity == "error"] == [
-            "ports must be whole numbers separated by spaces, not 'ssh'"]
+        await fill(pilot, {"iface": "eth0", "tcp": "22 ssh", "udp": "1.5"})
+        assert isinstance(app.screen, Form)
+        assert form_errors(app.screen) == {"tcp": "port must be a whole number from 1 to 65535, not 'ssh'",
+                                           "udp": "port must be a whole number from 1 to 65535, not '1.5'"}
 
 
 BOTH = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG

@@ -7,14 +7,13 @@ from textual.widgets import DataTable, Input
 from hyperconsole.messages import ActionDone
 from hyperconsole.screens.create import CreateVmScreen
 from hyperconsole.screens.details import DetailsScreen
-from hyperconsole.screens.edit import EditResourcesScreen
 from hyperconsole.screens.help import HelpScreen
 from hyperconsole.screens.snapshots import SnapshotsScreen
 from hyperconsole.screens.vms import VmsScreen
 from hyperconsole.virt import lifecycle
 from hyperconsole.virt.models import DomainState
 from hyperconsole.widgets.confirm import ConfirmDialog
-from hyperconsole.widgets.form import InputDialog
+from hyperconsole.widgets.form import Form
 from tests.ui.conftest import NAMES, text_of
 
 
@@ -147,7 +146,7 @@ async def test_snapshots_create_revert_delete(make_app):
         assert [s.name for s in screen.snapshots] == ["base", "patched"]
         await h.pilot.press("n")
         await h.pilot.pause()
-        assert isinstance(h.app.screen, InputDialog)
+        assert isinstance(h.app.screen, Form)
         await h.pilot.press(*"pre-upgrade", "tab", *"before [b]the[/b] upgrade", "enter")
         await h.settle()
         assert "pre-upgrade" in [s.name for s in screen.snapshots]
@@ -168,26 +167,6 @@ async def test_snapshots_create_revert_delete(make_app):
         assert "pre-upgrade" not in [s.name for s in screen.snapshots]
         await h.pilot.press("escape")
         assert isinstance(h.app.screen, VmsScreen)
-
-
-async def test_edit_resources_validates_then_applies(make_app):
-    async with make_app() as h:
-        await h.cursor_to("charlie")
-        await h.pilot.press("e")
-        await h.pilot.pause()
-        assert isinstance(h.app.screen, EditResourcesScreen)
-        vcpus = h.app.screen.query_one("#vcpus", Input)
-        vcpus.value = "0"
-        await h.pilot.press("enter")
-        await h.settle()
-        assert "at least 1" in text_of(h.app.screen.query_one("#edit-error"))
-        vcpus.value = "2"
-        h.app.screen.query_one("#memory", Input).value = "768"
-        await h.pilot.press("enter")
-        await h.settle()
-        assert isinstance(h.app.screen, VmsScreen)
-        assert h.domain("charlie").vcpus == 2
-        assert h.domain("charlie").max_memory_kib == 768 * 1024
 
 
 async def test_delete_asks_and_removes(make_app):
@@ -213,7 +192,7 @@ async def test_clone_copies_a_shut_off_vm(make_app):
         await h.cursor_to("charlie")
         await h.pilot.press("C")
         await h.pilot.pause()
-        assert isinstance(h.app.screen, InputDialog)
+        assert isinstance(h.app.screen, Form)
         await h.pilot.press("enter")
         await h.settle()
         assert any(d.name == "charlie-clone" for d in h.app.view.domains.values())
@@ -227,17 +206,18 @@ async def test_new_vm_form_creates_and_refuses_bad_names(make_app):
         await h.settle()
         screen = h.app.screen
         assert isinstance(screen, CreateVmScreen)
-        screen.query_one("#name", Input).value = "a/b"
+        screen.query_one("#f-name", Input).value = "a/b"
         await h.pilot.press("ctrl+s")
         await h.settle()
         assert isinstance(h.app.screen, CreateVmScreen)
-        assert "/" in text_of(screen.query_one("#create-error"))
-        screen.query_one("#name", Input).value = "echo"
-        screen.query_one("#memory", Input).value = "1024"
-        screen.query_one("#size", Input).value = "2"
+        assert text_of(screen.query_one("#e-name")) == "VM name may not contain '/'"
+        assert screen.query_one("#f-name", Input).value == "a/b"
+        screen.query_one("#f-name", Input).value = "echo"
+        screen.query_one("#f-memory", Input).value = "1024"
+        screen.query_one("#f-size", Input).value = "2"
         await h.pilot.press("ctrl+s")
         await h.settle()
-        assert isinstance(h.app.screen, VmsScreen), text_of(screen.query_one("#create-error"))
+        assert isinstance(h.app.screen, VmsScreen), text_of(screen.query_one("#form-error"))
         assert h.domain("echo").memory_kib == 1024 * 1024
         vols = h.app.manager.conn.storagePoolLookupByName("default").listVolumes()
         assert "echo.qcow2" in vols
