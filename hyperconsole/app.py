@@ -20,7 +20,7 @@ from hyperconsole.messages import (
     ActionDone, ConnectionChanged, DataChanged, DomainLifecycle, DomainsSampled, HostSampled,
     PollFailed,
 )
-from hyperconsole.sanitize import visible
+from hyperconsole.sanitize import visible, visible_lines
 from hyperconsole.screens.base import PaneScreen
 from hyperconsole.screens.help import HelpScreen
 from hyperconsole.screens.vms import VmsScreen
@@ -106,8 +106,7 @@ class HyperconsoleApp(App):
 
     def notify(self, message: str, *, title: str = "", **kwargs) -> None:  # type: ignore[override]
         """Every toast passes the sanitiser: messages name VMs, files and libvirt errors."""
-        shown = "\n".join(visible(line) for line in str(message).split("\n"))
-        super().notify(shown, title=visible(title), **kwargs)
+        super().notify(visible_lines(message), title=visible(title), **kwargs)
 
     # -- start-up ----------------------------------------------------------------------------
     def on_mount(self) -> None:

@@ -40,3 +40,9 @@ def visible(text: object) -> str:
     if text is None:
         return ""
     return _INVISIBLE.sub(_escape, text if isinstance(text, str) else str(text))
+
+
+def visible_lines(text: object) -> str:
+    """visible() line by line, for text that is meant to span lines (a dialog's detail, a diff,
+    a toast): line breaks stay line breaks, everything else is escaped."""
+    return "\n".join(visible(line) for line in ("" if text is None else str(text)).split("\n"))

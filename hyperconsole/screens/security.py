@@ -18,7 +18,7 @@ from hyperconsole import profiles
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.nixos.revert import default_confirm_timeout
 from hyperconsole.nixos.store import ChangeSet
-from hyperconsole.sanitize import visible
+from hyperconsole.sanitize import visible, visible_lines
 from hyperconsole.screens.hostchange import HostChangePane
 from hyperconsole.widgets.sidediff import side_by_side
 
@@ -79,7 +79,7 @@ class SecurityScreen(HostChangePane):
         self.app.call_from_thread(self._fill, state)
 
     def _show_error(self, text: str) -> None:
-        self.query_one("#sec-current", Static).update(Text(visible(text), "red"))
+        self.query_one("#sec-current", Static).update(Text(visible_lines(text), "red"))
 
     def _fill(self, state: SecurityState) -> None:
         self.state = state
@@ -96,7 +96,7 @@ class SecurityScreen(HostChangePane):
             options = self.query_one("#sec-profiles", OptionList)
             for name, profile in sorted(state.catalog.profiles.items()):
                 prompt = Text(name, "bold")
-                prompt.append("  " + profile.summary, "dim")
+                prompt.append("  " + visible(profile.summary), "dim")
                 options.add_option(Option(prompt, id=name))
             chosen = current.profile if current else next(iter(sorted(state.catalog.profiles)), None)
             if chosen is not None:
@@ -104,10 +104,10 @@ class SecurityScreen(HostChangePane):
             toggles = self.query_one("#sec-toggles", SelectionList)
             for name, toggle in sorted(state.catalog.toggles.items()):
                 label = Text(name, "bold")
-                label.append("  " + toggle.summary, "dim")
+                label.append("  " + visible(toggle.summary), "dim")
                 toggles.add_option((label, name, bool(current and name in current.toggles)))
             self._filled = True
-        problems = "\n".join(visible(p) for p in state.catalog.problems)
+        problems = visible_lines("\n".join(state.catalog.problems))
         self.query_one("#sec-problems", Static).update(Text(problems))
         self.preview()
 

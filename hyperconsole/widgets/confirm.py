@@ -8,7 +8,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Static
 
-from hyperconsole.sanitize import visible
+from hyperconsole.sanitize import visible_lines
 
 
 class ConfirmDialog(ModalScreen[bool | tuple[bool, bool]]):
@@ -38,9 +38,9 @@ class ConfirmDialog(ModalScreen[bool | tuple[bool, bool]]):
     def compose(self) -> ComposeResult:
         with Vertical():
             # The question names VMs exactly as libvirt has them: no markup, controls made visible.
-            yield Static(visible(self.question), classes="question", markup=False)
+            yield Static(visible_lines(self.question), classes="question", markup=False)
             if self.detail:
-                yield Static(visible(self.detail), classes="detail", markup=False)
+                yield Static(visible_lines(self.detail), classes="detail", markup=False)
             if self.option is not None:
                 yield Checkbox(f"{self.option} (o)", self.option_value, id="option")
             with Horizontal():

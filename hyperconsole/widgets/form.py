@@ -23,7 +23,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Select, Static
 
 from hyperconsole.errors import ValidationError
-from hyperconsole.sanitize import visible
+from hyperconsole.sanitize import visible, visible_lines
 
 Parse = Callable[[Any], Any]
 
@@ -72,7 +72,7 @@ class Form(ModalScreen[Any]):
     ]
 
     def __init__(self, title: str, fields: Sequence[Field], *, check: Callable[[dict[str, Any]], Any] | None = None,
-                 submit: str = "apply", note: str = "", wide: bool = False) -> None:
+                 submit: str = "apply", wide: bool = False) -> None:
         super().__init__()
         keys = [f.key for f in fields]
         assert len(set(keys)) == len(keys), f"duplicate field keys in {keys}"
@@ -80,7 +80,6 @@ class Form(ModalScreen[Any]):
         self.fields = list(fields)
         self.check = check
         self.submit_label = submit
-        self.note = note
         self.wide = wide
 
     # -- layout --------------------------------------------------------------------------------
@@ -94,8 +93,6 @@ class Form(ModalScreen[Any]):
                         yield Static(field.label, classes="label", markup=False)
                         yield self._widget(field)
                     yield Static("", id=f"e-{field.key}", classes="field-error -empty", markup=False)
-            if self.note:
-                yield Static(self.note, classes="hint", markup=False)
             yield Static("", id="form-error", classes="error", markup=False)
             yield Static(f"enter next field · ctrl+s {self.submit_label} · esc cancel", classes="hint")
 
@@ -124,12 +121,12 @@ class Form(ModalScreen[Any]):
     # -- errors --------------------------------------------------------------------------------
     def field_error(self, key: str, text: str) -> None:
         label = self.query_one(f"#e-{key}", Static)
-        label.update(text)
+        label.update(visible_lines(text))
         label.set_class(not text, "-empty")
 
     def show_error(self, text: str) -> None:
         """A problem of the whole form (or of the operation it started); the form stays open."""
-        self.query_one("#form-error", Static).update(visible(text))
+        self.query_one("#form-error", Static).update(visible_lines(text))
 
     # -- keys ----------------------------------------------------------------------------------
     def on_input_submitted(self, event: Input.Submitted) -> None:

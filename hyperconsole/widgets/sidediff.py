@@ -1,5 +1,6 @@
 """Side-by-side diff of two texts as a Rich table: removed lines red on the left, added green
-on the right. Texts come from files the operator may have edited: shown literally, never markup."""
+on the right. Texts come from files the operator may have edited: shown literally, never markup,
+control characters made visible."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import difflib
 from rich.table import Table
 from rich.text import Text
 
+from hyperconsole.sanitize import visible
+
 
 def side_by_side(old: str | None, new: str | None, *, old_title: str = "now", new_title: str = "after") -> Table:
     table = Table(box=None, expand=True, padding=(0, 1), show_edge=False)
     table.add_column(Text(old_title, "bold"), ratio=1, overflow="fold")
     table.add_column(Text(new_title, "bold"), ratio=1, overflow="fold")
-    left = (old or "").splitlines()
-    right = (new or "").splitlines()
+    left = [visible(line) for line in (old or "").splitlines()]
+    right = [visible(line) for line in (new or "").splitlines()]
     if old is None:
         left = []
     matcher = difflib.SequenceMatcher(a=left, b=right, autojunk=False)

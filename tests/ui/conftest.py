@@ -88,6 +88,12 @@ def text_of(widget) -> str:
     return console.export_text()
 
 
+def screen_text(app) -> str:
+    """Everything the compositor would send to the terminal for the current screen."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join("".join(seg.text for seg in strip) for strip in strips)
+
+
 async def wait_until(pilot, predicate, seconds: float) -> None:
     """Poll (letting workers finish) until `predicate()` holds; fail after `seconds`."""
     deadline = time.monotonic() + seconds

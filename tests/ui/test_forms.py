@@ -11,7 +11,7 @@ from hyperconsole.screens.create import CreateVmScreen
 from hyperconsole.screens.vms import VmsScreen
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import Form
-from tests.ui.conftest import form_errors, text_of
+from tests.ui.conftest import form_errors, screen_text, text_of
 
 
 async def type_into(h, key: str, text: str) -> None:
@@ -119,3 +119,18 @@ async def test_a_libvirt_error_keeps_the_create_form_open_with_its_input(make_ap
         await h.settle()
         assert h.app.screen is create and create.widget("name").value == "alpha"
         assert "alpha" in text_of(create.query_one("#form-error"))
+
+
+async def test_a_password_field_hides_what_is_typed_and_returns_it(make_app):
+    from hyperconsole.widgets.form import Field
+
+    async with make_app() as h:
+        got: list = []
+        h.app.push_screen(Form("Password", [Field("secret", "Password", "", password=True)]), got.append)
+        await h.pilot.pause()
+        await h.pilot.press(*"s3cr3t")
+        await h.pilot.pause()
+        assert "s3cr3t" not in screen_text(h.app) and "••••••" in screen_text(h.app)
+        await h.pilot.press("enter")
+        await h.settle()
+        assert got == [{"secret": "s3cr3t"}]

@@ -10,18 +10,12 @@ import pytest
 
 from hyperconsole.screens.details import DetailsScreen
 from hyperconsole.virt import ops
-from tests.ui.conftest import wait_until
+from tests.ui.conftest import screen_text, wait_until
 
 HOSTILE = "ev\x1b]0;pwned\x07\x1b[2Jil"
 SHOWN = "ev\\x1b]0;pwned\\x07\\x1b[2Jil"
 VM_NAME = "vm\x1b[2J\x07"  # short enough for the name column
 VM_SHOWN = "vm\\x1b[2J\\x07"
-
-
-def screen_text(app) -> str:
-    """Everything the compositor would send to the terminal for the current screen."""
-    strips = app.screen._compositor.render_strips()
-    return "\n".join("".join(seg.text for seg in strip) for strip in strips)
 
 
 def assert_shown_not_obeyed(text: str, shown: str) -> None:

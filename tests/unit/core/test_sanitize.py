@@ -7,7 +7,7 @@ import unicodedata
 from hypothesis import given, strategies as st
 
 from hyperconsole.presenters import plain
-from hyperconsole.sanitize import visible
+from hyperconsole.sanitize import visible, visible_lines
 
 HIDDEN = ("Cc", "Cf", "Zl", "Zp", "Cs")
 
@@ -41,6 +41,12 @@ def test_output_never_holds_a_hidden_character(text):
 @given(st.text(alphabet=st.characters(blacklist_categories=HIDDEN)))
 def test_text_without_hidden_characters_passes_through(text):
     assert visible(text) == text
+
+
+def test_visible_lines_keeps_line_breaks_and_escapes_the_rest():
+    assert visible_lines("Used by: vm\x1b[2J\nThey lose this network.\r") == (
+        "Used by: vm\\x1b[2J\nThey lose this network.\\r")
+    assert visible_lines(None) == ""
 
 
 def test_plain_is_the_door_for_table_cells():
