@@ -31,7 +31,8 @@ from hyperconsole.errors import ConfigError, ValidationError
 
 FRAGMENT_NAME = "security-profile"
 TOGGLES_FILE = "toggles.yaml"
-_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
+_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"  # profile and toggle names
+_NAME = re.compile(_NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class _Console(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     libvirt: Literal["read-only", "read-write"] = "read-write"
 
 
-_Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+_Name = Annotated[str, Meta(pattern=_NAME_PATTERN)]
 _Line = Annotated[str, Meta(pattern=r"\S")]
 
 

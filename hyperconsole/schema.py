@@ -79,6 +79,6 @@ def convert(data: Any, kind: type[T], where: object, at: str = "$") -> T:
                           hint=f"known keys: {known}" if known else None) from None
         if message.startswith("Object missing required field") and field:
             raise problem(where, path, f"missing key {field.group(1)!r}") from None
-        if "matching regex" in message:
+        if r"matching regex '\\S'" in message:  # the pattern of non-blank text fields
             message = "Expected text that is not blank"
         raise problem(where, path, message[:1].lower() + message[1:].replace("`", "")) from None
