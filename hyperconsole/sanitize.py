@@ -39,7 +39,11 @@ def visible(text: object) -> str:
     escape; None is the empty string."""
     if text is None:
         return ""
-    return _INVISIBLE.sub(_escape, text if isinstance(text, str) else str(text))
+    if not isinstance(text, str):
+        text = str(text)
+    if text.isprintable():  # the common case, decided in C: nothing to escape
+        return text
+    return _INVISIBLE.sub(_escape, text)
 
 
 def visible_lines(text: object) -> str:

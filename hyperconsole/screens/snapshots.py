@@ -13,8 +13,8 @@ from textual.widgets import DataTable, Static
 
 from hyperconsole import names, presenters
 from hyperconsole.errors import HyperconsoleError
-from hyperconsole.sanitize import visible
 from hyperconsole.messages import ActionDone
+from hyperconsole.sanitize import visible
 from hyperconsole.virt import snapshots
 from hyperconsole.virt.models import DomainInfo
 from hyperconsole.virt.snapshots import SnapshotInfo
