@@ -61,8 +61,11 @@ class Catalog:
     profiles: dict[str, Profile]
     toggles: dict[str, Toggle]
     problems: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # profile file stem -> why it was skipped
 
     def profile(self, name: str) -> Profile:
+        if name not in self.profiles and name in self.refused:
+            raise ValidationError(f"security profile {name} is refused: {self.refused[name]}")
         if name not in self.profiles:
             known = ", ".join(sorted(self.profiles)) or "none"
             raise ValidationError(f"no security profile named {_show(name)}", hint=f"known: {known}")
@@ -198,6 +201,7 @@ def load_catalog(dirs: Sequence[Path] | None = None) -> Catalog:
     profiles: dict[str, Profile] = {}
     toggles: dict[str, Toggle] = {}
     problems: list[str] = []
+    refused: dict[str, str] = {}
     for directory in search_dirs() if dirs is None else dirs:
         if not directory.is_dir():
             continue
@@ -208,9 +212,12 @@ def load_catalog(dirs: Sequence[Path] | None = None) -> Catalog:
                 else:
                     profile = load_profile(path)
                     profiles[profile.name] = profile
+                    refused.pop(profile.name, None)
             except ConfigError as exc:
                 problems.append(str(exc))
-    return Catalog(profiles, toggles, problems)
+                if path.name != TOGGLES_FILE:
+                    refused[path.stem] = str(exc)
+    return Catalog(profiles, toggles, problems, refused)
 
 
 def merge_options(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:

@@ -239,3 +239,18 @@ def test_failed_direct_switch_restores_the_fragment(common, nixos_dir, tmp_path,
     assert "error: activation of switch failed" in err
     assert "the change was rolled back: the fragment files were restored\n" in err
     assert (tmp_path / "calls.log").read_text().split() == ["switch"]
+
+
+def test_applying_a_profile_with_a_clear_text_password_is_refused_and_writes_nothing(common, nixos_dir, capsys,
+                                                                                       tmp_path, monkeypatch):
+    user_profiles = tmp_path / "xdg-config" / "hyperconsole" / "profiles"
+    user_profiles.mkdir(parents=True)
+    (user_profiles / "lab.yaml").write_text(
+        "name: lab\nsummary: s\nnixos:\n  users:\n    users:\n      operator:\n        initialPassword: changeme\n")
+    code, out, err = run(["profile", "apply", "lab", "--no-rebuild", *common], capsys)
+    assert code != 0 and out == ""
+    [line] = err.strip().splitlines()
+    assert line == (f"error: security profile lab is refused: {user_profiles / 'lab.yaml'}: at "
+                    "$.nixos.users.users.operator.initialPassword: a clear-text password is refused: the Nix store "
+                    "is world-readable (set hashedPasswordFile to a file outside the store instead)")
+    assert not (nixos_dir / "hyperconsole").exists()
