@@ -68,7 +68,7 @@ def build_spec(values: dict[str, Any]) -> NewDomainSpec:
                          firmware=values["firmware"])
 
 
-LOADING = [("loading…", "none")]
+LOADING = [("loading…", "loading")]  # anything without a prefix below means "none"
 
 
 class CreateVmScreen(Form):

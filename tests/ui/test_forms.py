@@ -104,6 +104,7 @@ async def test_choices_are_selects_not_free_text(make_app):
         create = h.app.screen
         assert isinstance(create.widget("firmware"), Select)
         assert isinstance(create.widget("disk"), Select)
+        assert create.widget("iso").value == "none" and "loading…" not in screen_text(h.app)
         await h.pilot.press("escape")
         await h.settle()
         assert isinstance(h.app.screen, VmsScreen)
