@@ -64,7 +64,7 @@ class HostChangePane(PaneScreen):
         else:
             text = (f"Trial active: {pending.description}. Reverts by itself in {int(pending.remaining())} s "
                     "unless kept: k keeps it, u reverts now.")
-        banner.update(Text(text))
+        banner.update(Text(visible(text)))
 
     def _tick_countdown(self) -> None:
         pending = self.pending
