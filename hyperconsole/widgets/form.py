@@ -49,10 +49,10 @@ class Field:
         return bool(self.choices)
 
 
-def choice(key: str, label: str, options: Sequence[tuple[str, Any]], value: Any = None) -> Field:
-    """A select of (label, value) options; the first is chosen unless `value` names another."""
+def choice(key: str, label: str, options: Sequence[tuple[str, Any]]) -> Field:
+    """A select of (label, value) options, the first one chosen."""
     options = tuple(options)
-    return Field(key, label, options[0][1] if value is None and options else value, choices=options)
+    return Field(key, label, options[0][1], choices=options)
 
 
 def yes_no(key: str, label: str, value: bool = False) -> Field:
