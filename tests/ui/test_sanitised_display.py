@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from hyperconsole.screens.details import DetailsScreen
-from hyperconsole.virt import ops
+from hyperconsole.virt import lifecycle
 from tests.ui.conftest import screen_text, wait_until
 
 HOSTILE = "ev\x1b]0;pwned\x07\x1b[2Jil"
@@ -79,7 +79,7 @@ async def test_details_show_a_description_with_escapes_escaped(make_app):
 
     async with make_app(size=(200, 50)) as h:
         info = h.domain("alpha")
-        details = dataclasses.replace(ops.get_details(h.app.manager, info.uuid), name=HOSTILE, description=HOSTILE)
+        details = dataclasses.replace(lifecycle.get_details(h.app.manager, info.uuid), name=HOSTILE, description=HOSTILE)
         h.app.push_screen(DetailsScreen(info))
         await h.settle()
         h.app.screen.query_one("#details").update(render_details(info, details, "host"))
