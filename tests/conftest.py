@@ -39,3 +39,13 @@ def script(tmp_path):
         return write_script(bindir / name, body)
 
     return make
+
+
+@pytest.fixture
+def libvirt_calls():
+    """Every libvirt-python method counted while the test runs (tests/libvirt_calls.py)."""
+    from tests.libvirt_calls import LibvirtCalls
+
+    calls = LibvirtCalls()
+    with calls.patched():
+        yield calls

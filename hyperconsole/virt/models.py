@@ -73,6 +73,7 @@ class DomainInfo:
     net_rx_bps: float | None = None
     net_tx_bps: float | None = None
     cpu_time_ns: int | None = None
+    stale_seconds: float | None = None  # the row is from a sample this old: the last tick's call hung
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,23 @@ Facts that change only when a domain is (re)defined — vCPUs, memory, autostart
 managed save — are fetched once per domain and again only when it is marked dirty (lifecycle
 event or our own operation), so steady-state calls per tick do not grow with the number of VMs.
 No XMLDesc here: details are read on demand elsewhere.
+
+A tick has a deadline. libvirt calls run on a call thread the tick can stop waiting for: a call
+past its deadline is abandoned (it finishes on its own thread, its result is discarded) and named
+in the tick's `stuck`. The domains that did not answer keep their last row, marked stale with its
+age; the others are asked one by one, each call with a short deadline, so the domain whose call
+hangs (a QEMU that stopped answering its monitor) is found and left out of later bulk calls until
+its abandoned call returns.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import Future, TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+from typing import Callable, Protocol
 
 import libvirt
 
@@ -28,6 +38,7 @@ STATS_GROUPS = (
     | libvirt.VIR_DOMAIN_STATS_BLOCK
 )
 NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
+_NOWAIT_REFUSED = (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED)
 
 # Lifecycle events after which vCPUs, memory, persistence or managed save may differ; pause,
 # resume and crash only change the state, which every tick reads anyway.
@@ -35,6 +46,27 @@ STATIC_CHANGING_EVENTS = frozenset({
     libvirt.VIR_DOMAIN_EVENT_DEFINED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED,
     libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STOPPED,
 })
+
+# Below this many stale domains, three calls each beat three lists of every domain.
+FILTERED_LISTS_FROM = 32
+
+
+class StatsSource(Protocol):
+    """Figures a driver does not report, added to what it does (the demo simulates load)."""
+
+    simulated: bool
+
+    def figures(self, uuid: str, stats: dict, now: float) -> dict:
+        """`stats` as the driver returned it, with the source's counters added."""
+
+
+@dataclass(frozen=True)
+class StuckCall:
+    call: str  # "getAllDomainStats", "domainListGetStats web-01"
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"{self.call} stuck for {self.seconds:.0f} s"
 
 
 @dataclass(frozen=True)
@@ -62,8 +94,62 @@ class _Counters:
 class Tick:
     domains: dict[str, DomainInfo]
     diff: InventoryDiff
-    calls: int
     seconds: float
+    stuck: tuple[StuckCall, ...] = ()  # calls abandoned at their deadline and not returned yet
+
+
+@dataclass
+class _Abandoned:
+    call: str
+    since: float
+    uuid: str | None  # the one domain it asked about; None: a call over every domain
+    explained: bool = False  # a domain whose own call hangs was found after it
+
+
+class _Stuck(Exception):
+    pass
+
+
+# [(uuid, virDomain, stats)] of the domains that answered, {uuid: virDomain} of those that did not.
+_Collected = tuple[list[tuple[str, object, dict]], dict[str, object] | None]
+
+
+class CallThread:
+    """Runs calls one at a time on a daemon thread, so the caller can stop waiting at a deadline.
+
+    An abandoned call keeps its thread: the thread finishes the call (nobody reads the result)
+    and exits, and the next call starts a fresh thread. Daemon threads, so a call stuck for good
+    never holds up the process's exit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue | None = None
+
+    def submit(self, fn: Callable, *args) -> Future:
+        if self._queue is None:
+            self._queue = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(self._queue,), name=self._name, daemon=True).start()
+        future: Future = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def abandon(self) -> None:
+        """The call in progress is left to finish alone; its thread exits after it."""
+        if self._queue is not None:
+            self._queue.put(None)
+            self._queue = None
+
+    @staticmethod
+    def _serve(calls: queue.SimpleQueue) -> None:
+        while (item := calls.get()) is not None:
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the waiting tick, or discarded with the call
+                future.set_exception(exc)
 
 
 def _sum(stats: dict, prefix: str, count_key: str, field: str) -> int | None:
@@ -83,25 +169,40 @@ def _rate(new: int | None, old: int | None, seconds: float) -> float | None:
 
 
 class DomainSampler:
-    """Collects the VM table for one connection. Not re-entrant: ticks must not overlap."""
+    """Collects the VM table for one connection. Not re-entrant: ticks must not overlap.
 
-    def __init__(self, manager: ConnectionManager, clock=time.monotonic) -> None:
+    `deadline` bounds a call over every domain (the bulk stats, the list), `call_deadline` a call
+    about one domain; `stats_source` adds figures the driver does not report.
+    """
+
+    def __init__(self, manager: ConnectionManager, clock=time.monotonic, *, deadline: float = 3.0,
+                 call_deadline: float = 1.0, stats_source: StatsSource | None = None) -> None:
         self.manager = manager
         self._clock = clock
+        self.deadline = deadline
+        self.call_deadline = call_deadline
+        self.stats_source = stats_source
         self._static: dict[str, _Static] = {}
         self._counters: dict[str, _Counters] = {}
         self._previous: dict[str, DomainInfo] = {}
         self._built_from: dict[str, tuple[_Static, dict]] = {}
+        self._sampled_at: dict[str, float] = {}
         self._dirty: set[str] = set()
         self._dirty_all = False
-        self._dirty_lock = threading.Lock()
+        self._lock = threading.Lock()  # dirty marks and abandoned calls; both change off the tick
+        self._abandoned: dict[Future, _Abandoned] = {}
+        self._calls = CallThread("libvirt-call")
         self._generation = -1
         self._flags = NOWAIT
         self.bulk_stats: bool | None = None  # None until probed
 
+    @property
+    def simulated(self) -> bool:
+        return self.stats_source is not None and self.stats_source.simulated
+
     def mark_dirty(self, uuid: str | None = None) -> None:
         """Refetch static facts for one domain (or all) on the next tick. Thread-safe."""
-        with self._dirty_lock:
+        with self._lock:
             if uuid is None:
                 self._dirty_all = True
             else:
@@ -124,49 +225,93 @@ class DomainSampler:
             self.manager.check_error(exc)
             raise errors.VirtError.wrap("refresh failed", exc) from exc
 
+    # -- calls with a deadline ---------------------------------------------------------------------
+    def _call(self, call: str, fn: Callable, *args, timeout: float, uuid: str | None = None):
+        """fn(*args) on the call thread; past `timeout` it is abandoned and _Stuck is raised.
+
+        A call whose earlier copy is still out is not made again: it would only hang beside it (and
+        hold another of the daemon's workers). A call over every domain is made again once the
+        domain that held it up has been found, since later copies leave that domain out."""
+        with self._lock:
+            if any(a.call == call and (a.uuid is not None or not a.explained) for a in self._abandoned.values()):
+                raise _Stuck(call)
+        since = self._clock()
+        future = self._calls.submit(fn, *args)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            pass
+        self._calls.abandon()
+        with self._lock:
+            self._abandoned[future] = _Abandoned(call, since, uuid)
+        future.add_done_callback(self._returned)
+        raise _Stuck(call)
+
+    def _returned(self, future: Future) -> None:
+        """An abandoned call came back: its result is discarded, its domain is asked again."""
+        with self._lock:
+            self._abandoned.pop(future, None)
+
+    def _stuck_domains(self) -> set[str]:
+        with self._lock:
+            return {a.uuid for a in self._abandoned.values() if a.uuid is not None}
+
+    def _found_stuck_domain(self) -> None:
+        with self._lock:
+            for abandoned in self._abandoned.values():
+                abandoned.explained = True
+
+    def stuck_calls(self) -> tuple[StuckCall, ...]:
+        now = self._clock()
+        with self._lock:
+            found = sorted(self._abandoned.values(), key=lambda a: a.since)
+        return tuple(StuckCall(a.call, now - a.since) for a in found)
+
+    # -- one tick ----------------------------------------------------------------------------------
     def _tick(self, started: float) -> Tick:
         conn = self.manager.conn
         if self.manager.generation != self._generation:
-            # A new connection: counters from the old one would give nonsense rates.
+            # A new connection: counters from the old one would give nonsense rates, and calls
+            # abandoned on it end with it.
             self._generation = self.manager.generation
             self._counters.clear()
             self._built_from.clear()
+            self._calls.abandon()
+            with self._lock:
+                self._abandoned.clear()
             self.mark_dirty()
-        with self._dirty_lock:
+        with self._lock:
             dirty, self._dirty = self._dirty, set()
             dirty_all, self._dirty_all = self._dirty_all, False
 
-        # getAllDomainStats lists every domain, active or not, with its stats: one call is the
-        # whole inventory. listAllDomains is only needed where the driver has no bulk stats.
-        calls = 0
-        pairs = self._bulk_stats(conn)
-        if pairs is None:
-            pairs = [(dom, None) for dom in conn.listAllDomains(0)]
-        calls += 1
+        fresh, silent = self._collect(conn)
         now = self._clock()
-        keyed = [(dom.UUIDString(), dom, stats) for dom, stats in pairs]
-        stale = [dom for uuid, dom, _stats in keyed if dirty_all or uuid in dirty or uuid not in self._static]
-        if stale:
-            calls += self._refresh_static(conn, stale)
+        if silent is None:  # not even the list answered: every row is as old as its sample
+            silent = dict.fromkeys(self._previous)
+        new = [(uuid, dom) for uuid, dom, _stats in fresh if dirty_all or uuid in dirty or uuid not in self._static]
+        if new:
+            silent.update(self._refresh_static(conn, new))
         current: dict[str, DomainInfo] = {}
-        for uuid, dom, stats in keyed:
+        for uuid, _dom, stats in fresh:
             static = self._static.get(uuid)
-            if static is None:
-                continue  # undefined between the list and the query
-            if stats is None:  # driver without bulk stats: per-domain fallback
-                try:
-                    stats = self._fallback_stats(dom)
-                except libvirt.libvirtError as exc:
-                    if errors.is_no_domain(exc):
-                        continue
-                    raise
-                calls += 1
-            current[uuid] = self._build(uuid, static.name, static, stats, now)
+            if static is None or uuid in silent:
+                continue  # undefined between the list and the query, or its facts did not come
+            if self.stats_source is not None:
+                stats = self.stats_source.figures(uuid, stats, now)
+            current[uuid] = self._build(uuid, static, stats, now)
+            self._sampled_at[uuid] = now
+        for uuid, dom in silent.items():
+            row = self._silent_row(uuid, dom, now)
+            if row is not None:
+                current[uuid] = row
+        unanswered = silent.keys() & (dirty | (set(self._static) if dirty_all else set()))
+        if unanswered:
+            with self._lock:
+                self._dirty |= unanswered  # asked again once they answer
 
-        for gone in set(self._static) - set(current):
-            self._static.pop(gone, None)
-            self._counters.pop(gone, None)
-            self._built_from.pop(gone, None)
+        for gone in set(self._sampled_at) - set(current):
+            for known in (self._static, self._counters, self._built_from, self._sampled_at):
+                known.pop(gone, None)
         previous = self._previous
         diff = InventoryDiff(
             removed=frozenset(previous.keys() - current.keys()),
@@ -175,19 +320,94 @@ class DomainSampler:
                               if current[k] is not previous[k] and current[k] != previous[k]),
         )
         self._previous = current
-        return Tick(current, diff, calls, time.perf_counter() - started)
+        return Tick(current, diff, time.perf_counter() - started, self.stuck_calls())
 
-    def _bulk_stats(self, conn: libvirt.virConnect) -> list | None:
-        """[(virDomain, stats)] for every domain, or None where the driver has no bulk stats."""
-        if self.bulk_stats is False:
-            return None
+    def _silent_row(self, uuid: str, dom, now: float) -> DomainInfo | None:
+        """A domain whose stats did not come: its last row (or what is known of it) marked stale,
+        with its state where that one short call still answers (it needs no monitor)."""
+        old = self._previous.get(uuid)
+        since = self._sampled_at.setdefault(uuid, now)  # never sampled: stale since first seen
+        if dom is None:  # the list did not come either
+            return None if old is None else replace(old, stale_seconds=now - since)
+        name = self._name(uuid, dom)
         try:
-            result = conn.getAllDomainStats(STATS_GROUPS, self._flags)
+            state = DomainState.of(self._call(f"state {name}", dom.state, 0, timeout=self.call_deadline,
+                                              uuid=uuid)[0])
+        except _Stuck:
+            state = old.state if old is not None else DomainState.NOSTATE
         except libvirt.libvirtError as exc:
-            if self._flags and errors.code(exc) in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT,
-                                                     libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
-                self._flags = 0  # older daemon: no NOWAIT
-                return self._bulk_stats(conn)
+            if errors.is_no_domain(exc):
+                return None
+            raise
+        if old is None:
+            return DomainInfo(uuid=uuid, name=name, state=state, stale_seconds=now - since)
+        return replace(old, state=state, stale_seconds=now - since)
+
+    def _name(self, uuid: str, dom) -> str:
+        static = self._static.get(uuid)
+        return static.name if static is not None else dom.name()
+
+    def _collect(self, conn: libvirt.virConnect) -> _Collected:
+        """The domains that answered and those that did not (None when not even the list came back)."""
+        stuck = self._stuck_domains()
+        if self.bulk_stats is not False:
+            try:
+                return self._bulk(conn, stuck)
+            except _Stuck:
+                pass
+        return self._one_by_one(conn, stuck)
+
+    def _bulk(self, conn: libvirt.virConnect, stuck: set[str]) -> _Collected:
+        if not stuck:
+            # getAllDomainStats lists every domain, active or not, with its stats: one call is
+            # the whole inventory.
+            pairs = self._call("getAllDomainStats", self._all_stats, conn, timeout=self.deadline)
+            if pairs is not None:
+                return [(dom.UUIDString(), dom, stats) for dom, stats in pairs], {}
+            return self._one_by_one(conn, stuck)  # the driver has no bulk stats
+        listed = self._list(conn)
+        others = [dom for uuid, dom in listed if uuid not in stuck]
+        pairs = self._call("domainListGetStats", self._stats_of, conn, others, timeout=self.deadline)
+        fresh = [(dom.UUIDString(), dom, stats) for dom, stats in pairs]
+        return fresh, {uuid: dom for uuid, dom in listed if uuid in stuck}
+
+    def _one_by_one(self, conn: libvirt.virConnect, stuck: set[str]) -> _Collected:
+        """The list, then each domain on its own with a short deadline: one that hangs is found."""
+        try:
+            listed = self._list(conn)
+        except _Stuck:
+            return [], None
+        fresh, silent = [], {}
+        call = "domainListGetStats" if self.bulk_stats is not False else "info"
+        for uuid, dom in listed:
+            if uuid in stuck:
+                silent[uuid] = dom
+                continue
+            try:
+                stats = self._call(f"{call} {self._name(uuid, dom)}", self._stats_of_one, conn, dom,
+                                   timeout=self.call_deadline, uuid=uuid)
+            except _Stuck:
+                silent[uuid] = dom
+                continue
+            except libvirt.libvirtError as exc:
+                if errors.is_no_domain(exc):
+                    continue
+                raise
+            fresh.append((uuid, dom, stats))
+        if silent.keys() - stuck:
+            self._found_stuck_domain()
+        return fresh, silent
+
+    def _list(self, conn: libvirt.virConnect) -> list[tuple[str, object]]:
+        doms = self._call("listAllDomains", conn.listAllDomains, 0, timeout=self.deadline)
+        return [(dom.UUIDString(), dom) for dom in doms]
+
+    # -- the calls themselves (on the call thread) -------------------------------------------------
+    def _all_stats(self, conn: libvirt.virConnect) -> list | None:
+        """[(virDomain, stats)] for every domain, or None where the driver has no bulk stats."""
+        try:
+            result = self._with_flags(conn.getAllDomainStats)
+        except libvirt.libvirtError as exc:
             if errors.is_no_support(exc):
                 self.bulk_stats = False
                 return None
@@ -195,24 +415,61 @@ class DomainSampler:
         self.bulk_stats = True
         return result
 
-    @staticmethod
-    def _fallback_stats(dom) -> dict:
-        state, _max, _mem, _vcpus, cpu_time = dom.info()
-        return {"state.state": state, "cpu.time": cpu_time}
+    def _stats_of(self, conn: libvirt.virConnect, doms: list) -> list:
+        return self._with_flags(conn.domainListGetStats, doms) if doms else []
 
-    # Below this many stale domains, three calls each beat three lists of every domain.
-    FILTERED_LISTS_FROM = 32
+    def _with_flags(self, fn: Callable, *lead) -> list:
+        try:
+            return fn(*lead, STATS_GROUPS, self._flags)
+        except libvirt.libvirtError as exc:
+            if self._flags and errors.code(exc) in _NOWAIT_REFUSED:
+                self._flags = 0  # older daemon: no NOWAIT
+                return fn(*lead, STATS_GROUPS, 0)
+            raise
 
-    def _refresh_static(self, conn: libvirt.virConnect, doms: list) -> int:
-        """Static facts for new or changed domains; returns the libvirt calls it made.
+    def _stats_of_one(self, conn: libvirt.virConnect, dom) -> dict:
+        if self.bulk_stats is False:  # driver without bulk stats
+            state, _max, _mem, _vcpus, cpu_time = dom.info()
+            return {"state.state": state, "cpu.time": cpu_time}
+        # No NOWAIT here on purpose: a domain whose job is held by a call stuck in its monitor
+        # then makes this call wait, which is how the stuck domain is told from the others.
+        result = conn.domainListGetStats([dom], STATS_GROUPS, 0)
+        return result[0][1] if result else {}
 
-        Autostart, persistence and managed save come from three filtered lists when many domains
-        are stale (start-up, reconnect), else from three calls per domain; vCPUs and memory
-        always need one info() per domain.
+    def _refresh_static(self, conn: libvirt.virConnect, doms: list[tuple[str, object]]) -> dict[str, object]:
+        """Static facts for new or changed domains; returns {uuid: virDomain} of those whose facts
+        did not come.
+
+        Read for all of them in one call with the deadline of a bulk call; if that hangs, one by
+        one, so only the domain that hangs is left out.
         """
-        calls = 0
+        silent: dict[str, object] = {}
+        try:
+            found = self._call("domain facts", self._read_static, conn, doms, timeout=self.deadline)
+        except _Stuck:
+            found = {}
+            for uuid, dom in doms:
+                try:
+                    found.update(self._call(f"domain facts {self._name(uuid, dom)}", self._read_static, conn,
+                                            [(uuid, dom)], timeout=self.call_deadline, uuid=uuid))
+                except _Stuck:
+                    silent[uuid] = dom
+            if silent:
+                self._found_stuck_domain()
+        for uuid, _dom in doms:
+            if uuid in found:
+                self._static[uuid] = found[uuid]
+            elif uuid not in silent:
+                self._static.pop(uuid, None)  # undefined meanwhile
+        return silent
+
+    @staticmethod
+    def _read_static(conn: libvirt.virConnect, doms: list[tuple[str, object]]) -> dict[str, _Static]:
+        """Autostart, persistence and managed save come from three filtered lists when many
+        domains are stale (start-up, reconnect), else from three calls per domain; vCPUs and
+        memory always need one info() per domain."""
         flagged: dict[str, set[str]] | None = None
-        if len(doms) >= self.FILTERED_LISTS_FROM:
+        if len(doms) >= FILTERED_LISTS_FROM:
             flagged = {
                 name: {d.UUIDString() for d in conn.listAllDomains(flag)}
                 for name, flag in (
@@ -221,9 +478,8 @@ class DomainSampler:
                     ("managed_save", libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE),
                 )
             }
-            calls += 3
-        for dom in doms:
-            uuid = dom.UUIDString()
+        found: dict[str, _Static] = {}
+        for uuid, dom in doms:
             try:
                 _state, max_mem, mem, vcpus, _cpu = dom.info()
                 if flagged is not None:
@@ -233,19 +489,16 @@ class DomainSampler:
                     persistent = bool(dom.isPersistent())
                     autostart = persistent and bool(dom.autostart())
                     managed = persistent and bool(dom.hasManagedSaveImage(0))
-                    calls += 3 if persistent else 1
+                found[uuid] = _Static(dom.name(), vcpus, mem, max_mem, autostart, persistent, managed)
             except libvirt.libvirtError as exc:
-                if errors.is_no_domain(exc):
-                    self._static.pop(uuid, None)
-                    continue
-                raise
-            calls += 1
-            self._static[uuid] = _Static(dom.name(), vcpus, mem, max_mem, autostart, persistent, managed)
-        return calls
+                if not errors.is_no_domain(exc):
+                    raise
+        return found
 
-    def _build(self, uuid: str, name: str, static: _Static, stats: dict, now: float) -> DomainInfo:
+    def _build(self, uuid: str, static: _Static, stats: dict, now: float) -> DomainInfo:
         previous = self._previous.get(uuid)
-        if ("cpu.time" not in stats and previous is not None and self._built_from.get(uuid) == (static, stats)):
+        if ("cpu.time" not in stats and previous is not None and previous.stale_seconds is None
+                and self._built_from.get(uuid) == (static, stats)):
             # Nothing moved and there are no counters to turn into rates: same row as last tick.
             return previous
         self._built_from[uuid] = (static, stats)
@@ -273,7 +526,7 @@ class DomainSampler:
                     "net_tx_bps": _rate(counters.tx, old.tx, seconds),
                 }
         return DomainInfo(
-            uuid=uuid, name=name, state=state, vcpus=vcpus, memory_kib=memory,
+            uuid=uuid, name=static.name, state=state, vcpus=vcpus, memory_kib=memory,
             max_memory_kib=static.max_memory_kib, autostart=static.autostart,
             persistent=static.persistent, managed_save=static.managed_save, cpu_time_ns=cpu_ns, **rates,
         )

@@ -94,7 +94,7 @@ def _child_main() -> None:
     def tick(timeout=15.0):
         outcome, value = _bounded(sampler.tick, timeout)
         if outcome == "ok":
-            return {"outcome": "ok", "calls": value.calls,
+            return {"outcome": "ok",
                     "domains": {d.name: [d.uuid, d.state.name, d.cpu_time_ns] for d in value.domains.values()}}
         if outcome == "error":
             return {"outcome": "error", "type": type(value).__name__, "error": str(value)}

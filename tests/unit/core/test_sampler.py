@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import libvirt
 import pytest
 
@@ -29,16 +32,20 @@ def test_first_tick_lists_every_domain_with_state_and_size(tmp_path):
     assert tick.diff.added == frozenset(tick.domains) and not tick.diff.removed
 
 
-def test_steady_state_calls_do_not_grow_with_vm_count(tmp_path):
+def test_steady_state_tick_is_one_call_whatever_the_vm_count(tmp_path, libvirt_calls):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     few = _manager(tmp_path / "a", *[domain_xml(f"vm{i}") for i in range(3)])
     many = _manager(tmp_path / "b", *[domain_xml(f"vm{i}") for i in range(60)])
     sampler_few, sampler_many = DomainSampler(few), DomainSampler(many)
-    first_many = sampler_many.tick()
+    sampler_many.tick()
+    assert libvirt_calls.remote["virDomain.info"] == 60  # static facts fetched once per new domain
     sampler_few.tick()
-    assert first_many.calls > 60  # static facts fetched once per new domain
-    assert sampler_few.tick().calls == sampler_many.tick().calls == 1  # one getAllDomainStats
+    for sampler, count in ((sampler_few, 3), (sampler_many, 60)):
+        libvirt_calls.clear()
+        sampler.tick()
+        assert libvirt_calls.remote == {"virConnect.getAllDomainStats": 1}
+        assert libvirt_calls.local == {"virDomain.UUIDString": count}  # read from the reply, no round trip
 
 
 def test_diff_reports_added_removed_and_changed(tmp_path):
@@ -85,7 +92,7 @@ def test_rates_from_two_samples():
     stats = {"state.state": 1, "cpu.time": 2_000_000_000, "vcpu.current": 2,
              "block.count": 2, "block.0.rd.bytes": 4096, "block.1.rd.bytes": 4096, "block.0.wr.bytes": 0,
              "net.count": 1, "net.0.rx.bytes": 2148, "net.0.tx.bytes": 512}
-    info = sampler._build("u", "vm", static, stats, 12.0)
+    info = sampler._build("u", static, stats, 12.0)
     assert info.cpu_percent == pytest.approx(25.0)  # 1 s CPU over 2 s on 2 vCPUs
     assert info.disk_read_bps == pytest.approx(4096.0)
     assert info.net_rx_bps == pytest.approx(1024.0)
@@ -97,7 +104,7 @@ def test_counter_reset_gives_no_rate_instead_of_negative():
     from hyperconsole.virt.sampler import _Static
 
     sampler._counters = {"u": _Counters(10.0, 5_000_000_000, None, None, None, None)}
-    info = sampler._build("u", "vm", _Static("vm", 1, 1, 1, False, True, False),
+    info = sampler._build("u", _Static("vm", 1, 1, 1, False, True, False),
                           {"state.state": 1, "cpu.time": 1_000}, 11.0)
     assert info.cpu_percent is None
 
@@ -111,76 +118,128 @@ def test_tick_on_lost_connection_raises_one_line(tmp_path):
     assert "\n" not in str(err.value) and "not connected" in str(err.value)
 
 
-def test_driver_without_bulk_stats_falls_back_to_list_and_info(tmp_path, monkeypatch):
-    manager = _manager(tmp_path, domain_xml("a", "running"), domain_xml("b", "shutoff"))
-    sampler = DomainSampler(manager)
+def _no_support(*_args):
     err = libvirt.libvirtError("this function is not supported by the connection driver")
     err.err = (libvirt.VIR_ERR_NO_SUPPORT, 0, str(err), 0, "", "", "", 0, 0)
+    raise err
 
-    class NoBulk:
-        def __init__(self, conn):
-            self._conn = conn
 
-        def getAllDomainStats(self, *args):
-            raise err
-
-        def __getattr__(self, name):
-            return getattr(self._conn, name)
-
-    real = manager.conn
-    monkeypatch.setattr(type(manager), "conn", property(lambda self: NoBulk(real)))
+def test_driver_without_bulk_stats_falls_back_to_list_and_info(tmp_path, monkeypatch, libvirt_calls):
+    manager = _manager(tmp_path, domain_xml("a", "running"), domain_xml("b", "shutoff"))
+    sampler = DomainSampler(manager)
+    monkeypatch.setattr(libvirt.virConnect, "getAllDomainStats", _no_support)
     sampler.tick()
+    libvirt_calls.clear()
     tick = sampler.tick()
     assert sampler.bulk_stats is False
     assert {d.name: d.state for d in tick.domains.values()} == {"a": DomainState.RUNNING, "b": DomainState.SHUTOFF}
-    assert tick.calls == 1 + 2  # listAllDomains + one info() per domain
+    assert libvirt_calls.remote == {"virConnect.listAllDomains": 1, "virDomain.info": 2}
 
 
-def test_only_events_that_can_change_static_facts_mark_dirty(tmp_path):
+def test_only_events_that_can_change_static_facts_mark_dirty(tmp_path, libvirt_calls):
     manager = _manager(tmp_path, domain_xml("a", "running"))
     sampler = DomainSampler(manager)
     uuid = next(iter(sampler.tick().domains))
     sampler.note_event(uuid, libvirt.VIR_DOMAIN_EVENT_SUSPENDED)
-    assert sampler.tick().calls == 1
+    libvirt_calls.clear()
+    sampler.tick()
+    assert libvirt_calls.remote == {"virConnect.getAllDomainStats": 1}
     sampler.note_event(uuid, libvirt.VIR_DOMAIN_EVENT_DEFINED)
-    assert sampler.tick().calls == 1 + 4  # info, isPersistent, autostart, hasManagedSaveImage
+    libvirt_calls.clear()
+    sampler.tick()
+    assert libvirt_calls.remote == {"virConnect.getAllDomainStats": 1, "virDomain.info": 1,
+                                    "virDomain.isPersistent": 1, "virDomain.autostart": 1,
+                                    "virDomain.hasManagedSaveImage": 1}
 
 
-class CountingConn:
-    """Wraps a virConnect and records which connection-level calls a tick makes."""
-
-    def __init__(self, conn):
-        self._conn = conn
-        self.seen: list[tuple[str, tuple]] = []
-
-    def __getattr__(self, name):
-        attr = getattr(self._conn, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args):
-            self.seen.append((name, args))
-            return attr(*args)
-
-        return call
-
-
-def _counting(manager, monkeypatch) -> CountingConn:
-    counting = CountingConn(manager.conn)
-    monkeypatch.setattr(type(manager), "conn", property(lambda self: counting))
-    return counting
-
-
-def test_a_few_changed_domains_are_asked_one_by_one(tmp_path, monkeypatch):
+def test_a_few_changed_domains_are_asked_one_by_one(tmp_path, libvirt_calls):
     manager = _manager(tmp_path, *[domain_xml(f"vm{i}") for i in range(40)])
     sampler = DomainSampler(manager)
-    counting = _counting(manager, monkeypatch)
+    libvirt_calls.clear()
     first = sampler.tick()
     # 40 new domains: three filtered lists instead of 120 per-domain calls.
-    lists = [args for name, args in counting.seen if name == "listAllDomains"]
-    assert len(lists) == 3 and first.calls == 1 + 3 + 40
-    counting.seen.clear()
+    assert libvirt_calls.remote == {"virConnect.getAllDomainStats": 1, "virConnect.listAllDomains": 3,
+                                    "virDomain.info": 40}
     sampler.mark_dirty(next(iter(first.domains)))
-    tick = sampler.tick()
+    libvirt_calls.clear()
+    sampler.tick()
     # One changed domain: no list of all 40 domains, four calls on that domain.
-    assert [name for name, _ in counting.seen] == ["getAllDomainStats"] and tick.calls == 1 + 4
+    assert libvirt_calls.remote == {"virConnect.getAllDomainStats": 1, "virDomain.info": 1,
+                                    "virDomain.isPersistent": 1, "virDomain.autostart": 1,
+                                    "virDomain.hasManagedSaveImage": 1}
+
+
+def _wait_for(predicate, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_a_stats_call_that_hangs_is_abandoned_at_the_deadline(tmp_path, monkeypatch, libvirt_calls):
+    """One domain's stats never come (its QEMU stopped): the tick ends at its deadline, that row
+    is kept and marked stale, the others keep updating, later ticks leave it out of the bulk call."""
+    manager = _manager(tmp_path, domain_xml("stuck", "running"), domain_xml("other", "running"))
+    sampler = DomainSampler(manager, deadline=0.2, call_deadline=0.2)
+    uuid = {d.name: d.uuid for d in sampler.tick().domains.values()}
+    release = threading.Event()
+    real_all, real_list = libvirt.virConnect.getAllDomainStats, libvirt.virConnect.domainListGetStats
+    asked: list[list[str]] = []
+
+    def hanging_all(self, *args):
+        release.wait(30)
+        return real_all(self, *args)
+
+    def hanging_list(self, doms, *args):
+        names = sorted(d.name() for d in doms)
+        asked.append(names)
+        if "stuck" in names:
+            release.wait(30)
+        return real_list(self, doms, *args)
+
+    monkeypatch.setattr(libvirt.virConnect, "getAllDomainStats", hanging_all)
+    monkeypatch.setattr(libvirt.virConnect, "domainListGetStats", hanging_list)
+    try:
+        manager.conn.lookupByName("other").suspend()
+        second = sampler.tick()
+        stuck, other = second.domains[uuid["stuck"]], second.domains[uuid["other"]]
+        assert stuck.state is DomainState.RUNNING and stuck.stale_seconds is not None
+        assert other.state is DomainState.PAUSED and other.stale_seconds is None
+        assert [s.call for s in second.stuck] == ["getAllDomainStats", "domainListGetStats stuck"]
+        assert str(second.stuck[0]).startswith("getAllDomainStats stuck for ")
+
+        manager.conn.lookupByName("other").resume()
+        asked.clear()
+        libvirt_calls.clear()
+        third = sampler.tick()
+        assert asked == [["other"]]  # the stuck domain is left out of the bulk call
+        # The list, the others' stats in one call, the stuck one's state (it needs no monitor).
+        assert libvirt_calls.remote == {"virConnect.listAllDomains": 1, "virConnect.domainListGetStats": 1,
+                                        "virDomain.state": 1}
+        assert third.domains[uuid["other"]].state is DomainState.RUNNING
+        assert third.domains[uuid["stuck"]].stale_seconds >= stuck.stale_seconds
+    finally:
+        release.set()
+    _wait_for(lambda: not sampler.stuck_calls())
+    assert sampler.domains == third.domains  # what the abandoned calls returned went nowhere
+    libvirt_calls.clear()
+    fourth = sampler.tick()
+    assert libvirt_calls.remote == {"virConnect.getAllDomainStats": 1} and fourth.stuck == ()
+    assert all(d.stale_seconds is None for d in fourth.domains.values())
+
+
+def test_a_hung_list_leaves_every_row_stale_and_the_tick_ends(tmp_path, monkeypatch):
+    manager = _manager(tmp_path, domain_xml("a", "running"))
+    sampler = DomainSampler(manager, deadline=0.2, call_deadline=0.2)
+    first = sampler.tick()
+    release = threading.Event()
+    monkeypatch.setattr(libvirt.virConnect, "getAllDomainStats", lambda self, *a: release.wait(30))
+    monkeypatch.setattr(libvirt.virConnect, "listAllDomains", lambda self, *a: release.wait(30))
+    try:
+        tick = sampler.tick()
+        again = sampler.tick()  # neither call is made a second time while the first is out
+    finally:
+        release.set()
+    assert tick.domains.keys() == first.domains.keys()
+    assert all(d.stale_seconds is not None for d in again.domains.values())
+    assert [s.call for s in again.stuck] == ["getAllDomainStats", "listAllDomains"]
