@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 from textual.timer import Timer
+from textual.worker import Worker, WorkerState
 
 from hyperconsole.commands import ActionsProvider
 from hyperconsole.config import Config, check_keymap
@@ -18,7 +19,6 @@ from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host.metrics import HostSampler
 from hyperconsole.messages import (
     ActionDone, ConnectionChanged, DataChanged, DomainLifecycle, DomainsSampled, HostSampled,
-    PollFailed,
 )
 from hyperconsole.sanitize import visible, visible_lines
 from hyperconsole.screens.base import PaneScreen
@@ -31,6 +31,48 @@ from hyperconsole.virt.models import ConnectionState
 from hyperconsole.virt.sampler import DomainSampler, Tick
 
 log = logging.getLogger(__name__)
+
+# Background workers by group, with the words the status bar and the log use for them.
+POLL_WORKERS = {"poll-domains": "domain poll", "poll-host": "host poll", "node": "node info",
+                "pending": "pending host change"}
+
+
+def one_line(error: BaseException) -> str:
+    """An error as the status bar shows it: our own errors as they read, others with their type."""
+    text = str(error) if isinstance(error, HyperconsoleError) else f"{type(error).__name__}: {error}"
+    return " ".join(text.split())
+
+
+class PollLoop:
+    """One self-rescheduling poll: a tick starts only after the previous one ended, and it ends
+    whatever happened in it (the app calls `ended` when the tick's worker reaches a final state)."""
+
+    def __init__(self, app: App, interval, start) -> None:
+        self._app = app
+        self._interval = interval  # a callable: the refresh may change while the app runs
+        self._start = start
+        self._timer: Timer | None = None
+        self.busy = False
+        self._again = False
+
+    def now(self) -> None:
+        """Poll now, or right after the tick in flight (never two at once)."""
+        if self.busy:
+            self._again = True
+            return
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self.busy = True
+        self._start()
+
+    def ended(self) -> None:
+        self.busy = False
+        if self._again:
+            self._again = False
+            self.now()
+        else:
+            self._timer = self._app.set_timer(self._interval(), self.now)
 
 
 def _lazy(module: str, name: str):
@@ -98,11 +140,11 @@ class HyperconsoleApp(App):
         self._first_tick = first_tick
         self.host_sampler = host_sampler or HostSampler()
         self.view = ViewState(uri=manager.uri, demo=demo, readonly=manager.readonly,
-                              readonly_reason=manager.readonly_reason, connection=manager.state)
-        self._domain_timer: Timer | None = None
-        self._host_timer: Timer | None = None
-        self._domains_busy = False
-        self._poll_again = False
+                              readonly_reason=manager.readonly_reason, connection=manager.state,
+                              simulated=self.sampler.simulated)
+        self._domain_poll = PollLoop(self, lambda: self.config.refresh, self._collect_domains)
+        self._host_poll = PollLoop(self, lambda: self.config.refresh, self._collect_host)
+        self._loops = {"poll-domains": self._domain_poll, "poll-host": self._host_poll}
 
     def notify(self, message: str, *, title: str = "", **kwargs) -> None:  # type: ignore[override]
         """Every toast passes the sanitiser: messages name VMs, files and libvirt errors."""
@@ -113,13 +155,7 @@ class HyperconsoleApp(App):
         if self.config.keymap:
             self.set_keymap(self.config.keymap)
         self.manager.add_listener(self._from_libvirt)
-        if self._first_tick is not None:
-            # Taken while the UI was still importing: paint it now, poll on the timer after.
-            self._domains_busy = True
-            self.post_message(DomainsSampled(self._first_tick))
-            self._first_tick = None
-        else:
-            self.poll_domains()
+        self.poll_domains()  # paints the tick taken while the UI was importing, if there is one
         self.poll_host()
         self._load_node()
         self._check_pending()
@@ -131,99 +167,89 @@ class HyperconsoleApp(App):
         elif isinstance(event, LifecycleEvent):
             self.post_message(DomainLifecycle(event))
 
-    # -- polling: a tick is armed only after the previous one finished -------------------------
+    # -- polling: a tick is armed only after the previous one ended, whatever happened in it ------
     def poll_domains(self) -> None:
-        """Poll now, or right after the tick in flight (never two at once)."""
-        if self._domains_busy:
-            self._poll_again = True
-            return
-        if self._domain_timer is not None:
-            self._domain_timer.stop()
-            self._domain_timer = None
-        self._domains_busy = True
-        self._collect_domains()
+        self._domain_poll.now()
+
+    def poll_host(self) -> None:
+        self._host_poll.now()
 
     @work(thread=True, group="poll-domains", exit_on_error=False, description="sample domains")
     def _collect_domains(self) -> None:
-        try:
-            tick = self.sampler.tick()
-        except HyperconsoleError as exc:
-            self.post_message(PollFailed(str(exc)))
-            return
+        tick, self._first_tick = self._first_tick or self.sampler.tick(), None
         self.post_message(DomainsSampled(tick))
+
+    @work(thread=True, group="poll-host", exit_on_error=False, description="sample host")
+    def _collect_host(self) -> None:
+        self.post_message(HostSampled(self.host_sampler.sample()))
+
+    @on(Worker.StateChanged)
+    def _worker_done(self, event: Worker.StateChanged) -> None:
+        """Every background worker ends here: a failure becomes one status line and one log line
+        (repeats are counted by the log), and a poll's next tick is armed."""
+        source = POLL_WORKERS.get(event.worker.group)
+        if source is None or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            return
+        error = event.worker.error
+        if event.state is WorkerState.ERROR and error is not None:
+            unexpected = not isinstance(error, HyperconsoleError)
+            log.warning("%s failed: %s", source, one_line(error), exc_info=error if unexpected else None)
+            self.view.poll_errors[source] = one_line(error)
+            self._notify_screen("connection")
+        loop = self._loops.get(event.worker.group)
+        if loop is not None:
+            loop.ended()
+
+    def _poll_succeeded(self, source: str) -> bool:
+        """Clears the source's error; True when the status bar changed."""
+        return self.view.poll_errors.pop(source, None) is not None
 
     @on(DomainsSampled)
     def _domains_sampled(self, message: DomainsSampled) -> None:
         started = time.perf_counter()
         tick = message.tick
+        status = self.view.status_message
         self.view.domains = tick.domains
         self.view.last_diff = tick.diff
-        self.view.last_tick_calls = tick.calls
-        self.view.poll_error = ""
+        self.view.stuck = tick.stuck
+        self._poll_succeeded(POLL_WORKERS["poll-domains"])
         if not tick.diff.empty:
             # Rendered here, not via a message, so the table is current when the tick ends
             # and the figure below is the whole tick: collect + diff + table update.
             self._render_screen("domains")
+        elif self.view.status_message != status:
+            self._notify_screen("connection")
         self.view.last_tick_seconds = tick.seconds + (time.perf_counter() - started)
-        self._tick_finished()
-
-    @on(PollFailed)
-    def _poll_failed(self, message: PollFailed) -> None:
-        # Background errors go to the status bar and the log, never a dialog from nowhere.
-        log.info("domain poll failed: %s", message.error)
-        self.view.poll_error = message.error
-        self._tick_finished()
-        self._notify_screen("connection")
 
     @on(DomainLifecycle)
     def _lifecycle(self, message: DomainLifecycle) -> None:
         self.sampler.note_event(message.event.uuid, message.event.event)
         self.poll_domains()  # the state column, at once; bursts coalesce into one tick
 
-    def _tick_finished(self) -> None:
-        self._domains_busy = False
-        if self._poll_again:
-            self._poll_again = False
-            self.poll_domains()
-        else:
-            self._domain_timer = self.set_timer(self.config.refresh, self.poll_domains)
-
-    def poll_host(self) -> None:
-        self._collect_host()
-
-    @work(thread=True, group="poll-host", exit_on_error=False, description="sample host")
-    def _collect_host(self) -> None:
-        self.post_message(HostSampled(self.host_sampler.sample()))
-
     @on(HostSampled)
     def _host_sampled(self, message: HostSampled) -> None:
         self.view.record_host(message.sample)
+        if self._poll_succeeded(POLL_WORKERS["poll-host"]):
+            self._notify_screen("connection")
         self._notify_screen("host")
-        self._host_timer = self.set_timer(self.config.refresh, self.poll_host)
 
     @work(thread=True, group="node", exit_on_error=False, description="node info")
     def _load_node(self) -> None:
-        try:
-            node = inventory.node_info(self.manager)
-        except HyperconsoleError as exc:
-            log.info("node info unavailable: %s", exc)
-            return
+        node = inventory.node_info(self.manager)
         self.call_from_thread(self._set_node, node)
 
     def _set_node(self, node) -> None:
         self.view.node = node
+        self._poll_succeeded(POLL_WORKERS["node"])
         self._notify_screen("node")
+        self._notify_screen("connection")
 
     @work(thread=True, group="pending", exit_on_error=False, description="pending host change")
     def _check_pending(self) -> None:
         """A trial change left by an earlier session (or the CLI) is shown and can be kept."""
         from hyperconsole.nixos.revert import controller_for
 
-        try:
-            pending = controller_for(self.config, demo=self.view.demo).pending()
-        except HyperconsoleError as exc:
-            log.info("cannot read pending change: %s", exc)
-            return
+        pending = controller_for(self.config, demo=self.view.demo).pending()
         if pending is not None:
             self.call_from_thread(self._found_pending, pending)
 

@@ -19,13 +19,6 @@ class DomainsSampled(Message):
 
 
 @dataclass
-class PollFailed(Message):
-    """A background tick failed; shown in the status bar, not as a dialog."""
-
-    error: str
-
-
-@dataclass
 class HostSampled(Message):
     sample: HostSample
 

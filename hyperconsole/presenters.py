@@ -76,10 +76,13 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
 def domain_cells(info: DomainInfo, selected: bool) -> dict[str, Text]:
     """One table row as {column key: cell}; the table updates only cells whose value changed."""
     state = info.state.label + (" (saved)" if info.managed_save and not info.state.is_active else "")
+    style = STATE_STYLES.get(info.state, "")
+    if info.stale_seconds is not None:  # its stats call hangs: the row is its last sample
+        state, style = f"{state}, {info.stale_seconds:.0f}s old", f"{style} dim"
     return {
         "sel": plain("●" if selected else " ", "bold cyan"),
         "name": plain(info.name),
-        "state": plain(state, STATE_STYLES.get(info.state, "")),
+        "state": plain(state, style),
         "vcpus": plain(str(info.vcpus) if info.vcpus else DASH, ""),
         "memory": plain(size_kib(info.memory_kib)),
         "cpu": plain(percent(info.cpu_percent)),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from hyperconsole.host.metrics import HostSample
 from hyperconsole.virt.models import ConnectionState, DomainInfo, InventoryDiff, NodeInfo
+from hyperconsole.virt.sampler import StuckCall
 
 if TYPE_CHECKING:
     from hyperconsole.nixos.revert import PendingChange
@@ -26,15 +27,26 @@ class ViewState:
     domains: dict[str, DomainInfo] = field(default_factory=dict)
     last_diff: InventoryDiff = field(default_factory=InventoryDiff)
     last_tick_seconds: float = 0.0  # collect + diff + table update
-    last_tick_calls: int = 0
+    stuck: tuple[StuckCall, ...] = ()  # libvirt calls the last tick gave up waiting for
+    simulated: bool = False  # the VM figures come from the demo's stats source, not the driver
     host: HostSample | None = None
     node: NodeInfo | None = None
     cpu_history: deque = field(default_factory=lambda: deque([0.0] * HISTORY, maxlen=HISTORY))
     mem_history: deque = field(default_factory=lambda: deque([0.0] * HISTORY, maxlen=HISTORY))
     rx_history: deque = field(default_factory=lambda: deque([0.0] * HISTORY, maxlen=HISTORY))
     tx_history: deque = field(default_factory=lambda: deque([0.0] * HISTORY, maxlen=HISTORY))
-    poll_error: str = ""
+    poll_errors: dict[str, str] = field(default_factory=dict)  # "host poll" → its last error, until it succeeds
     pending: PendingChange | None = None  # a host change on trial, waiting to be kept
+
+    @property
+    def status_message(self) -> str:
+        """The status bar's line: the connection's news, a call that hangs, what failed."""
+        parts = [self.connection_message]
+        if self.stuck:
+            more = f" (+{len(self.stuck) - 1} more)" if len(self.stuck) > 1 else ""
+            parts.append(f"{self.stuck[0]}{more}")
+        parts += [f"{source}: {error}" for source, error in self.poll_errors.items()]
+        return " · ".join(part for part in parts if part)
 
     def record_host(self, sample: HostSample) -> None:
         self.host = sample

@@ -60,7 +60,8 @@ class PaneScreen(Screen):
         bar.uri = presenters.short_uri(view.uri)
         bar.readonly = view.readonly
         bar.demo = view.demo
-        bar.message = view.connection_message or view.poll_error
+        bar.simulated = view.simulated
+        bar.message = view.status_message
         bar.pending = pending_badge(view.pending)
 
     def render_data(self, kinds: frozenset[str]) -> None:

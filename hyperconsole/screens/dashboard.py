@@ -89,5 +89,5 @@ class DashboardScreen(PaneScreen):
                 grid.add_row("memory", presenters.size_kib(node.memory_kib))
                 grid.add_row("hypervisor", presenters.plain(node.hypervisor))
                 grid.add_row("libvirt", presenters.plain(node.libvirt_version))
-            grid.add_row("last tick", f"{view.last_tick_seconds * 1000:.1f} ms, {view.last_tick_calls} calls")
+            grid.add_row("last tick", f"{view.last_tick_seconds * 1000:.1f} ms")
             self.query_one("#node", Static).update(grid)

@@ -21,6 +21,7 @@ class StatusBar(Static):
     uri: reactive[str] = reactive("")
     readonly: reactive[bool] = reactive(False)
     demo: reactive[bool] = reactive(False)
+    simulated: reactive[bool] = reactive(False)
     message: reactive[str] = reactive("")
     pending: reactive[str] = reactive("")
 
@@ -32,6 +33,9 @@ class StatusBar(Static):
         if self.demo:
             text.append("  ")
             text.append(" DEMO ", "bold black on cyan")
+        if self.simulated:
+            text.append("  ")
+            text.append("VM figures simulated", "cyan")
         if self.readonly:
             text.append("  ")
             text.append(" READ-ONLY ", "bold white on dark_red")
