@@ -241,8 +241,7 @@ class HyperconsoleApp(App):
     def _set_node(self, node) -> None:
         self.view.node = node
         self._poll_succeeded(POLL_WORKERS["node"])
-        self._notify_screen("node")
-        self._notify_screen("connection")
+        self._notify_screen("node", "connection")
 
     @work(thread=True, group="pending", exit_on_error=False, description="pending host change")
     def _check_pending(self) -> None:
@@ -290,9 +289,9 @@ class HyperconsoleApp(App):
         self.sampler.mark_dirty(message.uuid)
         self.poll_domains()
 
-    def _notify_screen(self, kind: str) -> None:
+    def _notify_screen(self, *kinds: str) -> None:
         # Only the visible pane renders; hidden ones catch up in on_screen_resume.
-        self.screen.post_message(DataChanged(frozenset({kind})))
+        self.screen.post_message(DataChanged(frozenset(kinds)))
 
     def _render_screen(self, kind: str) -> None:
         screen = self.screen

@@ -114,22 +114,14 @@ def resolve(args: argparse.Namespace) -> Config:
     return config
 
 
-class _PrivateFileHandler(logging.FileHandler):
-    """The log file, 0600, never opened through a symbolic link."""
-
-    def _open(self):
-        return safefs.open_private_text(self.baseFilename)
-
-
 def _setup_logging() -> None:
-    log_dir = paths.state_dir()
+    from hyperconsole.cli.logfile import open_log
+
     try:
-        safefs.ensure_private_dir(log_dir)
-        handler: logging.Handler = _PrivateFileHandler(log_dir / "hyperconsole.log", encoding="utf-8")
-    except (OSError, HyperconsoleError) as exc:
+        handler: logging.Handler = open_log(paths.state_dir() / "hyperconsole.log")
+    except HyperconsoleError as exc:
         print(f"hyperconsole: not logging to a file: {exc}", file=sys.stderr)
         handler = logging.NullHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
 
@@ -158,7 +150,12 @@ def run_tui(args: argparse.Namespace, config: Config) -> int:
     from hyperconsole.virt.sampler import DomainSampler
 
     manager = open_manager(args, config)
-    sampler = DomainSampler(manager)
+    stats_source = None
+    if args.demo:
+        from hyperconsole.demo.stats import SimulatedStats
+
+        stats_source = SimulatedStats()  # the test driver reports states only
+    sampler = DomainSampler(manager, stats_source=stats_source)
     failure: list[HyperconsoleError] = []
     first_tick = []
 

@@ -62,11 +62,12 @@ class Harness:
 @pytest.fixture
 def make_app(tmp_path):
     @asynccontextmanager
-    async def factory(xml: str | None = None, *, readonly: bool = False, size=(150, 45), config: Config | None = None):
+    async def factory(xml: str | None = None, *, readonly: bool = False, size=(150, 45), config: Config | None = None,
+                      sampler=None):
         uri = test_uri(tmp_path, xml or default_host())
         manager = ConnectionManager(uri, readonly=readonly)
         manager.connect()
-        app = HyperconsoleApp(manager, config or Config(refresh=30.0))
+        app = HyperconsoleApp(manager, config or Config(refresh=30.0), sampler=sampler and sampler(manager))
         messages: list = []
         async with app.run_test(size=size, message_hook=messages.append) as pilot:
             harness = Harness(app, pilot, messages)

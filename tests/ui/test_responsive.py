@@ -144,3 +144,12 @@ async def test_lifecycle_events_still_poll_after_a_failed_tick(make_app, monkeyp
         h.app.manager.conn.lookupByName("charlie").create()
         await wait_until(h.pilot, lambda: h.domain("charlie").state is DomainState.RUNNING, 20)
         assert "ValueError" not in _status(h.app)
+
+
+async def test_the_status_bar_says_when_vm_figures_are_simulated(make_app):
+    from hyperconsole.demo.stats import SimulatedStats
+
+    async with make_app(sampler=lambda manager: DomainSampler(manager, stats_source=SimulatedStats())) as h:
+        assert "VM figures simulated" in h.app.screen.query_one(StatusBar).render().plain
+    async with make_app() as h:
+        assert "simulated" not in h.app.screen.query_one(StatusBar).render().plain
