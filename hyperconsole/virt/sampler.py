@@ -192,6 +192,7 @@ class DomainSampler:
         self._lock = threading.Lock()  # dirty marks and abandoned calls; both change off the tick
         self._abandoned: dict[Future, _Abandoned] = {}
         self._calls = CallThread("libvirt-call")
+        self._budget_ends = 0.0
         self._generation = -1
         self._flags = NOWAIT
         self.bulk_stats: bool | None = None  # None until probed
@@ -229,6 +230,9 @@ class DomainSampler:
     def _call(self, call: str, fn: Callable, *args, timeout: float, uuid: str | None = None):
         """fn(*args) on the call thread; past `timeout` it is abandoned and _Stuck is raised.
 
+        A call about one domain also ends with the tick's budget: however many domains hang, the
+        tick ends in time, and those not asked wait for the next tick (their rows marked stale).
+
         A call whose earlier copy is still out is not made again: it would only hang beside it (and
         hold another of the daemon's workers). A call over every domain is made again once the
         domain that held it up has been found, since later copies leave that domain out."""
@@ -236,6 +240,10 @@ class DomainSampler:
             if any(a.call == call and (a.uuid is not None or not a.explained) for a in self._abandoned.values()):
                 raise _Stuck(call)
         since = self._clock()
+        if uuid is not None:
+            timeout = min(timeout, self._budget_ends - since)
+            if timeout <= 0:
+                raise _Stuck(call)  # not asked: nothing abandoned
         future = self._calls.submit(fn, *args)
         try:
             return future.result(timeout)
@@ -270,6 +278,7 @@ class DomainSampler:
     # -- one tick ----------------------------------------------------------------------------------
     def _tick(self, started: float) -> Tick:
         conn = self.manager.conn
+        self._budget_ends = self._clock() + 2 * self.deadline  # one bulk call, then one by one
         if self.manager.generation != self._generation:
             # A new connection: counters from the old one would give nonsense rates, and calls
             # abandoned on it end with it.
@@ -394,7 +403,7 @@ class DomainSampler:
                     continue
                 raise
             fresh.append((uuid, dom, stats))
-        if silent.keys() - stuck:
+        if self._stuck_domains() - stuck:
             self._found_stuck_domain()
         return fresh, silent
 

@@ -153,3 +153,28 @@ async def test_the_status_bar_says_when_vm_figures_are_simulated(make_app):
         assert "VM figures simulated" in h.app.screen.query_one(StatusBar).render().plain
     async with make_app() as h:
         assert "simulated" not in h.app.screen.query_one(StatusBar).render().plain
+
+
+async def test_a_hung_stats_call_is_named_and_the_row_marked_stale(make_app, monkeypatch):
+    import libvirt
+
+    release = threading.Event()
+    real_list = libvirt.virConnect.domainListGetStats
+
+    def hanging_list(self, doms, *args):
+        if any(d.name() == "alpha" for d in doms):
+            release.wait(30)
+        return real_list(self, doms, *args)
+
+    async with make_app(sampler=lambda m: DomainSampler(m, deadline=1.0, call_deadline=0.5)) as h:
+        monkeypatch.setattr(libvirt.virConnect, "getAllDomainStats", lambda self, *a: release.wait(30))
+        monkeypatch.setattr(libvirt.virConnect, "domainListGetStats", hanging_list)
+        try:
+            h.app.poll_domains()
+            await wait_until(h.pilot, lambda: "getAllDomainStats stuck for" in _status(h.app), 20)
+            assert "(+1 more)" in _status(h.app)  # alpha's own call
+            cell = h.app.screen.table.get_cell(h.domain("alpha").uuid, "state").plain
+            assert cell.startswith("running, ") and cell.endswith("s old")
+            assert h.app.screen.table.get_cell(h.domain("bravo").uuid, "state").plain == "paused"
+        finally:
+            release.set()

@@ -180,7 +180,7 @@ def test_a_stats_call_that_hangs_is_abandoned_at_the_deadline(tmp_path, monkeypa
     """One domain's stats never come (its QEMU stopped): the tick ends at its deadline, that row
     is kept and marked stale, the others keep updating, later ticks leave it out of the bulk call."""
     manager = _manager(tmp_path, domain_xml("stuck", "running"), domain_xml("other", "running"))
-    sampler = DomainSampler(manager, deadline=0.2, call_deadline=0.2)
+    sampler = DomainSampler(manager, deadline=1.0, call_deadline=0.5)
     uuid = {d.name: d.uuid for d in sampler.tick().domains.values()}
     release = threading.Event()
     real_all, real_list = libvirt.virConnect.getAllDomainStats, libvirt.virConnect.domainListGetStats
@@ -230,7 +230,7 @@ def test_a_stats_call_that_hangs_is_abandoned_at_the_deadline(tmp_path, monkeypa
 
 def test_a_hung_list_leaves_every_row_stale_and_the_tick_ends(tmp_path, monkeypatch):
     manager = _manager(tmp_path, domain_xml("a", "running"))
-    sampler = DomainSampler(manager, deadline=0.2, call_deadline=0.2)
+    sampler = DomainSampler(manager, deadline=1.0, call_deadline=0.5)
     first = sampler.tick()
     release = threading.Event()
     monkeypatch.setattr(libvirt.virConnect, "getAllDomainStats", lambda self, *a: release.wait(30))
@@ -243,3 +243,27 @@ def test_a_hung_list_leaves_every_row_stale_and_the_tick_ends(tmp_path, monkeypa
     assert tick.domains.keys() == first.domains.keys()
     assert all(d.stale_seconds is not None for d in again.domains.values())
     assert [s.call for s in again.stuck] == ["getAllDomainStats", "listAllDomains"]
+
+
+def test_when_every_domain_hangs_the_tick_still_ends_within_its_budget(tmp_path, monkeypatch):
+    manager = _manager(tmp_path, *[domain_xml(f"vm{i}", "running") for i in range(6)])
+    sampler = DomainSampler(manager, deadline=0.5, call_deadline=0.3)
+    first = sampler.tick()
+    release = threading.Event()
+    asked = []
+
+    def hanging(self, doms, *args):
+        asked.append(len(doms))
+        release.wait(30)
+
+    monkeypatch.setattr(libvirt.virConnect, "getAllDomainStats", lambda self, *a: release.wait(30))
+    monkeypatch.setattr(libvirt.virConnect, "domainListGetStats", hanging)
+    try:
+        tick = sampler.tick()
+    finally:
+        release.set()
+    # The bulk call took half the budget, the first domains asked alone the rest: the others
+    # were not asked at all, and every row is the last sample, marked stale.
+    assert 1 <= len(asked) < 6
+    assert tick.domains.keys() == first.domains.keys()
+    assert all(d.stale_seconds is not None for d in tick.domains.values())
