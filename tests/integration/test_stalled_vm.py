@@ -45,11 +45,10 @@ def test_a_stopped_qemu_leaves_the_other_vms_updating(libvirtd, tiny_vm):
         manager.connect()  # a fresh connection, as the console opens one
         sampler = DomainSampler(manager, deadline=2.0, call_deadline=1.0)
         ticks = []
-        for _ in range(4):  # a bounded number of ticks, each ending at its deadline at the latest
+        for _ in range(8):  # a bounded number of ticks, each ending within its budget
             ticks.append(sampler.tick())
             rows = _by_name(ticks[-1])
-            if rows.get(other) and rows[other].state is DomainState.PAUSED and rows.get(stopped) \
-                    and rows[stopped].stale_seconds is not None:
+            if other in rows and rows[other].state is DomainState.PAUSED and rows[other].stale_seconds is None:
                 break
         rows = _by_name(ticks[-1])
         print("\n" + "\n".join(f"tick {i}: " + ", ".join(f"{d.name} {d.state.label} stale={d.stale_seconds}"
