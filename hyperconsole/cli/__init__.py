@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from hyperconsole import __version__, config as config_mod, paths, safefs
+from hyperconsole import __version__, config as config_mod, paths
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError
 
