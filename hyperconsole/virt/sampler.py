@@ -251,6 +251,9 @@ class DomainSampler:
             pass
         self._calls.abandon()
         with self._lock:
+            if uuid is not None:  # the domain that holds up the calls over every domain is found
+                for earlier in self._abandoned.values():
+                    earlier.explained = True
             self._abandoned[future] = _Abandoned(call, since, uuid)
         future.add_done_callback(self._returned)
         raise _Stuck(call)
@@ -263,11 +266,6 @@ class DomainSampler:
     def _stuck_domains(self) -> set[str]:
         with self._lock:
             return {a.uuid for a in self._abandoned.values() if a.uuid is not None}
-
-    def _found_stuck_domain(self) -> None:
-        with self._lock:
-            for abandoned in self._abandoned.values():
-                abandoned.explained = True
 
     def stuck_calls(self) -> tuple[StuckCall, ...]:
         now = self._clock()
@@ -403,8 +401,6 @@ class DomainSampler:
                     continue
                 raise
             fresh.append((uuid, dom, stats))
-        if self._stuck_domains() - stuck:
-            self._found_stuck_domain()
         return fresh, silent
 
     def _list(self, conn: libvirt.virConnect) -> list[tuple[str, object]]:
@@ -463,8 +459,6 @@ class DomainSampler:
                                             [(uuid, dom)], timeout=self.call_deadline, uuid=uuid))
                 except _Stuck:
                     silent[uuid] = dom
-            if silent:
-                self._found_stuck_domain()
         for uuid, _dom in doms:
             if uuid in found:
                 self._static[uuid] = found[uuid]
