@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
+from hyperconsole import paths, tasklog
 from hyperconsole.commands import ActionsProvider
 from hyperconsole.config import Config, check_keymap
 from hyperconsole.errors import HyperconsoleError
@@ -29,12 +30,14 @@ from hyperconsole.virt import inventory
 from hyperconsole.virt.connection import ConnectionManager, LifecycleEvent, StateChanged
 from hyperconsole.virt.models import ConnectionState
 from hyperconsole.virt.sampler import DomainSampler, Tick
+from hyperconsole.widgets.confirm import ConfirmDialog
 
 log = logging.getLogger(__name__)
 
 # Background workers by group, with the words the status bar and the log use for them.
 POLL_WORKERS = {"poll-domains": "domain poll", "poll-host": "host poll", "node": "node info",
                 "pending": "pending host change"}
+PENDING_RECHECK = 5.0  # seconds between reads of a trial change (kept or reverted elsewhere?)
 
 
 def one_line(error: BaseException) -> str:
@@ -122,6 +125,7 @@ class HyperconsoleApp(App):
         Binding("3", "switch_mode('networks')", "Networks", id="app.networks"),
         Binding("4", "switch_mode('storage')", "Storage", id="app.storage"),
         Binding("6", "switch_mode('security')", "Security", id="app.security"),
+        Binding("l", "tasks", "Task log", id="app.tasks"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+r", "reconnect", "Reconnect", show=False, id="app.reconnect"),
@@ -145,6 +149,13 @@ class HyperconsoleApp(App):
         self._domain_poll = PollLoop(self, lambda: self.config.refresh, self._collect_domains)
         self._host_poll = PollLoop(self, lambda: self.config.refresh, self._collect_host)
         self._loops = {"poll-domains": self._domain_poll, "poll-host": self._host_poll}
+        self.tasks = tasklog.TaskLog()
+        self._task_file = tasklog.TaskFile((paths.demo_dir() if demo else paths.state_dir()) / tasklog.FILE_NAME)
+        self._tasks_loaded = False
+        self._pending_timer: Timer | None = None
+        self._pending_reads = 0  # reads started; an older read finishing late is ignored
+        self._pending_shown = 0
+        self._asking_quit = False
 
     def notify(self, message: str, *, title: str = "", **kwargs) -> None:  # type: ignore[override]
         """Every toast passes the sanitiser: messages name VMs, files and libvirt errors."""
@@ -158,7 +169,8 @@ class HyperconsoleApp(App):
         self.poll_domains()  # paints the tick taken while the UI was importing, if there is one
         self.poll_host()
         self._load_node()
-        self._check_pending()
+        self._load_tasks()
+        self.refresh_pending()
 
     def _from_libvirt(self, event: object) -> None:
         """Runs on libvirt's event thread or the reconnect thread: only post messages here."""
@@ -243,21 +255,68 @@ class HyperconsoleApp(App):
         self._poll_succeeded(POLL_WORKERS["node"])
         self._notify_screen("node", "connection")
 
+    # -- a host change on trial: read from the NixOS dir, re-read until it is kept or reverted ------
+    def refresh_pending(self, *, announce: bool = True) -> None:
+        """Re-read the trial change. It may be started, kept or reverted by another pane, the CLI,
+        another session or the detached revert timer; `announce=False` when this session did it."""
+        self._pending_reads += 1
+        self._read_pending(self._pending_reads, announce)
+
     @work(thread=True, group="pending", exit_on_error=False, description="pending host change")
-    def _check_pending(self) -> None:
-        """A trial change left by an earlier session (or the CLI) is shown and can be kept."""
+    def _read_pending(self, read: int, announce: bool) -> None:
         from hyperconsole.nixos.revert import controller_for
 
-        pending = controller_for(self.config, demo=self.view.demo).pending()
-        if pending is not None:
-            self.call_from_thread(self._found_pending, pending)
+        try:
+            controller = controller_for(self.config, demo=self.view.demo)
+            pending = controller.pending()
+            last_revert = controller.last_revert()
+        except BaseException:
+            self.call_from_thread(self._watch_pending)  # the failure is reported; keep watching
+            raise
+        self.call_from_thread(self._pending_read, read, pending, last_revert, announce)
 
-    def _found_pending(self, pending) -> None:
+    def _pending_read(self, read: int, pending, last_revert: dict | None, announce: bool) -> None:
+        self._poll_succeeded(POLL_WORKERS["pending"])
+        if read < self._pending_shown:
+            return
+        self._pending_shown = read
+        previous = self.view.pending
         self.view.pending = pending
-        self.notify(f"{pending.description}: on trial and reverts by itself unless kept. "
-                    "Press 6, then k to keep it.", title="Host change waiting", severity="warning",
-                    timeout=15, markup=False)
+        if last_revert is not None:
+            # Logged once, however it is learnt: seen happen now, or found by a later session.
+            reverted = tasklog.revert_task(last_revert)
+            if self.tasks.add(reverted):
+                self._tasks_changed()
+            if announce and previous is not None and previous.change_id == last_revert.get("change_id") \
+                    and (pending is None or pending.change_id != previous.change_id):
+                self._announce_revert(reverted)
+        if pending is not None and (previous is None or previous.change_id != pending.change_id):
+            self.view.notice = ""
+            if announce:
+                self.notify(f"{pending.description}: on trial and reverts by itself unless kept. "
+                            "Press 6, then k to keep it.", title="Host change waiting", severity="warning",
+                            timeout=15, markup=False)
         self._notify_screen("pending")
+        self._watch_pending()
+
+    def _announce_revert(self, reverted: tasklog.Task) -> None:
+        """Said in every pane (status bar and a notification), not only by `nixos status`."""
+        at = time.strftime("%H:%M", time.localtime(reverted.started))
+        reason, *more = reverted.detail.splitlines() or [""]
+        self.view.notice = f"host change {reverted.label.removeprefix('revert ')} reverted at {at}: {reason}"
+        self.notify("\n".join([self.view.notice, *more, *filter(None, [reverted.error])]),
+                    title="Host change reverted", timeout=30, markup=False,
+                    severity="warning" if reverted.result is tasklog.Result.OK else "error")
+
+    def _watch_pending(self) -> None:
+        if self._pending_timer is not None:
+            self._pending_timer.stop()
+            self._pending_timer = None
+        pending = self.view.pending
+        if pending is not None:
+            # Soon after the deadline, when the timer's revert is due; every few seconds before it.
+            delay = min(PENDING_RECHECK, max(1.0, pending.remaining()))
+            self._pending_timer = self.set_timer(delay, self.refresh_pending)
 
     # -- connection ----------------------------------------------------------------------------
     @on(ConnectionChanged)
@@ -282,12 +341,49 @@ class HyperconsoleApp(App):
     # -- operator jobs ----------------------------------------------------------------------------
     @on(ActionDone)
     def _action_done(self, message: ActionDone) -> None:
+        self.tasks.finish(message.task, message.label, error=message.error, detail=message.detail)
+        self._tasks_changed()
         if message.error:
             self.notify(message.error, title=message.label, severity="error", timeout=8, markup=False)
         else:
             self.notify(message.detail or "done", title=message.label, timeout=4, markup=False)
         self.sampler.mark_dirty(message.uuid)
         self.poll_domains()
+
+    # -- the task log ------------------------------------------------------------------------------
+    def begin_task(self, label: str, target: str = "", *, task_id: str | None = None) -> str:
+        """Enter a job in the task log as running (UI thread, as the job starts); the job's
+        ActionDone(task=…) ends the entry."""
+        task = self.tasks.begin(label, target, task_id=task_id)
+        self._tasks_changed()
+        return task.id
+
+    def _tasks_changed(self) -> None:
+        self._notify_screen("tasks")
+        if self._tasks_loaded:  # never overwrite earlier sessions' entries before they are read
+            self._save_tasks(self.tasks.version, self.tasks.tasks)
+
+    @work(thread=True, group="tasklog", exit_on_error=False, description="read the task log")
+    def _load_tasks(self) -> None:
+        self.call_from_thread(self._tasks_read, self._task_file.load())
+
+    def _tasks_read(self, earlier: list[tasklog.Task]) -> None:
+        self.tasks.add_earlier(earlier)
+        self._tasks_loaded = True
+        self._tasks_changed()
+
+    @work(thread=True, group="tasklog", exit_on_error=False, description="save the task log")
+    def _save_tasks(self, version: int, tasks: tuple[tasklog.Task, ...]) -> None:
+        try:
+            self._task_file.save(version, tasks)
+        except (OSError, HyperconsoleError) as exc:
+            log.warning("task log not saved: %s", exc)
+
+    def action_tasks(self) -> None:
+        from hyperconsole.screens.tasklog import TaskLogScreen
+
+        if not isinstance(self.screen, TaskLogScreen):
+            self.push_screen(TaskLogScreen())
 
     def _notify_screen(self, *kinds: str) -> None:
         # Only the visible pane renders; hidden ones catch up in on_screen_resume.
@@ -298,6 +394,36 @@ class HyperconsoleApp(App):
         if isinstance(screen, PaneScreen):  # a dialog on top: the pane catches up when it resumes
             screen.update_status()
             screen.render_data(frozenset({kind}))
+
+    async def action_quit(self) -> None:
+        """A trial host change and running jobs outlive the console's view of them: ask first."""
+        question = self._quit_question()
+        if question is None:
+            self.exit()
+        elif not self._asking_quit:
+            self._asking_quit = True
+
+            def answered(ok: bool | None) -> None:
+                self._asking_quit = False
+                if ok:
+                    self.exit()
+
+            self.push_screen(ConfirmDialog(*question), answered)
+
+    def _quit_question(self) -> tuple[str, str] | None:
+        pending = self.view.pending
+        if pending is not None and pending.state == "armed":
+            return (f"A host change is on trial and reverts by itself in {int(pending.remaining())} s "
+                    "unless kept; quit anyway?", f"{pending.description}. To keep it: n, then 6 and k.")
+        if pending is not None and pending.state in ("starting", "testing"):
+            return (f"A trial rebuild is running ({pending.description}); quitting now reverts it. Quit anyway?",
+                    "The revert timer re-activates the previous system when the console that ran the trial is gone.")
+        running = [task.label for task in self.tasks.tasks if task.result is tasklog.Result.RUNNING]
+        if running:
+            return (f"Still running: {', '.join(running)}; quit anyway?",
+                    "Quitting stops the console's side of these jobs; what libvirt or a rebuild has begun may "
+                    "still finish. l shows the task log.")
+        return None
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

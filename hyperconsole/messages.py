@@ -49,9 +49,11 @@ class DataChanged(Message):
 
 @dataclass
 class ActionDone(Message):
-    """An operator-triggered job finished; `error` is one line or None."""
+    """An operator-triggered job finished; `error` is its full text or None. `task` is the id the
+    app's task log gave the job when it began (`HyperconsoleApp.begin_task`)."""
 
     label: str
     error: str | None = None
     detail: str = ""
     uuid: str | None = None
+    task: str | None = None

@@ -37,6 +37,7 @@ class ViewState:
     tx_history: deque = field(default_factory=lambda: deque([0.0] * HISTORY, maxlen=HISTORY))
     poll_errors: dict[str, str] = field(default_factory=dict)  # "host poll" → its last error, until it succeeds
     pending: PendingChange | None = None  # a host change on trial, waiting to be kept
+    notice: str = ""  # said in every pane's status bar until a new trial begins: a revert nobody asked for
 
     @property
     def status_message(self) -> str:
@@ -46,6 +47,7 @@ class ViewState:
             more = f" (+{len(self.stuck) - 1} more)" if len(self.stuck) > 1 else ""
             parts.append(f"{self.stuck[0]}{more}")
         parts += [f"{source}: {error}" for source, error in self.poll_errors.items()]
+        parts.append(self.notice)
         return " · ".join(part for part in parts if part)
 
     def record_host(self, sample: HostSample) -> None:

@@ -42,6 +42,21 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="use the shipped test-driver host and a scratch NixOS directory")
 
 
+def _add_tui(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    # Accepted before or after `tui`: `hyperconsole --readonly`, `hyperconsole tui --readonly`.
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--connect", "-c", metavar="URI", default=default(None),
+                        help="libvirt URI (default qemu:///system)")
+    parser.add_argument("--readonly", action="store_true", default=default(False),
+                        help="open read-only; hide every mutating action")
+    parser.add_argument("--refresh", type=_refresh, metavar="SECONDS", default=default(None),
+                        help="refresh interval (default 2)")
+    parser.add_argument("--config", metavar="FILE", action="append", type=Path, default=default(None),
+                        help="config file to read instead of the system and user ones (repeatable)")
+
+
 def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hyperconsole",
@@ -49,11 +64,7 @@ def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
         add_help=subcommands,
     )
     parser.add_argument("--version", action="version", version=f"hyperconsole {__version__}")
-    parser.add_argument("--connect", "-c", metavar="URI", help="libvirt URI (default qemu:///system)")
-    parser.add_argument("--readonly", action="store_true", help="open read-only; hide every mutating action")
-    parser.add_argument("--refresh", type=_refresh, metavar="SECONDS", help="refresh interval (default 2)")
-    parser.add_argument("--config", metavar="FILE", action="append", type=Path,
-                        help="config file to read instead of the system and user ones (repeatable)")
+    _add_tui(parser, suppress=False)
     _add_common(parser, suppress=False)
     parser.set_defaults(func=run_tui)
     if not subcommands:
@@ -62,6 +73,7 @@ def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
     _add_common(sub_common, suppress=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     tui = subparsers.add_parser("tui", parents=[sub_common], help="the console (default)")
+    _add_tui(tui, suppress=True)
     tui.set_defaults(func=run_tui)
     try:
         from hyperconsole.cli import nixos as nixos_commands

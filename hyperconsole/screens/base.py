@@ -77,17 +77,25 @@ class PaneScreen(Screen):
         self.app.push_screen(Form(title, fields, check=check, submit=submit),
                              lambda result: result is not None and then(result))
 
-    @work(thread=True, group="jobs", exit_on_error=False, description="operator job")
     def run_job(self, label: str, fn: Callable[..., object], *args: object, uuid: str | None = None,
-                then: Callable[[], None] | None = None) -> None:
-        """Run `fn(manager, *args)` off the UI thread; the app reports the outcome in one line."""
+                target: str = "", then: Callable[[], None] | None = None) -> None:
+        """Run `fn(manager, *args)` off the UI thread, entered in the task log as it starts; the app
+        reports the outcome in one line and the log keeps it whole. `target` defaults to the VM
+        named by `uuid`."""
+        if not target and uuid in self.hc.view.domains:
+            target = self.hc.view.domains[uuid].name
+        self._run_job(label, fn, args, uuid, self.hc.begin_task(label, target), then)
+
+    @work(thread=True, group="jobs", exit_on_error=False, description="operator job")
+    def _run_job(self, label: str, fn: Callable[..., object], args: tuple[object, ...], uuid: str | None,
+                 task: str, then: Callable[[], None] | None) -> None:
         try:
             result = fn(self.hc.manager, *args)
         except HyperconsoleError as exc:
-            self.app.post_message(ActionDone(label, error=str(exc), uuid=uuid))
+            self.app.post_message(ActionDone(label, error=str(exc), uuid=uuid, task=task))
         except Exception as exc:  # never a traceback in front of the operator
-            self.app.post_message(ActionDone(label, error=f"{exc.__class__.__name__}: {exc}", uuid=uuid))
+            self.app.post_message(ActionDone(label, error=f"{exc.__class__.__name__}: {exc}", uuid=uuid, task=task))
         else:
-            self.app.post_message(ActionDone(label, detail=presenters.describe_result(result), uuid=uuid))
+            self.app.post_message(ActionDone(label, detail=presenters.describe_result(result), uuid=uuid, task=task))
         if then is not None:
             self.app.call_from_thread(then)

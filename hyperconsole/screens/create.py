@@ -115,14 +115,16 @@ class CreateVmScreen(Form):
 
     def submitted(self, result: NewDomainSpec) -> None:
         self.show_error("creating…")
-        self.create(result)
+        self.create(result, self.app.begin_task(f"create {result.name}", result.name))  # type: ignore[attr-defined]
 
     @work(thread=True, exclusive=True, group="create", exit_on_error=False, description="create VM")
-    def create(self, spec: NewDomainSpec) -> None:
+    def create(self, spec: NewDomainSpec, task: str) -> None:
+        label = f"create {spec.name}"
         try:
             result = create_domain(self.app.manager, spec)  # type: ignore[attr-defined]
         except HyperconsoleError as exc:
+            self.app.post_message(ActionDone(label, error=str(exc), task=task))
             self.app.call_from_thread(self.show_error, str(exc))
             return
-        self.app.post_message(ActionDone(f"create {spec.name}", detail=result.summary(), uuid=result.uuid))
+        self.app.post_message(ActionDone(label, detail=result.summary(), uuid=result.uuid, task=task))
         self.app.call_from_thread(self.dismiss, None)

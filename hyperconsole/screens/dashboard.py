@@ -1,4 +1,5 @@
-"""Dashboard: host gauges and sparklines, VM counts by state, connection and node facts."""
+"""Dashboard: host gauges and sparklines, VM counts by state, connection and node facts, and the
+newest entries of the task log."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
 from hyperconsole import presenters
+from hyperconsole.sanitize import visible
 from hyperconsole.screens.base import PaneScreen
+from hyperconsole.screens.tasklog import clock, newest_first, result_text
 from hyperconsole.virt.models import DomainState
 from hyperconsole.widgets.gauge import Gauge
 
@@ -41,9 +44,22 @@ class DashboardScreen(PaneScreen):
                 with Vertical(id="node-box", classes="box"):
                     yield Static("Hypervisor", classes="box-title")
                     yield Static(id="node")
+                with Vertical(id="tasks-box", classes="box"):
+                    yield Static("Recent tasks (l: task log)", classes="box-title")
+                    yield Static(id="recent-tasks")
+
+    RECENT = 6
 
     def render_data(self, kinds: frozenset[str]) -> None:
         view = self.hc.view
+        if kinds & {"all", "tasks"}:
+            recent = Table.grid(padding=(0, 1))
+            for task in newest_first(self.hc.tasks.tasks)[:self.RECENT]:
+                what = presenters.plain(task.label)
+                if task.error:  # the first line; l shows it whole
+                    what.append("\n" + visible(task.error.splitlines()[0]), "red")
+                recent.add_row(clock(task.started), result_text(task), what)
+            self.query_one("#recent-tasks", Static).update(recent if recent.row_count else Text("none yet", "dim"))
         if kinds & {"all", "host"} and view.host is not None:
             host = view.host
             self.query_one("#g-cpu", Gauge).value = host.cpu_percent

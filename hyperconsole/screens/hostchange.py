@@ -1,7 +1,8 @@
 """Panes that change the host through NixOS fragments (Security, Networks): apply a prepared
 change with confirm-or-revert, stream the rebuild into a log, show the trial's countdown, and
 keep (`k`) or revert (`u`) it. The trial may have been started by another pane, the CLI or an
-earlier session: it is read from the NixOS dir, not remembered here."""
+earlier session: the app reads it from the NixOS dir (and notices when it goes away); this pane
+shows what the app knows and re-reads its own data when the trial begins or ends."""
 
 from __future__ import annotations
 
@@ -12,12 +13,26 @@ from textual.widgets import Log, Static
 
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone
-from hyperconsole.nixos.rebuild import RebuildLine
+from hyperconsole.nixos.rebuild import RebuildLine, RebuildResult
 from hyperconsole.nixos.revert import ConfirmOrRevert, PendingChange, controller_for
 from hyperconsole.nixos.store import ChangeSet
 from hyperconsole.sanitize import visible
 from hyperconsole.screens.base import PaneScreen
+from hyperconsole.tasklog import fragment_names, revert_task_id
 from hyperconsole.widgets.confirm import ConfirmDialog
+
+_UNSEEN = object()
+
+
+def rebuild_error(result: RebuildResult, *notes: str) -> str:
+    """A failed rebuild whole, for the toast and the task log: how it ended and where its log is,
+    then `notes` (what was undone), then its error lines and last output."""
+    head = f"{result.action} rebuild {result.status}"
+    if result.returncode is not None:
+        head += f" (exit {result.returncode})"
+    if result.log_path is not None:
+        head += f"; log {result.log_path}"
+    return "\n".join([head, *notes, *result.summary()])
 
 
 class HostChangePane(PaneScreen):
@@ -27,9 +42,14 @@ class HostChangePane(PaneScreen):
     ]
     MUTATING = frozenset({"keep", "undo"})
 
+    _shown_change: object = _UNSEEN  # the trial this pane last showed, by change id
+
     def on_mount(self) -> None:
-        self.set_interval(1.0, self._tick_countdown)
-        self.load_pending()
+        self.set_interval(1.0, self._countdown)
+
+    def _countdown(self) -> None:
+        if self.pending is not None and self.is_current:
+            self.update_status()
 
     @property
     def controller(self) -> ConfirmOrRevert:
@@ -40,19 +60,14 @@ class HostChangePane(PaneScreen):
         return self.hc.view.pending
 
     # -- the trial ------------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="pending", exit_on_error=False, description="read pending change")
-    def load_pending(self) -> None:
-        try:
-            pending = self.controller.pending()
-        except HyperconsoleError as exc:
-            self.app.call_from_thread(self.notify, f"cannot read the pending change: {exc}", severity="error",
-                                      markup=False)
-            return
-        self.app.call_from_thread(self._set_pending, pending)
-
-    def _set_pending(self, pending: PendingChange | None) -> None:
-        self.hc.view.pending = pending
-        self.update_status()
+    def update_status(self) -> None:
+        super().update_status()
+        pending = self.pending
+        change = pending.change_id if pending is not None else None
+        if change != self._shown_change:
+            if self._shown_change is not _UNSEEN:
+                self.changed_on_disk()  # a trial began, was kept or was reverted: re-read
+            self._shown_change = change
         banner = self.query_one("#pending-banner", Static)
         if pending is None:
             banner.update("")
@@ -61,19 +76,12 @@ class HostChangePane(PaneScreen):
         banner.add_class("pending")
         if pending.state in ("starting", "testing"):
             text = f"Trial rebuild running: {pending.description}"
+        elif pending.state == "reverting":
+            text = f"Reverting: {pending.description}"
         else:
             text = (f"Trial active: {pending.description}. Reverts by itself in {int(pending.remaining())} s "
                     "unless kept: k keeps it, u reverts now.")
         banner.update(Text(visible(text)))
-
-    def _tick_countdown(self) -> None:
-        pending = self.pending
-        if pending is None:
-            return
-        if pending.state != "testing" and pending.remaining() <= 0:
-            self.load_pending()  # the timer has fired: read what the revert left behind
-            self.changed_on_disk()
-        self._set_pending(pending)
 
     def changed_on_disk(self) -> None:
         """Override: re-read what this pane shows after a change was applied, kept or reverted."""
@@ -94,73 +102,88 @@ class HostChangePane(PaneScreen):
         def answered(ok: bool | None) -> None:
             if ok:
                 self.query_one("#rebuild-log", Log).clear()
-                self.apply(changeset, timeout, description)
+                label = "apply " + description
+                task = self.hc.begin_task(label, fragment_names(changeset.previous_texts()))
+                self.apply(changeset, timeout, description, label, task)
 
         self.app.push_screen(ConfirmDialog(question, "\n".join(filter(None, [extra, how]))), answered)
 
     @work(thread=True, exclusive=True, group="host-change", exit_on_error=False, description="apply host change")
-    def apply(self, changeset: ChangeSet, timeout: int, description: str) -> None:
-        label = "apply " + description
+    def apply(self, changeset: ChangeSet, timeout: int, description: str, label: str, task: str) -> None:
         try:
             outcome = self.controller.apply(changeset, timeout=timeout, description=description,
                                             on_line=self.log_line)
         except HyperconsoleError as exc:
-            self.app.post_message(ActionDone(label, error=str(exc)))
+            self.app.post_message(ActionDone(label, error=str(exc), task=task))
         else:
             if outcome.reverted:
-                error = f"{outcome.rebuild.action} {outcome.rebuild.status}; {outcome.rolled_back}"
-                self.app.post_message(ActionDone(label, error=error))
+                error = (rebuild_error(outcome.rebuild, outcome.rolled_back) if outcome.rebuild is not None
+                         else outcome.rolled_back)
+                self.app.post_message(ActionDone(label, error=error, task=task))
             elif outcome.rebuild is not None and not outcome.rebuild.ok:
-                self.app.post_message(ActionDone(label, error=outcome.rebuild.summary()))
+                self.app.post_message(ActionDone(label, error=rebuild_error(outcome.rebuild), task=task))
             elif outcome.pending is not None:
-                self.app.post_message(ActionDone(label, detail=f"on trial: keep it with k within {timeout} s"))
+                self.app.post_message(ActionDone(label, detail=f"on trial: keep it with k within {timeout} s",
+                                                 task=task))
             else:
-                self.app.post_message(ActionDone(label, detail="applied"))
+                self.app.post_message(ActionDone(label, detail="applied", task=task))
         self._after_change()
 
     def _after_change(self) -> None:
-        self.app.call_from_thread(self.load_pending)
+        # This session made the change: the app re-reads the trial without announcing it. A
+        # change applied with `switch` leaves no trial behind, so the pane re-reads here too.
+        self.app.call_from_thread(self.hc.refresh_pending, announce=False)
         self.app.call_from_thread(self.changed_on_disk)
 
     def action_keep(self) -> None:
-        if self.pending is None:
+        pending = self.pending
+        if pending is None:
             self.notify("no trial change is waiting to be kept")
             return
-        self._keep()
+        label = f"keep {pending.description}"
+        self._keep(label, self.hc.begin_task(label, fragment_names(pending.previous_texts)))
 
     @work(thread=True, exclusive=True, group="host-change", exit_on_error=False, description="keep trial change")
-    def _keep(self) -> None:
+    def _keep(self, label: str, task: str) -> None:
         try:
             result = self.controller.confirm(on_line=self.log_line)
         except HyperconsoleError as exc:
-            self.app.post_message(ActionDone("keep trial change", error=str(exc)))
+            self.app.post_message(ActionDone(label, error=str(exc), task=task))
         else:
             if result.ok:
-                self.app.post_message(ActionDone("keep trial change", detail="made permanent with switch"))
+                self.app.post_message(ActionDone(label, detail="made permanent with switch", task=task))
             else:
-                self.app.post_message(ActionDone("keep trial change", error=result.summary()))
+                self.app.post_message(ActionDone(label, error=rebuild_error(result), task=task))
         self._after_change()
 
     def action_undo(self) -> None:
-        if self.pending is None:
+        pending = self.pending
+        if pending is None:
             self.notify("no trial change to revert")
             return
 
         def answered(ok: bool | None) -> None:
             if ok:
-                self._undo()
+                label = f"revert {pending.description}"
+                task = self.hc.begin_task(label, fragment_names(pending.previous_texts),
+                                          task_id=revert_task_id(pending.change_id))
+                self._undo(pending.change_id, label, task)
 
         self.app.push_screen(ConfirmDialog("Revert the trial change now?",
                                            "The fragment files are restored and the previous system re-activated."),
                              answered)
 
     @work(thread=True, exclusive=True, group="host-change", exit_on_error=False, description="revert trial change")
-    def _undo(self) -> None:
+    def _undo(self, change_id: str, label: str, task: str) -> None:
         try:
-            outcome = self.controller.revert_now(reason="reverted by the operator", on_line=self.log_line)
+            outcome = self.controller.revert_now(change_id, reason="reverted by the operator", on_line=self.log_line)
         except HyperconsoleError as exc:
-            self.app.post_message(ActionDone("revert trial change", error=str(exc)))
+            self.app.post_message(ActionDone(label, error=str(exc), task=task))
         else:
-            detail = outcome.warning if outcome is not None and outcome.warning else "reverted"
-            self.app.post_message(ActionDone("revert trial change", detail=detail))
+            if outcome is None:
+                self.app.post_message(ActionDone(label, error="the change was kept or reverted meanwhile", task=task))
+            elif outcome.result is not None and not outcome.result.ok:
+                self.app.post_message(ActionDone(label, error=rebuild_error(outcome.result), task=task))
+            else:
+                self.app.post_message(ActionDone(label, detail=outcome.warning or "reverted", task=task))
         self._after_change()

@@ -1,6 +1,7 @@
 """Security pane (`6`): the host's profile and hardening toggles, written as a NixOS fragment and
-applied with confirm-or-revert. Shows the current choice, every profile with its summary, a
-side-by-side diff of the change, and the rebuild log; a trial change counts down until confirmed."""
+applied with confirm-or-revert. Shows the current choice, every profile with its summary, a diff
+of the change (side by side, unified when the terminal is narrow), and the rebuild log; a trial
+change counts down until confirmed."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from hyperconsole.nixos.revert import default_confirm_timeout
 from hyperconsole.nixos.store import ChangeSet
 from hyperconsole.sanitize import visible, visible_lines
 from hyperconsole.screens.hostchange import HostChangePane
-from hyperconsole.widgets.sidediff import side_by_side
+from hyperconsole.widgets.sidediff import side_by_side, unified
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class SecurityScreen(HostChangePane):
         Binding("R", "reload", "Reload", id="security.reload"),
     ]
     MUTATING = HostChangePane.MUTATING | {"apply"}
+    # Below 100 columns a side-by-side diff has no room: the screen gets -narrow and shows the
+    # unified one instead (hyperconsole.tcss).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -57,6 +61,7 @@ class SecurityScreen(HostChangePane):
                 yield Static("Change preview", classes="box-title")
                 with VerticalScroll(id="sec-diff-box"):
                     yield Static("", id="sec-diff")
+                    yield Static("", id="sec-diff-unified")
                 yield Static("Rebuild log", classes="box-title")
                 yield Log(id="rebuild-log", highlight=False)
 
@@ -142,15 +147,19 @@ class SecurityScreen(HostChangePane):
 
     def _show_diff(self, changeset: ChangeSet | None, error: str) -> None:
         self.changeset = changeset
-        target = self.query_one("#sec-diff", Static)
-        if changeset is None:
-            target.update(Text(error, "red"))
-        elif changeset.is_empty:
-            target.update(Text("This profile and these toggles are what the host has now: nothing to apply.", "dim"))
-        else:
+        wide, narrow = self.query_one("#sec-diff", Static), self.query_one("#sec-diff-unified", Static)
+        if changeset is not None and not changeset.is_empty:
             change = next(c for c in changeset.changes if c.changed)
-            target.update(side_by_side(change.old_text, change.new_text,
-                                       old_title=f"{change.name}.nix now", new_title="after apply"))
+            titles = {"old_title": f"{change.name}.nix now", "new_title": "after apply"}
+            wide.update(side_by_side(change.old_text, change.new_text, **titles))
+            narrow.update(unified(change.old_text, change.new_text, **titles))
+            return
+        if changeset is None:
+            message = Text(error, "red")
+        else:
+            message = Text("This profile and these toggles are what the host has now: nothing to apply.", "dim")
+        wide.update(message)
+        narrow.update(message)
 
     # -- applying (confirm-or-revert, log, keep/undo come from HostChangePane) -------------------------
     def changed_on_disk(self) -> None:

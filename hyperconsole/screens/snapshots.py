@@ -91,15 +91,18 @@ class SnapshotsScreen(ModalScreen[None]):
         key, _ = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))
         return next((s for s in self.snapshots if s.name == key.value), None)
 
-    @work(thread=True, group="snapshot-ops", exit_on_error=False, description="snapshot operation")
     def run_op(self, label: str, fn, *args) -> None:
+        self._run_op(label, fn, args, self.app.begin_task(label, self.info.name))  # type: ignore[attr-defined]
+
+    @work(thread=True, group="snapshot-ops", exit_on_error=False, description="snapshot operation")
+    def _run_op(self, label: str, fn, args: tuple, task: str) -> None:
         try:
             fn(self.app.manager, self.info.uuid, *args)  # type: ignore[attr-defined]
         except HyperconsoleError as exc:
-            self.app.post_message(ActionDone(label, error=str(exc), uuid=self.info.uuid))
+            self.app.post_message(ActionDone(label, error=str(exc), uuid=self.info.uuid, task=task))
             self.app.call_from_thread(self._status, f"{label}: {exc}")
             return
-        self.app.post_message(ActionDone(label, uuid=self.info.uuid))
+        self.app.post_message(ActionDone(label, uuid=self.info.uuid, task=task))
         self.app.call_from_thread(self.load)
 
     def action_create(self) -> None:

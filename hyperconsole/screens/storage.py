@@ -346,7 +346,9 @@ class StorageScreen(PaneScreen):
             bar = self.query_one("#upload", ProgressBar)
             bar.update(total=100, progress=0)
             bar.remove_class("hidden")
-            self._upload(pool.name, v["path"], v["name"], self._upload_cancel)
+            label = f"upload {v['path']} into {pool.name}"
+            self._upload(pool.name, v["path"], v["name"], self._upload_cancel, label,
+                         self.hc.begin_task(label, pool.name))
 
         self.ask_form(f"Upload a local ISO or image into {pool.name}", [
             Field("path", "Local file", "", parse=str.strip),
@@ -354,19 +356,19 @@ class StorageScreen(PaneScreen):
         ], then, submit="upload")
 
     @work(thread=True, exclusive=True, group="upload", exit_on_error=False, description="upload volume")
-    def _upload(self, pool: str, path: str, name: str | None, cancel: threading.Event) -> None:
+    def _upload(self, pool: str, path: str, name: str | None, cancel: threading.Event, label: str,
+                task: str) -> None:
         bar = self.query_one("#upload", ProgressBar)
 
         def progress(done: int, total: int) -> None:
             self.app.call_from_thread(bar.update, total=max(total, 1), progress=done)
 
-        label = f"upload {path} into {pool}"
         try:
             result = upload.upload_volume(self.hc.manager, pool, path, name, on_progress=progress, cancel=cancel)
         except HyperconsoleError as exc:
-            self.app.post_message(ActionDone(label, error=str(exc)))
+            self.app.post_message(ActionDone(label, error=str(exc), task=task))
         else:
-            self.app.post_message(ActionDone(label, detail=result.summary()))
+            self.app.post_message(ActionDone(label, detail=result.summary(), task=task))
         self.app.call_from_thread(self._upload_finished)
 
     def _upload_finished(self) -> None:

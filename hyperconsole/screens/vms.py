@@ -260,6 +260,13 @@ class VmsScreen(PaneScreen):
         if info.state not in (DomainState.RUNNING, DomainState.PAUSED, DomainState.BLOCKED):
             self.notify(f"{info.name} is {info.state.label}: start it first", severity="warning", markup=False)
             return
+        if self.hc.manager.uri.startswith("test:"):
+            # virsh would only fail after the screen was handed over: say why up front.
+            self.notify("This host is libvirt's test driver (the demo): its VMs are simulated, with no guest "
+                        "running and so no serial console to attach to. On a real host, c opens the VM's "
+                        "serial console (ctrl+] returns here).", title=f"No console for {info.name}",
+                        timeout=12, markup=False)
+            return
         command = lifecycle.console_command(self.hc.manager.uri, info.uuid)
         try:
             with self.app.suspend():

@@ -1,6 +1,7 @@
-"""Side-by-side diff of two texts as a Rich table: removed lines red on the left, added green
-on the right. Texts come from files the operator may have edited: shown literally, never markup,
-control characters made visible."""
+"""A diff of two texts, side by side (a Rich table: removed lines red on the left, added green on
+the right) where there is room, unified (one column, `-`/`+` lines) where there is not. Texts come
+from files the operator may have edited: shown literally, never markup, control characters made
+visible."""
 
 from __future__ import annotations
 
@@ -33,3 +34,19 @@ def side_by_side(old: str | None, new: str | None, *, old_title: str = "now", ne
                 Text("+ " + news[i], "green") if i < len(news) else Text(""),
             )
     return table
+
+
+def unified(old: str | None, new: str | None, *, old_title: str = "now", new_title: str = "after") -> Text:
+    lines = difflib.unified_diff([visible(line) for line in (old or "").splitlines()],
+                                 [visible(line) for line in (new or "").splitlines()],
+                                 fromfile=old_title, tofile=new_title, lineterm="", n=3)
+    text = Text(no_wrap=False, overflow="fold")
+    for number, line in enumerate(lines):
+        if number < 2:  # the ---/+++ header; a removed "--" line further down is content
+            style = "bold"
+        elif line.startswith("@@"):
+            style = "cyan"
+        else:
+            style = {"-": "red", "+": "green"}.get(line[:1], "dim")
+        text.append(line + "\n", style)
+    return text

@@ -110,3 +110,17 @@ def test_a_profile_that_says_read_only_opens_the_console_read_only(tmp_path, mon
             manager.conn.lookupByName("alpha").create()
     finally:
         manager.close()
+
+
+@pytest.mark.parametrize("argv", [["--readonly"], ["tui", "--readonly"], ["--readonly", "tui"],
+                                  ["--demo", "--readonly"], ["tui", "--demo", "--readonly"]])
+def test_readonly_is_accepted_wherever_the_console_starts(argv):
+    # `./run demo --readonly` is `hyperconsole --demo --readonly`.
+    args = cli.parse_args(argv)
+    assert args.readonly is True and args.func is cli.run_tui
+
+
+def test_tui_subcommand_takes_the_console_flags_through_main(tmp_path):
+    out = run("tui", "--readonly", "--refresh", "3", "--connect", "test://" + str(tmp_path / "nope.xml"))
+    # Parsed (not a usage error, status 2): it got as far as opening the connection.
+    assert out.returncode == 1 and out.stderr.startswith("hyperconsole: cannot connect to test://"), out.stderr
