@@ -269,25 +269,24 @@ class HyperconsoleApp(App):
         try:
             controller = controller_for(self.config, demo=self.view.demo)
             pending = controller.pending()
-            last_revert = controller.last_revert()
+            reverted = tasklog.revert_task(controller.last_revert())
         except BaseException:
             self.call_from_thread(self._watch_pending)  # the failure is reported; keep watching
             raise
-        self.call_from_thread(self._pending_read, read, pending, last_revert, announce)
+        self.call_from_thread(self._pending_read, read, pending, reverted, announce)
 
-    def _pending_read(self, read: int, pending, last_revert: dict | None, announce: bool) -> None:
+    def _pending_read(self, read: int, pending, reverted: tasklog.Task | None, announce: bool) -> None:
         self._poll_succeeded(POLL_WORKERS["pending"])
         if read < self._pending_shown:
             return
         self._pending_shown = read
         previous = self.view.pending
         self.view.pending = pending
-        if last_revert is not None:
+        if reverted is not None:
             # Logged once, however it is learnt: seen happen now, or found by a later session.
-            reverted = tasklog.revert_task(last_revert)
             if self.tasks.add(reverted):
                 self._tasks_changed()
-            if announce and previous is not None and previous.change_id == last_revert.get("change_id") \
+            if announce and previous is not None and reverted.id == tasklog.revert_task_id(previous.change_id) \
                     and (pending is None or pending.change_id != previous.change_id):
                 self._announce_revert(reverted)
         if pending is not None and (previous is None or previous.change_id != pending.change_id):
@@ -417,7 +416,7 @@ class HyperconsoleApp(App):
                     "unless kept; quit anyway?", f"{pending.description}. To keep it: n, then 6 and k.")
         if pending is not None and pending.state in ("starting", "testing"):
             return (f"A trial rebuild is running ({pending.description}); quitting now reverts it. Quit anyway?",
-                    "The revert timer re-activates the previous system when the console that ran the trial is gone.")
+                    "The trial process reverts a change whose console has exited before its trial rebuild ended.")
         running = [task.label for task in self.tasks.tasks if task.result is tasklog.Result.RUNNING]
         if running:
             return (f"Still running: {', '.join(running)}; quit anyway?",

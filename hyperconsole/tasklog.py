@@ -137,19 +137,27 @@ def revert_task_id(change_id: str) -> str:
     return f"revert-{change_id}"
 
 
-def revert_task(summary: dict) -> Task:
+def revert_task(summary: object) -> Task | None:
     """The entry for a revert from the summary the confirm-or-revert record leaves behind
-    (change_id, description, reason, reverted_at, restored, status, warning, log)."""
-    at = float(summary["reverted_at"])
+    (change_id, description, reason, reverted_at, restored, status, warning, log); None when
+    there is none or it cannot be read."""
+    if not isinstance(summary, dict):
+        return None
+    try:
+        at = float(summary["reverted_at"])
+        change_id = str(summary["change_id"])
+        restored = fragment_names(str(name).removesuffix(".nix") for name in summary.get("restored") or ())
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("last revert record not read: %s", exc)
+        return None
     status = str(summary.get("status", ""))
     # "files restored (nothing was activated)": the trial never started, so nothing needed it.
     reverted = status in ("succeeded", "files restored (nothing was activated)")
     error = "" if reverted else (f"revert {status}: the previous system may not be active"
                                  + (f"; log {summary['log']}" if summary.get("log") else ""))
     detail = "\n".join(filter(None, [str(summary.get("reason", "")), str(summary.get("warning") or "")]))
-    return Task(revert_task_id(str(summary["change_id"])), f"revert {summary.get('description', '')}",
-                fragment_names(str(name).removesuffix(".nix") for name in summary.get("restored") or ()),
-                at, at, Result.OK if reverted else Result.FAILED, detail=detail, error=error)
+    return Task(revert_task_id(change_id), f"revert {summary.get('description', '')}", restored, at, at,
+                Result.OK if reverted else Result.FAILED, detail=detail, error=error)
 
 
 class TaskFile:

@@ -65,6 +65,8 @@ def test_a_revert_is_one_entry_whoever_learns_it():
     assert not_run.result is Result.FAILED and "did not run: no such file" in not_run.error
     untouched = revert_task({**summary, "status": "files restored (nothing was activated)"})
     assert untouched.result is Result.OK
+    assert revert_task(None) is None and revert_task([1]) is None
+    assert revert_task({"change_id": "x", "reverted_at": "soon"}) is None
     warned = revert_task({**summary, "warning": "the running system is not the one the trial activated"})
     assert warned.detail == "not confirmed in time\nthe running system is not the one the trial activated"
 
