@@ -156,3 +156,18 @@ async def test_system_text_in_the_log_is_shown_escaped_never_obeyed(make_app):
         await h.settle()
         recent = text_of(h.app.screen.query_one("#recent-tasks"))
         assert "\\x1b[2Jweb [red]x" in recent and "\x1b" not in recent
+
+
+async def test_the_cursor_stays_on_its_entry_when_a_new_one_arrives(make_app):
+    async with make_app() as h:
+        first = h.app.begin_task("first", "alpha")
+        h.app.begin_task("second", "bravo")
+        await h.pilot.press("l")
+        await h.pilot.press("down")
+        screen = h.app.screen
+        assert screen.cursor_task().id == first
+        h.app.begin_task("third", "charlie")  # a new row on top, while the log is open
+        await h.pilot.pause()
+        assert screen.query_one("#tasks", DataTable).row_count == 3
+        assert screen.cursor_task().id == first
+        assert text_of(screen.query_one("#task-detail")).startswith("first")
