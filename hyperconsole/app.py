@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 from textual.timer import Timer
+from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
 from hyperconsole import paths, tasklog
@@ -103,7 +104,9 @@ def binding_ids() -> set[str]:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
         ids.update(b.id for b in cls.__dict__.get("BINDINGS", ()) if isinstance(b, Binding) and b.id)
-    return ids
+    from hyperconsole import resources
+
+    return ids | resources.ACTIONS.keys()  # a table's actions bind on a view made when first shown
 
 
 class HyperconsoleApp(App):
@@ -126,7 +129,9 @@ class HyperconsoleApp(App):
         Binding("4", "switch_mode('storage')", "Storage", id="app.storage"),
         Binding("6", "switch_mode('security')", "Security", id="app.security"),
         Binding("l", "tasks", "Task log", id="app.tasks"),
-        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("colon", "jump", "Go to pane", id="app.jump"),
+        # Priority, so `?` works inside dialogs too (they list their own keys); not while typing.
+        Binding("question_mark", "help", "Help", id="app.help", priority=True),
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+r", "reconnect", "Reconnect", show=False, id="app.reconnect"),
     ]
@@ -424,8 +429,23 @@ class HyperconsoleApp(App):
                     "still finish. l shows the task log.")
         return None
 
+    def action_jump(self) -> None:
+        from hyperconsole.screens.jump import JumpScreen
+
+        def go(name: str | None) -> None:
+            if name is not None:
+                self.switch_mode(name)
+
+        self.push_screen(JumpScreen(list(self.MODES)), go)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "help":
+            return not isinstance(self.focused, Input)
+        return True
+
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
             return
         self.push_screen(HelpScreen(self.screen))
 

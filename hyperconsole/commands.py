@@ -14,8 +14,8 @@ class ActionsProvider(Provider):
         # The palette is its own screen; the pane underneath is the one whose keys we list.
         stack = self.app.screen_stack
         under = stack[-2] if len(stack) > 1 else stack[-1]
-        for key, description, action in binding_rows(under):
-            yield f"{description} ({key})", partial(self._run, under, action)
+        for row in binding_rows(under):
+            yield f"{row.description} ({row.key})", partial(self._run, under, row.action)
 
     async def _run(self, screen, action: str) -> None:
         await screen.run_action(action)

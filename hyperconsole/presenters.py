@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import humanize
 from rich.text import Text
 
 from hyperconsole.sanitize import visible
-
 from hyperconsole.virt.models import DomainInfo, DomainState
+
+if TYPE_CHECKING:  # the VM list starts without importing the other kinds' modules
+    from hyperconsole.virt.snapshots import SnapshotInfo
+    from hyperconsole.virt.volumes import VolumeInfo
 
 STATE_STYLES = {
     DomainState.RUNNING: "green",
@@ -45,9 +52,10 @@ def size_bytes(value: int | float | None) -> str:
 
 
 def rate(value: float | None) -> str:
+    """Compact (`12K/s`, `0B/s`) so a pair fits a narrow column without being cut."""
     if value is None:
         return DASH
-    return humanize.naturalsize(value, binary=True, format="%.0f") + "/s"
+    return humanize.naturalsize(value, gnu=True, format="%.0f") + "/s"
 
 
 def pair(a: float | None, b: float | None) -> str:
@@ -60,27 +68,13 @@ def percent(value: float | None) -> str:
     return DASH if value is None else f"{value:5.1f}%"
 
 
-COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("sel", " ", 1),
-    ("name", "Name", 24),
-    ("state", "State", 16),
-    ("vcpus", "vCPUs", 5),
-    ("memory", "Memory", 9),
-    ("cpu", "CPU %", 7),
-    ("disk", "Disk r/w", 19),
-    ("net", "Net rx/tx", 19),
-    ("autostart", "Auto", 4),
-)
-
-
-def domain_cells(info: DomainInfo, selected: bool) -> dict[str, Text]:
-    """One table row as {column key: cell}; the table updates only cells whose value changed."""
+def domain_cells(info: DomainInfo) -> dict[str, Text]:
+    """One VM row as {column key: cell}; the view updates only cells whose text changed."""
     state = info.state.label + (" (saved)" if info.managed_save and not info.state.is_active else "")
     style = STATE_STYLES.get(info.state, "")
     if info.stale_seconds is not None:  # its stats call hangs: the row is its last sample
         state, style = f"{state}, {info.stale_seconds:.0f}s old", f"{style} dim"
     return {
-        "sel": plain("●" if selected else " ", "bold cyan"),
         "name": plain(info.name),
         "state": plain(state, style),
         "vcpus": plain(str(info.vcpus) if info.vcpus else DASH, ""),
@@ -88,12 +82,135 @@ def domain_cells(info: DomainInfo, selected: bool) -> dict[str, Text]:
         "cpu": plain(percent(info.cpu_percent)),
         "disk": plain(pair(info.disk_read_bps, info.disk_write_bps)),
         "net": plain(pair(info.net_rx_bps, info.net_tx_bps)),
-        "autostart": plain("yes" if info.autostart else "no", "green" if info.autostart else "bright_black"),
+        "autostart": yes_no(info.autostart),
     }
 
 
-def sort_key(info: DomainInfo) -> tuple[str, str]:
-    return (info.name.casefold(), info.uuid)
+def domain_search(info: DomainInfo) -> str:
+    return f"{info.name} {info.state.label}"
+
+
+def yes_no(value: bool) -> Text:
+    return plain("yes" if value else "no", "green" if value else "bright_black")
+
+
+def active(value: bool) -> Text:
+    return plain("active" if value else "inactive", "green" if value else "bright_black")
+
+
+# -- storage -----------------------------------------------------------------------------------------
+LEVEL_STYLE = {"ok": "green", "warn": "yellow", "critical": "bold red", "unknown": "bright_black"}
+
+
+def usage_bar(percent: float | None, level: str, width: int = 8) -> Text:
+    if percent is None:
+        return Text(DASH)
+    filled = round(width * percent / 100)
+    bar = Text("█" * filled, LEVEL_STYLE.get(level, ""))
+    bar.append("░" * (width - filled), "bright_black")
+    bar.append(f" {percent:3.0f}%")
+    return bar
+
+
+def pool_cells(pool) -> dict[str, Text]:
+    return {
+        "name": plain(pool.name, "bold"), "kind": plain(pool.kind),
+        "state": plain(pool.state, "green" if pool.active else "bright_black"),
+        "autostart": yes_no(pool.autostart),
+        "capacity": plain(size_bytes(pool.capacity) if pool.active else DASH),
+        "available": plain(size_bytes(pool.available) if pool.active else DASH),
+        "used": usage_bar(pool.used_percent, pool.level.value),
+        "volumes": plain(DASH if pool.volume_count is None else str(pool.volume_count)),
+        "path": plain(pool.path),
+    }
+
+
+@dataclass(frozen=True)
+class VolumeRow:
+    """A volume with the VMs that use it (the usage is read once per listing)."""
+
+    volume: VolumeInfo
+    users: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.volume.name
+
+
+def volume_cells(row: VolumeRow) -> dict[str, Text]:
+    vol = row.volume
+    return {
+        "name": plain(vol.name), "format": plain(vol.format or DASH),
+        "capacity": plain(size_bytes(vol.capacity)), "allocation": plain(size_bytes(vol.allocation)),
+        "users": plain(", ".join(row.users)), "path": plain(vol.path),
+    }
+
+
+# -- networks ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InterfaceRow:
+    """A host interface with what the pane knows around it: its rate, whether it carries the
+    SSH session, the VMs on it."""
+
+    info: object  # host.interfaces.InterfaceInfo
+    rate: object | None  # host.interfaces.InterfaceRate
+    uplink: bool
+    vms: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.info.name  # type: ignore[attr-defined]
+
+
+def interface_cells(row: InterfaceRow) -> dict[str, Text]:
+    i, rate = row.info, row.rate
+    relation = ""
+    if i.bridge is not None:
+        relation = "members: " + (", ".join(i.bridge.members) or "none") + (" (STP)" if i.bridge.stp else "")
+    elif i.vlan is not None:
+        relation = f"VLAN {i.vlan.id} on {i.vlan.parent}"
+    elif i.bond is not None:
+        relation = f"{i.bond.mode}: " + ", ".join(i.bond.slaves)
+    elif i.master:
+        relation = f"in {i.master}"
+    addresses = " ".join(a.cidr for a in i.addresses if a.scope != "link")
+    carrier = DASH if i.carrier is None else ("up" if i.carrier else "down")
+    name = plain(i.name, "bold" if row.uplink else "")
+    if row.uplink:
+        name.append(" ⇄", "yellow")  # carries the SSH session
+    return {
+        "name": name, "kind": plain(i.kind), "state": plain(i.state.lower()), "link": plain(carrier),
+        "speed": plain(f"{i.speed_mbps} Mb/s" if i.speed_mbps else DASH),
+        "mtu": plain(str(i.mtu)), "addresses": plain(addresses or DASH),
+        "relation": plain(relation), "rate": plain(pair(rate.rx_bps, rate.tx_bps) if rate else DASH),
+        "vms": plain(", ".join(row.vms)),
+    }
+
+
+def ipv4_of(net):
+    return next((r for r in net.ips if r.family == "ipv4"), None)
+
+
+def network_cells(net) -> dict[str, Text]:
+    ipv4 = ipv4_of(net)
+    return {
+        "name": plain(net.name, "bold"), "state": active(net.active), "autostart": yes_no(net.autostart),
+        "forward": plain(net.forward_mode or "isolated"), "bridge": plain(net.bridge or DASH),
+        "ipv4": plain(ipv4.cidr if ipv4 else DASH),
+        "dhcp": plain("-".join(ipv4.dhcp[0]) if ipv4 and ipv4.dhcp else DASH),
+        "vms": plain(", ".join(net.vms)),
+    }
+
+
+def snapshot_cells(snap: SnapshotInfo) -> dict[str, Text]:
+    name = Text("  " * snap.depth + ("└ " if snap.depth else ""), no_wrap=True, overflow="ellipsis")
+    name.append(visible(snap.name), "bold" if snap.current else "")
+    if snap.current:
+        name.append(" *", "green")
+    created = (datetime.datetime.fromtimestamp(snap.creation_time).strftime("%Y-%m-%d %H:%M")
+               if snap.creation_time else "")
+    return {"name": name, "state": plain(snap.state), "created": plain(created),
+            "description": plain(snap.description)}
 
 
 def short_uri(uri: str) -> str:

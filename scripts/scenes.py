@@ -25,8 +25,7 @@ async def settle(pilot) -> None:
 async def cursor_to(pilot, name: str) -> None:
     app = pilot.app
     uuid = next(d.uuid for d in app.view.domains.values() if d.name == name)
-    table = app.screen.table
-    table.move_cursor(row=table.get_row_index(uuid))
+    app.screen.view.move_to(uuid)
     await pilot.pause()
 
 

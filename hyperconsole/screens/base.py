@@ -9,10 +9,13 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from hyperconsole import presenters
+from hyperconsole import presenters, resources
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone, DataChanged
+from hyperconsole.resources import Scope, Targets
 from hyperconsole.viewstate import pending_badge
+from hyperconsole.widgets.confirm import ConfirmDialog
+from hyperconsole.widgets.resource_view import ResourceView
 from hyperconsole.widgets.statusbar import StatusBar
 
 if TYPE_CHECKING:
@@ -20,15 +23,55 @@ if TYPE_CHECKING:
     from hyperconsole.widgets.form import Field
 
 
-class PaneScreen(Screen):
-    """A top-level pane reached by a number key."""
-
-    # Actions that change something; `--readonly` or a read-only connection removes them.
-    MUTATING: frozenset[str] = frozenset()
+class ResourceActions:  # a mixin for Screen and ModalScreen
+    """Runs the registry's actions (`act('vms.start')`): resolves what they act on — the
+    selection, else the cursor row, of the table the action belongs to — and hides the mutating
+    ones on a read-only connection."""
 
     @property
     def hc(self) -> "HyperconsoleApp":
         return self.app  # type: ignore[return-value]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action != "act" or not parameters:
+            return True
+        if self.hc.view.readonly and resources.is_mutating(action, parameters):
+            return False
+        return self.available(str(parameters[0]))
+
+    def available(self, action_id: str) -> bool:
+        """Override: whether an action can work right now (hidden from footer and `?` if not)."""
+        return True
+
+    def action_act(self, action_id: str) -> None:
+        action = resources.ACTIONS[action_id]
+        kind = resources.KINDS.get(action_id.split(".", 1)[0])
+        targets = Targets(kind)
+        if kind is not None and action.scope is not Scope.NONE:
+            view = self.query_one(f"#{kind.name}", ResourceView)
+            keys = view.targets() if action.scope is Scope.TARGETS else [view.cursor_key]
+            targets.items = [view.items[k] for k in keys if k in view.items]
+            if not targets.items:
+                self.notify(f"{action.description}: no {kind.noun} under the cursor", severity="warning")
+                return
+        getattr(self, action.handler)(targets)
+
+    def confirm(self, action_id: str, targets: Targets, detail: str, then: Callable[[bool], None],
+                option: str | None = None) -> None:
+        """Ask `<Action> <what>?` naming every target; `then(answer)` (with the option when offered)."""
+        question = targets.question(resources.ACTIONS[action_id])
+        self.app.push_screen(ConfirmDialog(question, detail, option=option), then)
+
+    def hint(self, *groups: tuple[resources.Action, ...]) -> str:
+        """`n New snapshot · r Revert …`: the keys that work here, without mutating ones when read-only."""
+        return " · ".join(f"{self.app.get_key_display(a.binding(False))} {a.description}"
+                          for group in groups for a in group if not (a.mutating and self.hc.view.readonly))
+
+
+class PaneScreen(ResourceActions, Screen):
+    """A top-level pane reached by a number key (or `:` and its name)."""
+
+    PANE_TITLE = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -38,11 +81,6 @@ class PaneScreen(Screen):
 
     def compose_body(self) -> ComposeResult:
         yield from ()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in self.MUTATING and self.hc.view.readonly:
-            return False
-        return True
 
     def on_screen_resume(self) -> None:
         self.update_status()
@@ -55,6 +93,8 @@ class PaneScreen(Screen):
 
     def update_status(self) -> None:
         view = self.hc.view
+        self.title = self.PANE_TITLE
+        self.sub_title = presenters.short_uri(view.uri) + (" · read-only" if view.readonly else "")
         bar = self.query_one(StatusBar)
         bar.state = view.connection.value
         bar.uri = presenters.short_uri(view.uri)

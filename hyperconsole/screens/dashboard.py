@@ -20,6 +20,8 @@ from hyperconsole.widgets.gauge import Gauge
 
 
 class DashboardScreen(PaneScreen):
+    PANE_TITLE = "Dashboard"
+
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="dash"):
             with Vertical(id="host-box", classes="box"):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual import work
-from textual.binding import Binding
 from textual.widgets import Log, Static
 
+from hyperconsole import resources
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone
 from hyperconsole.nixos.rebuild import RebuildLine, RebuildResult
@@ -36,13 +36,12 @@ def rebuild_error(result: RebuildResult, *notes: str) -> str:
 
 
 class HostChangePane(PaneScreen):
-    BINDINGS = [
-        Binding("k", "keep", "Keep trial", id="host.keep"),
-        Binding("u", "undo", "Revert trial", id="host.undo"),
-    ]
-    MUTATING = frozenset({"keep", "undo"})
+    BINDINGS = resources.bindings(resources.HOST_CHANGE)
 
     _shown_change: object = _UNSEEN  # the trial this pane last showed, by change id
+
+    def available(self, action_id: str) -> bool:
+        return action_id not in ("host.keep", "host.undo") or self.pending is not None
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._countdown)
@@ -68,6 +67,7 @@ class HostChangePane(PaneScreen):
             if self._shown_change is not _UNSEEN:
                 self.changed_on_disk()  # a trial began, was kept or was reverted: re-read
             self._shown_change = change
+            self.refresh_bindings()  # k / u work only while a trial is pending
         banner = self.query_one("#pending-banner", Static)
         if pending is None:
             banner.update("")
@@ -135,7 +135,7 @@ class HostChangePane(PaneScreen):
         self.app.call_from_thread(self.hc.refresh_pending, announce=False)
         self.app.call_from_thread(self.changed_on_disk)
 
-    def action_keep(self) -> None:
+    def act_host_keep(self, _targets: object = None) -> None:
         pending = self.pending
         if pending is None:
             self.notify("no trial change is waiting to be kept")
@@ -156,7 +156,7 @@ class HostChangePane(PaneScreen):
                 self.app.post_message(ActionDone(label, error=rebuild_error(result), task=task))
         self._after_change()
 
-    def action_undo(self) -> None:
+    def act_host_undo(self, _targets: object = None) -> None:
         pending = self.pending
         if pending is None:
             self.notify("no trial change to revert")

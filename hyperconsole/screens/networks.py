@@ -12,20 +12,18 @@ from typing import Any
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.coordinate import Coordinate
-from textual.widgets import DataTable, Log, Static
+from textual.widgets import Log, Static
 
-from hyperconsole import names, presenters
+from hyperconsole import names, presenters, resources
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host import interfaces as interfaces_mod
 from hyperconsole.host import netconfig, netplan
+from hyperconsole.resources import Targets
 from hyperconsole.sanitize import visible
 from hyperconsole.screens.hostchange import HostChangePane
 from hyperconsole.virt import networks
-from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import Field, choice, yes_no
-from hyperconsole.widgets.tablesync import sync_rows
+from hyperconsole.widgets.resource_view import ResourceView
 
 
 @dataclass(frozen=True)
@@ -33,45 +31,6 @@ class HostView:
     interfaces: list[interfaces_mod.InterfaceInfo]
     rates: dict[str, interfaces_mod.InterfaceRate]
     uplinks: list[str]
-
-
-def interface_cells(i: interfaces_mod.InterfaceInfo, rate, uplinks: list[str], vms: tuple[str, ...]) -> list[Text]:
-    relation = ""
-    if i.bridge is not None:
-        relation = "members: " + (", ".join(i.bridge.members) or "none") + (" (STP)" if i.bridge.stp else "")
-    elif i.vlan is not None:
-        relation = f"VLAN {i.vlan.id} on {i.vlan.parent}"
-    elif i.bond is not None:
-        relation = f"{i.bond.mode}: " + ", ".join(i.bond.slaves)
-    elif i.master:
-        relation = f"in {i.master}"
-    addresses = " ".join(a.cidr for a in i.addresses if a.scope != "link")
-    carrier = presenters.DASH if i.carrier is None else ("up" if i.carrier else "down")
-    name = presenters.plain(i.name, "bold" if i.name in uplinks else "")
-    if i.name in uplinks:
-        name.append(" ⇄", "yellow")  # carries the SSH session
-    return [
-        name, presenters.plain(i.kind), presenters.plain(i.state.lower()), presenters.plain(carrier),
-        presenters.plain(f"{i.speed_mbps} Mb/s" if i.speed_mbps else presenters.DASH),
-        presenters.plain(str(i.mtu)), presenters.plain(addresses or presenters.DASH),
-        presenters.plain(relation), presenters.plain(presenters.pair(rate.rx_bps, rate.tx_bps) if rate else presenters.DASH),
-        presenters.plain(", ".join(vms)),
-    ]
-
-
-def network_cells(net: networks.NetworkInfo) -> list[Text]:
-    ipv4 = next((r for r in net.ips if r.family == "ipv4"), None)
-    dhcp = "-".join(ipv4.dhcp[0]) if ipv4 and ipv4.dhcp else presenters.DASH
-    return [
-        presenters.plain(net.name, "bold"),
-        presenters.plain("active" if net.active else "inactive", "green" if net.active else "bright_black"),
-        presenters.plain("yes" if net.autostart else "no"),
-        presenters.plain(net.forward_mode or "isolated"),
-        presenters.plain(net.bridge or presenters.DASH),
-        presenters.plain(ipv4.cidr if ipv4 else presenters.DASH),
-        presenters.plain(dhcp),
-        presenters.plain(", ".join(net.vms)),
-    ]
 
 
 def parse_ports(text: str) -> list[int]:
@@ -99,24 +58,8 @@ def lease_text(leases: networks.LeaseList) -> Text:
 
 
 class NetworksScreen(HostChangePane):
-    BINDINGS = [
-        Binding("tab", "switch_table", "Switch table", id="networks.switch"),
-        Binding("b", "add_bridge", "New bridge", id="networks.bridge"),
-        Binding("v", "add_vlan", "New VLAN", id="networks.vlan"),
-        Binding("i", "set_address", "Address", id="networks.address"),
-        Binding("m", "set_mtu", "MTU", id="networks.mtu"),
-        Binding("f", "firewall", "Firewall ports", id="networks.firewall"),
-        Binding("d", "dns", "DNS", id="networks.dns"),
-        Binding("n", "new_network", "New network", id="networks.new"),
-        Binding("s", "start", "Start net", id="networks.start"),
-        Binding("x", "stop", "Stop net", id="networks.stop"),
-        Binding("a", "autostart", "Autostart", id="networks.autostart"),
-        Binding("e", "edit_dhcp", "DHCP range", id="networks.dhcp"),
-        Binding("delete", "delete", "Delete", id="networks.delete"),
-    ]
-    MUTATING = HostChangePane.MUTATING | {"add_bridge", "add_vlan", "set_address", "set_mtu", "firewall", "dns",
-                                          "new_network",
-                                          "start", "stop", "autostart", "edit_dhcp", "delete"}
+    PANE_TITLE = "Networks"
+    BINDINGS = resources.bindings(resources.NETWORKS_PANE)
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,26 +70,16 @@ class NetworksScreen(HostChangePane):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="pending-banner")
-        yield Static("Host interfaces  (b bridge · v VLAN · i address · m MTU · f firewall · d DNS · del remove; "
-                     "written to network.nix)",
-                     classes="box-title")
-        ifaces: DataTable = DataTable(id="ifaces", cursor_type="row", zebra_stripes=True)
-        for label in ("Name", "Kind", "State", "Link", "Speed", "MTU", "Addresses", "Bridge / VLAN / bond",
-                      "rx/tx", "VMs"):
-            ifaces.add_column(label, key=label.split()[0].lower())
+        ifaces = resources.INTERFACES.view()
+        ifaces.border_subtitle = "host changes go to network.nix"
         yield ifaces
-        yield Static("libvirt networks  (n new · s start · x stop · a autostart · e DHCP range · del delete)",
-                     classes="box-title")
-        nets: DataTable = DataTable(id="nets", cursor_type="row", zebra_stripes=True)
-        for label in ("Name", "State", "Autostart", "Forward", "Bridge", "IPv4", "DHCP range", "VMs"):
-            nets.add_column(label, key=label.split()[0].lower())
-        yield nets
+        yield resources.NETWORKS.view()
         yield Static("", id="leases")
         yield Log(id="rebuild-log", highlight=False)
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.query_one("#ifaces", DataTable).focus()
+        self.query_one("#ifaces", ResourceView).focus()
 
     # -- data -----------------------------------------------------------------------------------------
     def render_data(self, kinds: frozenset[str]) -> None:
@@ -187,21 +120,22 @@ class NetworksScreen(HostChangePane):
 
     def _show_host(self, view: HostView) -> None:
         self.host = view
-        rows = {i.name: interface_cells(i, view.rates.get(i.name), view.uplinks, self._vms_on(i.name))
-                for i in view.interfaces}
-        sync_rows(self.query_one("#ifaces", DataTable), rows)
+        self.query_one("#ifaces", ResourceView).set_items(resources.INTERFACES.rows(
+            presenters.InterfaceRow(i, view.rates.get(i.name), i.name in view.uplinks, self._vms_on(i.name))
+            for i in view.interfaces))
 
     def _show_networks(self, overview: networks.NetworksOverview) -> None:
         self.overview = overview
         if overview.usage.problems:
             self.notify("\n".join(overview.usage.problems), title="VM definitions", severity="warning", markup=False)
-        sync_rows(self.query_one("#nets", DataTable), {n.name: network_cells(n) for n in overview.networks})
+        self.query_one("#nets", ResourceView).set_items(resources.NETWORKS.rows(overview.networks))
         if self.host is not None:
             self._show_host(self.host)  # the VMs column depends on the overview
 
-    @on(DataTable.RowHighlighted, "#nets")
-    def _network_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.load_leases(event.row_key.value)
+    @on(ResourceView.Highlighted, "#nets")
+    def _network_highlighted(self, event: ResourceView.Highlighted) -> None:
+        if event.key is not None:
+            self.load_leases(event.key)
 
     @work(thread=True, exclusive=True, group="net-leases", exit_on_error=False, description="DHCP leases")
     def load_leases(self, name: str) -> None:
@@ -215,15 +149,9 @@ class NetworksScreen(HostChangePane):
     def _show_leases(self, text: Text) -> None:
         self.query_one("#leases", Static).update(text)
 
-    def action_switch_table(self) -> None:
-        ifaces, nets = self.query_one("#ifaces", DataTable), self.query_one("#nets", DataTable)
-        (nets if ifaces.has_focus else ifaces).focus()
-
-    def _cursor_key(self, table_id: str) -> str | None:
-        table = self.query_one(table_id, DataTable)
-        if not table.row_count:
-            return None
-        return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))[0].value
+    def act_networks_switch(self, _targets: Targets) -> None:
+        ifaces, nets = self.query_one("#ifaces", ResourceView), self.query_one("#nets", ResourceView)
+        (nets if ifaces.has_focus_within else ifaces).focus()
 
     # -- host changes (network.nix) ---------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="net-plan", exit_on_error=False, description="plan network change")
@@ -255,12 +183,12 @@ class NetworksScreen(HostChangePane):
                        planned.change.description, extra="\n".join(notes))
 
     def _existing_iface(self) -> str:
-        return self._cursor_key("#ifaces") or ""
+        return self.query_one("#ifaces", ResourceView).cursor_key or ""
 
     def _iface_field(self, label: str = "Interface") -> Field:
         return Field("iface", label, self._existing_iface(), parse=interface)
 
-    def action_add_bridge(self) -> None:
+    def act_networks_bridge(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
             self.plan(lambda cfg, ex: netconfig.add_bridge(cfg, v["name"], v["members"], rstp=v["rstp"], existing=ex))
 
@@ -270,7 +198,7 @@ class NetworksScreen(HostChangePane):
             yes_no("rstp", "RSTP"),
         ], then)
 
-    def action_add_vlan(self) -> None:
+    def act_networks_vlan(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
             self.plan(lambda cfg, ex: netconfig.add_vlan(cfg, v["name"], v["id"], v["iface"], existing=ex))
 
@@ -281,7 +209,7 @@ class NetworksScreen(HostChangePane):
             self._iface_field("Parent"),
         ], then)
 
-    def action_set_address(self) -> None:
+    def act_networks_address(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
             if v["address"] == "dhcp":
                 edit = lambda cfg, ex: netconfig.set_address(cfg, v["iface"], dhcp=True, existing=ex)  # noqa: E731
@@ -300,7 +228,7 @@ class NetworksScreen(HostChangePane):
             Field("gateway", "Gateway", "", parse=lambda t: t.strip() or None),
         ], then)
 
-    def action_set_mtu(self) -> None:
+    def act_networks_mtu(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
             self.plan(lambda cfg, ex: netconfig.set_mtu(cfg, v["iface"], v["mtu"], existing=ex))
 
@@ -308,7 +236,7 @@ class NetworksScreen(HostChangePane):
             self._iface_field(), Field("mtu", "MTU", "1500", parse=lambda t: names.whole_number(t, "MTU", 68, 65535)),
         ], then)
 
-    def action_firewall(self) -> None:
+    def act_networks_firewall(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
             self.plan(lambda cfg, ex: netconfig.set_firewall_ports(cfg, v["iface"], tcp=v["tcp"], udp=v["udp"], existing=ex))
 
@@ -317,7 +245,7 @@ class NetworksScreen(HostChangePane):
             Field("udp", "UDP ports", "", parse=parse_ports),
         ], then)
 
-    def action_dns(self) -> None:
+    def act_networks_dns(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
             self.plan(lambda cfg, ex: netconfig.set_nameservers(cfg, v["servers"], existing=ex))
 
@@ -329,30 +257,25 @@ class NetworksScreen(HostChangePane):
     def _net_op(self, label: str, fn, *args) -> None:
         self.run_job(label, fn, *args, then=self.load_networks)
 
-    def _network(self) -> networks.NetworkInfo | None:
-        name = self._cursor_key("#nets")
-        if name is None or self.overview is None:
-            self.notify("pick a libvirt network first (tab switches tables)", severity="warning")
-            return None
-        return next((n for n in self.overview.networks if n.name == name), None)
+    def _each(self, targets: Targets, verb: str, fn, *args) -> None:
+        for net in targets.items:
+            self._net_op(f"{verb} {net.name}", fn, net.name, *args)
 
-    def action_start(self) -> None:
-        if (net := self._network()) is not None:
-            self._net_op(f"start network {net.name}", networks.start_network, net.name)
+    def act_nets_start(self, targets: Targets) -> None:
+        self._each(targets, "start network", networks.start_network)
 
-    def action_stop(self) -> None:
-        if (net := self._network()) is None:
-            return
-        detail = ("VMs on it lose their network: " + ", ".join(net.vms)) if net.vms else ""
-        self.app.push_screen(ConfirmDialog(f"Stop network {net.name}?", detail),
-                             lambda ok: ok and self._net_op(f"stop network {net.name}", networks.stop_network, net.name))
+    def act_nets_stop(self, targets: Targets) -> None:
+        users = sorted({vm for net in targets.items for vm in net.vms})
+        detail = ("VMs on them lose their network: " + ", ".join(users)) if users else ""
+        self.confirm("nets.stop", targets, detail, lambda ok: ok and self._each(targets, "stop network",
+                                                                                networks.stop_network))
 
-    def action_autostart(self) -> None:
-        if (net := self._network()) is not None:
+    def act_nets_autostart(self, targets: Targets) -> None:
+        for net in targets.items:
             self._net_op(f"autostart {'off' if net.autostart else 'on'} {net.name}", networks.set_network_autostart,
                          net.name, not net.autostart)
 
-    def action_new_network(self) -> None:
+    def act_nets_new(self, _targets: Targets) -> None:
         def spec(v: dict[str, Any]) -> networks.NewNetworkSpec:
             made = networks.NewNetworkSpec(name=v["name"], mode=v["mode"], cidr=v["cidr"].strip() or None,
                                          dhcp_start=v["start"].strip() or None, dhcp_end=v["end"].strip() or None,
@@ -370,9 +293,8 @@ class NetworksScreen(HostChangePane):
         ], lambda made: self._net_op(f"create network {made.name}", networks.create_network, made), check=spec,
             submit="create")
 
-    def action_edit_dhcp(self) -> None:
-        if (net := self._network()) is None:
-            return
+    def act_nets_dhcp(self, targets: Targets) -> None:
+        net = targets.items[0]
         ipv4 = next((r for r in net.ips if r.family == "ipv4"), None)
         start, end = ipv4.dhcp[0] if ipv4 and ipv4.dhcp else ("", "")
 
@@ -381,18 +303,15 @@ class NetworksScreen(HostChangePane):
 
         self.ask_form(f"DHCP range of {net.name}", [Field("start", "Start", start), Field("end", "End", end)], then)
 
-    def action_delete(self) -> None:
-        if self.query_one("#nets", DataTable).has_focus:
-            if (net := self._network()) is None:
-                return
-            detail = ("Used by: " + ", ".join(net.vms) + ". They lose this network.") if net.vms else "No VM uses it."
-            self.app.push_screen(ConfirmDialog(f"Delete network {net.name}?", detail),
-                                 lambda ok: ok and self._net_op(f"delete network {net.name}", networks.delete_network, net.name))
-            return
-        name = self._existing_iface()
-        info = next((i for i in (self.host.interfaces if self.host else []) if i.name == name), None)
-        if info is None:
-            return
+    def act_nets_delete(self, targets: Targets) -> None:
+        users = sorted({vm for net in targets.items for vm in net.vms})
+        detail = ("Used by: " + ", ".join(users) + ". They lose these networks.") if users else "No VM uses them."
+        self.confirm("nets.delete", targets, detail,
+                     lambda ok: ok and self._each(targets, "delete network", networks.delete_network))
+
+    def act_ifaces_delete(self, targets: Targets) -> None:
+        info = targets.items[0].info
+        name = info.name
         if info.kind == "bridge":
             self.plan(lambda cfg, ex: netconfig.remove_bridge(cfg, name, existing=ex))
         elif info.kind == "vlan":
@@ -400,4 +319,3 @@ class NetworksScreen(HostChangePane):
         else:
             self.notify(f"{name} is a {info.kind} interface: only bridges and VLANs are removed here",
                         severity="warning", markup=False)
-

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Log, OptionList, SelectionList, Static
 from textual.widgets.option_list import Option
 
-from hyperconsole import profiles
+from hyperconsole import profiles, resources
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.nixos.revert import default_confirm_timeout
 from hyperconsole.nixos.store import ChangeSet
@@ -31,11 +30,8 @@ class SecurityState:
 
 
 class SecurityScreen(HostChangePane):
-    BINDINGS = [
-        Binding("a", "apply", "Apply", id="security.apply"),
-        Binding("R", "reload", "Reload", id="security.reload"),
-    ]
-    MUTATING = HostChangePane.MUTATING | {"apply"}
+    PANE_TITLE = "Security"
+    BINDINGS = resources.bindings(resources.SECURITY)
     # Below 100 columns a side-by-side diff has no room: the screen gets -narrow and shows the
     # unified one instead (hyperconsole.tcss).
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
@@ -70,7 +66,7 @@ class SecurityScreen(HostChangePane):
         self.load()
 
     # -- loading ---------------------------------------------------------------------------------
-    def action_reload(self) -> None:
+    def act_security_reload(self, _targets: object = None) -> None:
         self.load()
 
     @work(thread=True, exclusive=True, group="security-load", exit_on_error=False, description="read profiles")
@@ -165,7 +161,7 @@ class SecurityScreen(HostChangePane):
     def changed_on_disk(self) -> None:
         self.load()
 
-    def action_apply(self) -> None:
+    def act_security_apply(self, _targets: object = None) -> None:
         name, toggles = self.selection()
         changeset = self.changeset
         if name is None or changeset is None:

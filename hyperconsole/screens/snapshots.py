@@ -1,66 +1,59 @@
-"""`t` on a VM: its snapshots as a tree; create, revert (asks), delete (asks)."""
+"""`t` on a VM: its snapshots as a tree (the snapshots kind of the resource view); create,
+revert (asks), delete (asks)."""
 
 from __future__ import annotations
 
-from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Static
+from textual.widgets import Footer, Static
 
-from hyperconsole import names, presenters
+from hyperconsole import names, resources
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone
-from hyperconsole.sanitize import visible
+from hyperconsole.resources import Targets
+from hyperconsole.screens.base import ResourceActions
 from hyperconsole.virt import snapshots
 from hyperconsole.virt.models import DomainInfo
 from hyperconsole.virt.snapshots import SnapshotInfo
-from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import Field, Form
+from hyperconsole.widgets.resource_view import ResourceView
 
 
-class SnapshotsScreen(ModalScreen[None]):
-    BINDINGS = [
-        Binding("n", "create", "New snapshot", id="snapshots.create"),
-        Binding("r", "revert", "Revert", id="snapshots.revert"),
-        Binding("delete", "delete", "Delete", id="snapshots.delete"),
-        Binding("escape,q", "close", "Close", id="snapshots.close"),
-    ]
-    MUTATING = frozenset({"create", "revert", "delete"})
+class SnapshotsScreen(ResourceActions, ModalScreen[None]):
+    BINDINGS = [Binding("escape,q", "close", "Close", id="snapshots.close")]
 
     def __init__(self, info: DomainInfo) -> None:
         super().__init__()
         self.info = info
-        self.snapshots: list[SnapshotInfo] = []
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Static(presenters.plain(f"Snapshots of {self.info.name}", "bold"), classes="box-title")
-            table: DataTable = DataTable(id="snap-table", cursor_type="row")
-            table.add_column("Name", key="name")
-            table.add_column("State", key="state")
-            table.add_column("Created", key="created")
-            table.add_column("Description", key="description")
-            yield table
+            view = resources.SNAPSHOTS.view()
+            view.title = f"Snapshots of {self.info.name}"
+            yield view
             yield Static("", id="snap-status", markup=False)
-            yield Static("n new · r revert · del delete · esc close", classes="hint")
+            yield Static(self.hint(resources.SNAPSHOTS.actions), classes="hint", markup=False)
+        yield Footer()  # over the pane's: the keys that work here
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in self.MUTATING and self.app.view.readonly:  # type: ignore[attr-defined]
-            return False
-        return True
+    @property
+    def view(self) -> ResourceView:
+        return self.query_one("#snapshots", ResourceView)
+
+    @property
+    def snapshots(self) -> list[SnapshotInfo]:
+        return list(self.view.items.values())
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).focus()
+        self.view.focus()
         self.load()
 
     @work(thread=True, exclusive=True, group="snapshots", exit_on_error=False, description="list snapshots")
     def load(self) -> None:
         try:
-            snaps = snapshots.list_snapshots(self.app.manager, self.info.uuid)  # type: ignore[attr-defined]
+            snaps = snapshots.list_snapshots(self.hc.manager, self.info.uuid)
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._status, f"cannot list snapshots: {exc}")
             return
@@ -70,26 +63,8 @@ class SnapshotsScreen(ModalScreen[None]):
         self.query_one("#snap-status", Static).update(text)
 
     def _fill(self, snaps: list[SnapshotInfo]) -> None:
-        import datetime as dt
-
-        self.snapshots = snaps
-        table = self.query_one(DataTable)
-        table.clear()
-        for snap in snaps:
-            name = Text("  " * snap.depth + ("└ " if snap.depth else ""))
-            name.append(visible(snap.name), "bold" if snap.current else "")
-            if snap.current:
-                name.append(" *", "green")
-            created = dt.datetime.fromtimestamp(snap.creation_time).strftime("%Y-%m-%d %H:%M") if snap.creation_time else ""
-            table.add_row(name, presenters.plain(snap.state), Text(created), presenters.plain(snap.description), key=snap.name)
+        self.view.set_items(resources.SNAPSHOTS.rows(snaps))  # in the listing's tree order
         self._status(f"{len(snaps)} snapshot(s); * marks the current one" if snaps else "no snapshots yet")
-
-    def current(self) -> SnapshotInfo | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
-            return None
-        key, _ = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))
-        return next((s for s in self.snapshots if s.name == key.value), None)
 
     def run_op(self, label: str, fn, *args) -> None:
         self._run_op(label, fn, args, self.app.begin_task(label, self.info.name))  # type: ignore[attr-defined]
@@ -97,7 +72,7 @@ class SnapshotsScreen(ModalScreen[None]):
     @work(thread=True, group="snapshot-ops", exit_on_error=False, description="snapshot operation")
     def _run_op(self, label: str, fn, args: tuple, task: str) -> None:
         try:
-            fn(self.app.manager, self.info.uuid, *args)  # type: ignore[attr-defined]
+            fn(self.hc.manager, self.info.uuid, *args)
         except HyperconsoleError as exc:
             self.app.post_message(ActionDone(label, error=str(exc), uuid=self.info.uuid, task=task))
             self.app.call_from_thread(self._status, f"{label}: {exc}")
@@ -105,7 +80,7 @@ class SnapshotsScreen(ModalScreen[None]):
         self.app.post_message(ActionDone(label, uuid=self.info.uuid, task=task))
         self.app.call_from_thread(self.load)
 
-    def action_create(self) -> None:
+    def act_snapshots_create(self, _targets: Targets) -> None:
         def answered(values: dict[str, str] | None) -> None:
             if values is not None:
                 self.run_op(f"snapshot {values['name']}", snapshots.create_snapshot, values["name"], values["description"])
@@ -115,33 +90,15 @@ class SnapshotsScreen(ModalScreen[None]):
             Field("description", "Description", ""),
         ], submit="create"), answered)
 
-    def action_revert(self) -> None:
-        snap = self.current()
-        if snap is None:
-            return
+    def act_snapshots_revert(self, targets: Targets) -> None:
+        snap = targets.items[0]
+        self.confirm("snapshots.revert", targets, f"{self.info.name}'s current state is lost unless it has a "
+                     "snapshot.", lambda ok: ok and self.run_op(f"revert to {snap.name}", snapshots.revert_snapshot, snap.name))
 
-        def answered(ok: bool | None) -> None:
-            if ok:
-                self.run_op(f"revert to {snap.name}", snapshots.revert_snapshot, snap.name)
-
-        self.app.push_screen(ConfirmDialog(f"Revert {self.info.name} to snapshot {snap.name}?",
-                                           "The VM's current state is lost unless it has a snapshot."), answered)
-
-    def action_delete(self) -> None:
-        snap = self.current()
-        if snap is None:
-            return
-
-        def answered(ok: bool | None) -> None:
-            if ok:
-                self.run_op(f"delete snapshot {snap.name}", snapshots.delete_snapshot, snap.name)
-
-        self.app.push_screen(ConfirmDialog(f"Delete snapshot {snap.name} of {self.info.name}?",
-                                           "Its children are kept and re-parented."), answered)
+    def act_snapshots_delete(self, targets: Targets) -> None:
+        snap = targets.items[0]
+        self.confirm("snapshots.delete", targets, f"Of {self.info.name}; its children are kept and re-parented.",
+                     lambda ok: ok and self.run_op(f"delete snapshot {snap.name}", snapshots.delete_snapshot, snap.name))
 
     def action_close(self) -> None:
         self.dismiss(None)
-
-    @on(DataTable.RowSelected)
-    def _ignore(self, event: DataTable.RowSelected) -> None:
-        event.stop()

@@ -7,82 +7,31 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.coordinate import Coordinate
-from textual.widgets import DataTable, ProgressBar, Static
+from textual.widgets import ProgressBar, Static
 
-from hyperconsole import names, presenters
+from hyperconsole import names, presenters, resources
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone
+from hyperconsole.resources import Targets
 from hyperconsole.screens.base import PaneScreen
 from hyperconsole.virt import inventory, upload
 from hyperconsole.virt import pools as pool_ops
 from hyperconsole.virt import volumes as volume_ops
 from hyperconsole.virt.volumes import VolumeInfo
-from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import Field, choice
-from hyperconsole.widgets.tablesync import sync_rows
+from hyperconsole.widgets.resource_view import ResourceView
 
 PAGE = 200
-LEVEL_STYLE = {pool_ops.SpaceLevel.OK: "green", pool_ops.SpaceLevel.WARN: "yellow",
-               pool_ops.SpaceLevel.CRITICAL: "bold red", pool_ops.SpaceLevel.UNKNOWN: "bright_black"}
-
-
-def usage_bar(percent: float | None, level: pool_ops.SpaceLevel, width: int = 16) -> Text:
-    if percent is None:
-        return Text(presenters.DASH)
-    filled = round(width * percent / 100)
-    bar = Text("█" * filled, LEVEL_STYLE[level])
-    bar.append("░" * (width - filled), "bright_black")
-    bar.append(f" {percent:4.0f}%")
-    return bar
-
-
-def pool_cells(pool: pool_ops.PoolInfo) -> list[Text]:
-    return [
-        presenters.plain(pool.name, "bold"), presenters.plain(pool.kind),
-        presenters.plain(pool.state, "green" if pool.active else "bright_black"),
-        presenters.plain("yes" if pool.autostart else "no"),
-        presenters.plain(presenters.size_bytes(pool.capacity) if pool.active else presenters.DASH),
-        presenters.plain(presenters.size_bytes(pool.available) if pool.active else presenters.DASH),
-        usage_bar(pool.used_percent, pool.level),
-        presenters.plain(presenters.DASH if pool.volume_count is None else str(pool.volume_count)),
-        presenters.plain(pool.path),
-    ]
-
-
-def volume_cells(vol: VolumeInfo, users: tuple[str, ...]) -> list[Text]:
-    return [
-        presenters.plain(vol.name), presenters.plain(vol.format or presenters.DASH),
-        presenters.plain(presenters.size_bytes(vol.capacity)), presenters.plain(presenters.size_bytes(vol.allocation)),
-        presenters.plain(", ".join(users)), presenters.plain(vol.path),
-    ]
 
 
 class StorageScreen(PaneScreen):
-    BINDINGS = [
-        Binding("tab", "switch_table", "Switch table", id="storage.switch"),
-        Binding("s", "start", "Start pool", id="storage.start"),
-        Binding("x", "stop", "Stop pool", id="storage.stop"),
-        Binding("R", "refresh", "Refresh pool", id="storage.refresh"),
-        Binding("a", "autostart", "Autostart", id="storage.autostart"),
-        Binding("N", "new_pool", "New pool", id="storage.new_pool"),
-        Binding("n", "new_volume", "New volume", id="storage.new_volume"),
-        Binding("g", "grow", "Grow volume", id="storage.grow"),
-        Binding("C", "clone", "Clone volume", id="storage.clone"),
-        Binding("U", "upload", "Upload", id="storage.upload"),
-        Binding("ctrl+x", "cancel_upload", "Cancel upload", id="storage.cancel_upload"),
-        Binding("delete", "delete", "Delete", id="storage.delete"),
-    ]
-    MUTATING = frozenset({"start", "stop", "refresh", "autostart", "new_pool", "new_volume", "grow", "clone",
-                          "upload", "cancel_upload", "delete"})
+    PANE_TITLE = "Storage"
+    BINDINGS = resources.bindings(resources.STORAGE)
 
     def __init__(self) -> None:
         super().__init__()
-        self.pools: list[pool_ops.PoolInfo] = []
         self.pool_name: str | None = None
         self.listing: volume_ops.VolumeListing | None = None
         self.volumes: list[VolumeInfo] = []
@@ -91,22 +40,25 @@ class StorageScreen(PaneScreen):
         self._loading_more = False
 
     def compose_body(self) -> ComposeResult:
-        yield Static("Storage pools  (s start · x stop · R refresh · a autostart · N new · del delete)",
-                     classes="box-title")
-        pools: DataTable = DataTable(id="pools", cursor_type="row", zebra_stripes=True)
-        for label in ("Name", "Type", "State", "Autostart", "Capacity", "Available", "Used", "Volumes", "Path"):
-            pools.add_column(label, key=label.lower())
-        yield pools
+        yield resources.POOLS.view()
         yield Static("", id="space-warning", classes="error")
-        yield Static("Volumes", id="volumes-title", classes="box-title")
-        volumes: DataTable = DataTable(id="volumes", cursor_type="row", zebra_stripes=True)
-        for label in ("Name", "Format", "Capacity", "Allocation", "Used by", "Path"):
-            volumes.add_column(label, key=label.split()[0].lower())
-        yield volumes
+        yield resources.VOLUMES.view()
         yield ProgressBar(id="upload", total=100, show_eta=True, classes="hidden")
 
     def on_mount(self) -> None:
-        self.query_one("#pools", DataTable).focus()
+        self.pools_view.focus()
+
+    @property
+    def pools_view(self) -> ResourceView:
+        return self.query_one("#pools", ResourceView)
+
+    @property
+    def volumes_view(self) -> ResourceView:
+        return self.query_one("#volumes", ResourceView)
+
+    @property
+    def pools(self) -> list[pool_ops.PoolInfo]:
+        return list(self.pools_view.items.values())
 
     # -- data ---------------------------------------------------------------------------------------
     def render_data(self, kinds: frozenset[str]) -> None:
@@ -123,38 +75,35 @@ class StorageScreen(PaneScreen):
         self.app.call_from_thread(self._show_pools, pools)
 
     def _show_pools(self, pools: list[pool_ops.PoolInfo]) -> None:
-        self.pools = pools
-        sync_rows(self.query_one("#pools", DataTable), {p.name: pool_cells(p) for p in pools})
+        self.pools_view.set_items(resources.POOLS.rows(pools))
         low = [f"{p.name} is {p.used_percent:.0f}% full" for p in pools
                if p.level in (pool_ops.SpaceLevel.WARN, pool_ops.SpaceLevel.CRITICAL)]
         self.query_one("#space-warning", Static).update(presenters.plain("Low space: " + "; ".join(low), wrap=True) if low else "")
-        if self.pool_name is None and pools:
-            self._select_pool(pools[0].name)
 
-    @on(DataTable.RowHighlighted, "#pools")
-    def _pool_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value != self.pool_name:
-            self._select_pool(event.row_key.value)
+    @on(ResourceView.Highlighted, "#pools")
+    def _pool_highlighted(self, event: ResourceView.Highlighted) -> None:
+        if event.key is not None and event.key != self.pool_name:
+            self._select_pool(event.key)
 
     def _select_pool(self, name: str) -> None:
+        """Another pool: its volumes replace the last one's."""
         self.pool_name = name
         self.listing = None
         self.volumes = []
-        self._loading_more = False
-        self.query_one("#volumes", DataTable).clear()
+        self.volumes_view.set_items({})
         self.load_volumes(name)
 
     @work(thread=True, exclusive=True, group="volumes", exit_on_error=False, description="list volumes")
-    def load_volumes(self, pool_name: str) -> None:
-        """One listing per pool, then the first page; more pages on demand (pagedown at the end)."""
-        pool = next((p for p in self.pools if p.name == pool_name), None)
+    def load_volumes(self, pool_name: str, count: int = PAGE) -> None:
+        """One listing per pool, then the first page(s); more on demand as the cursor nears the end."""
+        pool = self.pools_view.items.get(pool_name)
         if pool is not None and not pool.active:
             self.app.call_from_thread(self._show_volumes, pool_name, None, [], None, "pool is not running")
             return
         try:
             listing = volume_ops.open_volumes(self.hc.manager, pool_name)
             usage = inventory.usage(self.hc.manager)
-            page = listing.page(0, PAGE)
+            page = listing.page(0, max(count, PAGE))
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._show_volumes, pool_name, None, [], None, str(exc))
             return
@@ -171,19 +120,18 @@ class StorageScreen(PaneScreen):
 
     def _render_volumes(self, error: str = "") -> None:
         usage = self.usage
-        rows = {v.name: volume_cells(v, usage.users_of(v) if usage else ()) for v in self.volumes}
-        sync_rows(self.query_one("#volumes", DataTable), rows)
+        view = self.volumes_view
+        view.title = f"Volumes of {self.pool_name}" if self.pool_name else "Volumes"
         total = len(self.listing) if self.listing is not None else 0
-        shown = f"{len(self.volumes)} of {total}" if total > len(self.volumes) else str(total)
-        title = f"Volumes of {self.pool_name}: {shown}  (n new · g grow · C clone · U upload · del delete)"
-        if total > len(self.volumes):
-            title += " · more load as the cursor nears the end"
-        self.query_one("#volumes-title", Static).update(presenters.plain(error or title, "red" if error else "", wrap=True))
+        view.note = error or (f"{len(self.volumes)} loaded, more as the cursor nears the end"
+                              if total > len(self.volumes) else "")
+        view.set_items(resources.VOLUMES.rows(presenters.VolumeRow(v, usage.users_of(v) if usage else ())
+                                               for v in self.volumes))
 
-    @on(DataTable.RowHighlighted, "#volumes")
-    def _volume_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    @on(ResourceView.Highlighted, "#volumes")
+    def _volume_highlighted(self, _event: ResourceView.Highlighted) -> None:
         # Pages are read as the operator scrolls: a pool of thousands never loads at once.
-        table = event.data_table
+        table = self.volumes_view.table
         if table.cursor_row >= table.row_count - 10:
             self.load_more()
 
@@ -209,49 +157,50 @@ class StorageScreen(PaneScreen):
             self._render_volumes()
 
     def _reload(self) -> None:
+        """After an operation: the same pool's volumes re-read in place (the cursor stays on its
+        volume, or the row that took its place)."""
         self.load_pools()
         if self.pool_name is not None:
-            self._select_pool(self.pool_name)
+            self._loading_more = False
+            self.load_volumes(self.pool_name, len(self.volumes))
 
-    # -- selection helpers -----------------------------------------------------------------------
-    def action_switch_table(self) -> None:
-        pools, vols = self.query_one("#pools", DataTable), self.query_one("#volumes", DataTable)
-        (vols if pools.has_focus else pools).focus()
-
-    def _pool(self) -> pool_ops.PoolInfo | None:
-        return next((p for p in self.pools if p.name == self.pool_name), None)
-
-    def _volume(self) -> VolumeInfo | None:
-        table = self.query_one("#volumes", DataTable)
-        if not table.row_count:
-            self.notify("no volume under the cursor (tab switches tables)", severity="warning")
-            return None
-        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))[0].value
-        return next((v for v in self.volumes if v.name == key), None)
+    def act_storage_switch(self, _targets: Targets) -> None:
+        pools, volumes = self.pools_view, self.volumes_view
+        (volumes if pools.has_focus_within else pools).focus()
 
     def _job(self, label: str, fn, *args) -> None:
         self.run_job(label, fn, *args, then=self._reload)
 
     # -- pools -------------------------------------------------------------------------------------------
-    def action_start(self) -> None:
-        if (pool := self._pool()) is not None:
-            self._job(f"start pool {pool.name}", pool_ops.start_pool, pool.name)
+    def _each(self, targets: Targets, verb: str, fn, *args) -> None:
+        for pool in targets.items:
+            self._job(f"{verb} {pool.name}", fn, pool.name, *args)
 
-    def action_stop(self) -> None:
-        if (pool := self._pool()) is not None:
-            self.app.push_screen(ConfirmDialog(f"Stop pool {pool.name}?", "Its volumes stay on disk."),
-                                 lambda ok: ok and self._job(f"stop pool {pool.name}", pool_ops.stop_pool, pool.name))
+    def act_pools_start(self, targets: Targets) -> None:
+        self._each(targets, "start pool", pool_ops.start_pool)
 
-    def action_refresh(self) -> None:
-        if (pool := self._pool()) is not None:
-            self._job(f"refresh pool {pool.name}", pool_ops.refresh_pool, pool.name)
+    def act_pools_stop(self, targets: Targets) -> None:
+        self.confirm("pools.stop", targets, "Their volumes stay on disk.",
+                     lambda ok: ok and self._each(targets, "stop pool", pool_ops.stop_pool))
 
-    def action_autostart(self) -> None:
-        if (pool := self._pool()) is not None:
+    def act_pools_refresh(self, targets: Targets) -> None:
+        self._each(targets, "refresh pool", pool_ops.refresh_pool)
+
+    def act_pools_autostart(self, targets: Targets) -> None:
+        for pool in targets.items:
             on_ = not pool.autostart
             self._job(f"autostart {'on' if on_ else 'off'} {pool.name}", pool_ops.set_pool_autostart, pool.name, on_)
 
-    def action_new_pool(self) -> None:
+    def act_pools_delete(self, targets: Targets) -> None:
+        def answered(result) -> None:
+            ok, remove_dir = result
+            if ok:
+                self._each(targets, "delete pool", pool_ops.delete_pool, remove_dir)
+
+        self.confirm("pools.delete", targets, "Stops them and removes their definitions.", answered,
+                     option="also remove their directories if empty")
+
+    def act_pools_new(self, _targets: Targets) -> None:
         self._kinds_then_form()
 
     @work(thread=True, exclusive=True, group="pool-kinds", exit_on_error=False, description="probe pool types")
@@ -275,24 +224,22 @@ class StorageScreen(PaneScreen):
         ], then, submit="create")
 
     # -- volumes -----------------------------------------------------------------------------------------
-    def action_new_volume(self) -> None:
-        if (pool := self._pool()) is None:
+    def act_volumes_new(self, _targets: Targets) -> None:
+        if (pool := self.pool_name) is None:
             return
 
         def then(v: dict[str, Any]) -> None:
-            self._job(f"create {pool.name}/{v['name']}", volume_ops.create_volume, pool.name, v["name"], v["size"],
+            self._job(f"create {pool}/{v['name']}", volume_ops.create_volume, pool, v["name"], v["size"],
                       v["format"])
 
-        self.ask_form(f"New volume in {pool.name}", [
+        self.ask_form(f"New volume in {pool}", [
             Field("name", "Name", "", parse=names.volume_name),
             Field("size", "Size (e.g. 20G)", "20G", parse=names.volume_size),
             choice("format", "Format", [("qcow2", "qcow2"), ("raw", "raw")]),
         ], then, submit="create")
 
-    def action_grow(self) -> None:
-        if self.pool_name is None or (vol := self._volume()) is None:
-            return
-        pool = self.pool_name
+    def act_volumes_grow(self, targets: Targets) -> None:
+        vol, pool = targets.items[0].volume, self.pool_name
 
         def then(v: dict[str, Any]) -> None:
             self._job(f"grow {pool}/{vol.name}", volume_ops.resize_volume, pool, vol.name, v["size"])
@@ -300,10 +247,8 @@ class StorageScreen(PaneScreen):
         self.ask_form(f"Grow {vol.name} (now {presenters.size_bytes(vol.capacity)}; grow only)",
                       [Field("size", "New size", "", parse=names.volume_size)], then, submit="grow")
 
-    def action_clone(self) -> None:
-        if self.pool_name is None or (vol := self._volume()) is None:
-            return
-        pool = self.pool_name
+    def act_volumes_clone(self, targets: Targets) -> None:
+        vol, pool = targets.items[0].volume, self.pool_name
 
         def then(v: dict[str, Any]) -> None:
             self._job(f"clone {pool}/{vol.name}", volume_ops.clone_volume, pool, vol.name, v["name"])
@@ -311,31 +256,21 @@ class StorageScreen(PaneScreen):
         self.ask_form(f"Clone {vol.name} in {pool}",
                       [Field("name", "New name", f"copy-of-{vol.name}", parse=names.volume_name)], then, submit="clone")
 
-    def action_delete(self) -> None:
-        if self.query_one("#pools", DataTable).has_focus:
-            if (pool := self._pool()) is None:
-                return
-
-            def answered(result) -> None:
-                ok, remove_dir = result
-                if ok:
-                    self._job(f"delete pool {pool.name}", pool_ops.delete_pool, pool.name, remove_dir)
-
-            self.app.push_screen(ConfirmDialog(f"Delete pool {pool.name}?", "Stops it and removes its definition.",
-                                               option="also remove its directory if empty"), answered)
-            return
-        if self.pool_name is None or (vol := self._volume()) is None:
-            return
+    def act_volumes_delete(self, targets: Targets) -> None:
         pool = self.pool_name
-        users = self.usage.users_of(vol) if self.usage else ()
-        detail = ("Used by VM " + ", ".join(users) + ": it will be missing its disk.") if users else "No VM uses it."
-        self.app.push_screen(ConfirmDialog(f"Delete volume {pool}/{vol.name}?", detail),
-                             lambda ok: ok and self._job(f"delete {pool}/{vol.name}", volume_ops.delete_volume, pool,
-                                                         vol.name, bool(users)))
+        used = [f"{row.name} (VM {', '.join(row.users)})" for row in targets.items if row.users]
+        detail = ("In use: " + "; ".join(used) + ": those VMs will be missing a disk.") if used else "No VM uses them."
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                for row in targets.items:
+                    self._job(f"delete {pool}/{row.name}", volume_ops.delete_volume, pool, row.name, bool(row.users))
+
+        self.confirm("volumes.delete", targets, detail, answered)
 
     # -- upload ------------------------------------------------------------------------------------------
-    def action_upload(self) -> None:
-        if (pool := self._pool()) is None:
+    def act_storage_upload(self, _targets: Targets) -> None:
+        if (pool := self.pools_view.items.get(self.pool_name or "")) is None:
             return
         if self._upload_cancel is not None:
             self.notify("an upload is already running (ctrl+x cancels it)", severity="warning")
@@ -376,6 +311,6 @@ class StorageScreen(PaneScreen):
         self.query_one("#upload", ProgressBar).add_class("hidden")
         self._reload()
 
-    def action_cancel_upload(self) -> None:
+    def act_storage_cancel_upload(self, _targets: Targets) -> None:
         if self._upload_cancel is not None:
             self._upload_cancel.set()

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Static
+from textual.widgets import Button, Checkbox, Footer, Static
 
 from hyperconsole.sanitize import visible_lines
 
@@ -46,9 +46,13 @@ class ConfirmDialog(ModalScreen[bool | tuple[bool, bool]]):
             with Horizontal():
                 yield Button("Yes (y)", variant="error", id="yes")
                 yield Button("No (n)", variant="primary", id="no")
+        yield Footer()  # over the pane's footer, whose keys do not work while this is open
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return action != "toggle_option" or self.option is not None  # `o` only when there is an option
 
     def _result(self, confirmed: bool) -> bool | tuple[bool, bool]:
         if self.option is None:

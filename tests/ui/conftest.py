@@ -50,9 +50,7 @@ class Harness:
         return next(d for d in self.app.view.domains.values() if d.name == name)
 
     async def cursor_to(self, name: str) -> None:
-        screen = self.app.screen
-        uuid = self.domain(name).uuid
-        screen.table.move_cursor(row=screen.table.get_row_index(uuid))
+        self.app.screen.view.move_to(self.domain(name).uuid)
         await self.pilot.pause()
 
     def of_type(self, kind):

@@ -41,7 +41,7 @@ async def test_keys_work_while_a_poll_and_an_operation_hang(make_app, monkeypatc
             assert entered.wait(5), "the poll worker never ran"
             # Both libvirt calls are stuck; the UI still answers every key.
             await h.pilot.press("slash", *"char")
-            assert h.app.screen.query_one("#filter", Input).value == "char"
+            assert h.app.screen.view.query_one(Input).value == "char"
             await h.pilot.press("escape", "question_mark")
             assert isinstance(h.app.screen, HelpScreen)
             await h.pilot.press("escape", "1")
@@ -114,7 +114,7 @@ async def test_polls_survive_an_unexpected_error_and_say_so(make_app, monkeypatc
         broken.clear()
         h.app.manager.conn.lookupByName("charlie").create()
         row = h.domain("charlie").uuid
-        await wait_until(h.pilot, lambda: h.app.screen.table.get_cell(row, "state").plain == "running", 20)
+        await wait_until(h.pilot, lambda: h.app.screen.view.table.get_cell(row, "state").plain == "running", 20)
         await wait_until(h.pilot, lambda: "ValueError" not in _status(h.app), 20)
         await h.pilot.press("1")
         sampled = len(h.of_type(HostSampled))
@@ -173,8 +173,8 @@ async def test_a_hung_stats_call_is_named_and_the_row_marked_stale(make_app, mon
             h.app.poll_domains()
             await wait_until(h.pilot, lambda: "getAllDomainStats stuck for" in _status(h.app), 20)
             assert "(+1 more)" in _status(h.app)  # alpha's own call
-            cell = h.app.screen.table.get_cell(h.domain("alpha").uuid, "state").plain
+            cell = h.app.screen.view.table.get_cell(h.domain("alpha").uuid, "state").plain
             assert cell.startswith("running, ") and cell.endswith("s old")
-            assert h.app.screen.table.get_cell(h.domain("bravo").uuid, "state").plain == "paused"
+            assert h.app.screen.view.table.get_cell(h.domain("bravo").uuid, "state").plain == "paused"
         finally:
             release.set()

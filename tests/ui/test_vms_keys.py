@@ -18,8 +18,8 @@ from tests.ui.conftest import NAMES, text_of
 
 
 def names_in_table(app) -> list[str]:
-    table = app.screen.query_one("#vms", DataTable)
-    return [table.get_row_at(i)[1].plain for i in range(table.row_count)]
+    domains = app.view.domains
+    return [domains[key].name for key in app.screen.view.shown_keys()]
 
 
 async def test_opens_on_vm_list_sorted_by_name_with_names_verbatim(make_app):
@@ -108,12 +108,12 @@ async def test_space_selects_and_bulk_start(make_app):
 async def test_filter_narrows_live_enter_keeps_esc_clears(make_app):
     async with make_app() as h:
         await h.pilot.press("slash")
-        box = h.app.screen.query_one("#filter", Input)
+        box = h.app.screen.view.query_one(Input)
         assert box.has_focus
         await h.pilot.press(*"cha")
         assert names_in_table(h.app) == ["charlie"]
         await h.pilot.press("enter")
-        assert h.app.screen.query_one("#vms", DataTable).has_focus
+        assert h.app.screen.view.table.has_focus
         assert names_in_table(h.app) == ["charlie"]
         await h.pilot.press("slash", "escape")
         await h.pilot.pause()
@@ -252,10 +252,14 @@ async def test_help_lists_every_key(make_app):
         await h.pilot.press("question_mark")
         await h.pilot.pause()
         assert isinstance(h.app.screen, HelpScreen)
-        listed = {row[2] for row in h.app.screen.rows}
-        for action in ("start", "shutdown", "force_off", "reboot", "pause", "autostart", "console", "new",
-                       "edit", "snapshots", "delete", "select", "filter", "clone", "save", "help", "quit"):
-            assert action in listed, action
+        listed = {row.id for row in h.app.screen.rows}
+        for name in ("start", "shutdown", "force_off", "reboot", "pause", "autostart", "console", "new",
+                     "edit", "snapshots", "delete", "clone", "save", "details"):
+            assert f"vms.{name}" in listed, name
+        for binding_id in ("view.select", "view.select_all", "view.filter", "view.sort_next", "app.help",
+                           "app.jump"):
+            assert binding_id in listed, binding_id
+        assert "quit" in {row.action for row in h.app.screen.rows}
         await h.pilot.press("escape")
         assert isinstance(h.app.screen, VmsScreen)
 
@@ -270,8 +274,8 @@ async def test_readonly_hides_mutating_keys_and_shows_badge(make_app):
         bar = screen.query_one("StatusBar")
         assert "READ-ONLY" in str(bar.render())
         await h.pilot.press("question_mark")
-        listed = {row[2] for row in h.app.screen.rows}
-        assert "start" not in listed and "delete" not in listed and "filter" in listed
+        listed = {row.id for row in h.app.screen.rows}
+        assert "vms.start" not in listed and "vms.delete" not in listed and "view.filter" in listed
 
 
 async def test_number_keys_switch_panes(make_app):
@@ -293,7 +297,7 @@ async def test_lifecycle_event_from_outside_refreshes_the_row(make_app):
             if h.domain("bravo").state is DomainState.RUNNING:
                 break
         assert h.domain("bravo").state is DomainState.RUNNING
-        row = h.app.screen.query_one("#vms", DataTable).get_row(h.domain("bravo").uuid)
+        row = h.app.screen.view.table.get_row(h.domain("bravo").uuid)
         assert row[2].plain == "running"
 
 
