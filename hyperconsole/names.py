@@ -219,12 +219,14 @@ def cidr(text: object, role: Role, *, family: int | None = None, max_prefix: int
         if iface.ip != net.network_address:
             raise ValidationError(f"{text!r} has host bits set; the network is {net}")
         return iface
+    if role is Role.HOST and (iface.ip.is_unspecified or iface.ip.is_multicast or iface.ip.is_loopback):
+        raise ValidationError(f"{text!r} cannot be an interface address (unspecified, multicast or loopback)")
     single = net.num_addresses <= 2  # /31, /32 (and v6 /127, /128): every address is a host
     if role is Role.GATEWAY and iface.ip == net.network_address and not single:
         iface = ipaddress.ip_interface(f"{net.network_address + 1}/{net.prefixlen}")
     if not single and iface.version == 4:
         if iface.ip == net.network_address:
-            raise ValidationError(f"{iface.ip} is the network address of {net}; a {role.value} must be a host")
+            raise ValidationError(f"{iface.ip} is the network address of {net}, not a usable {role.value}")
         if iface.ip == net.broadcast_address:
-            raise ValidationError(f"{iface.ip} is the broadcast address of {net}; a {role.value} must be a host")
+            raise ValidationError(f"{iface.ip} is the broadcast address of {net}, not a usable {role.value}")
     return iface

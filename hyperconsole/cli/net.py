@@ -1,9 +1,11 @@
-"""`hyperconsole net …`: host bridges, VLANs and addresses written to network.nix, plus `net show`.
+"""`hyperconsole net …`: host bridges, VLANs, addresses, MTU, firewall ports and DNS written to
+network.nix, plus `net show`.
 
 Each change command: read network.nix → edit the model (validated; a refusal is one line and
 nothing is written) → print the diff, warnings and impact → apply through ConfirmOrRevert exactly
-like `profile apply`. A change touching the interface that carries the SSH session is always
-applied with confirm-or-revert: `--confirm-timeout 0` is refused for it.
+like `profile apply`. A change touching the host's uplink (the default route or the SSH session's
+interface, or any interface when they cannot be read) is always applied with confirm-or-revert:
+`--confirm-timeout 0` is refused for it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hyperconsole import names
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.host import interfaces as interfaces_mod
@@ -44,7 +47,8 @@ def read_vm_nics(config: Config) -> list[tuple[str, str]]:
 
 def _apply_change(args: argparse.Namespace, config: Config, edit: netplan.Edit) -> int:
     store = FragmentStore(config.nixos_dir)
-    planned = netplan.plan(store, edit, vm_nics=read_vm_nics(config))
+    planned = netplan.plan(store, edit, vm_nics=read_vm_nics(config),
+                           move_address=getattr(args, "move_address", False))
     changeset = planned.changeset
     if changeset.is_empty:
         print(f"network.nix already says this ({planned.change.description}); nothing to change")
@@ -53,6 +57,9 @@ def _apply_change(args: argparse.Namespace, config: Config, edit: netplan.Edit) 
     print(changeset.diff(), end="")
     for warning in planned.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if planned.change.stranded:
+        print(f"hint: --move-address moves the addressing of {', '.join(planned.change.stranded)} to the bridge",
+              file=sys.stderr)
     if planned.impact.bridges_changed:
         print(f"bridges changed: {', '.join(planned.impact.bridges_changed)}")
     if planned.impact.vms_on_them:
@@ -100,17 +107,36 @@ def cmd_addr_set(args: argparse.Namespace, config: Config) -> int:
         cfg, args.iface, dhcp=args.dhcp, address=args.address, gateway=args.gateway, existing=ex))
 
 
+@guarded
+def cmd_mtu(args: argparse.Namespace, config: Config) -> int:
+    return _apply_change(args, config, lambda cfg, ex: netconfig.set_mtu(cfg, args.iface, args.mtu, existing=ex))
+
+
+@guarded
+def cmd_firewall(args: argparse.Namespace, config: Config) -> int:
+    return _apply_change(args, config, lambda cfg, ex: netconfig.change_firewall_ports(
+        cfg, args.iface, open_tcp=args.allow_tcp or (), open_udp=args.allow_udp or (),
+        close_tcp=args.remove_tcp or (), close_udp=args.remove_udp or (), existing=ex))
+
+
+@guarded
+def cmd_dns(args: argparse.Namespace, config: Config) -> int:
+    return _apply_change(args, config, lambda cfg, ex: netconfig.set_nameservers(cfg, args.server or [], existing=ex))
+
+
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value / 1000:.1f}k"
 
 
 @guarded
 def cmd_show(args: argparse.Namespace, config: Config) -> int:
-    host = interfaces_mod.read_interfaces(args.netns)
-    uplinks = set(interfaces_mod.uplink_interfaces(host, netns=args.netns))
+    host = interfaces_mod.read_host(args.netns)
+    if host.error:
+        raise HyperconsoleError(host.error)
+    uplinks = host.uplink.names
     header = f"{'NAME':<16}{'KIND':<10}{'STATE':<15}{'CARRIER':<8}{'SPEED':>7} {'MTU':>6}  {'MAC':<18}DETAILS"
     print(header)
-    for i in host:
+    for i in host.interfaces:
         details = []
         if i.bridge:
             details.append(f"members={','.join(i.bridge.members) or '-'} stp={'on' if i.bridge.stp else 'off'}")
@@ -122,21 +148,40 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
             details.append(f"in {i.master}")
         details += [a.cidr for a in i.addresses if a.scope != "link"]
         if i.name in uplinks:
-            details.append("[SSH uplink]")
+            details.append("[uplink]")
         carrier = "-" if i.carrier is None else ("yes" if i.carrier else "no")
         speed = f"{i.speed_mbps}M" if i.speed_mbps else "-"
-        print(f"{i.name:<16}{i.kind:<10}{i.state:<15}{carrier:<8}{speed:>7} {i.mtu:>6}  {(i.mac or '-'):<18}{' '.join(details)}")
+        print(_shown(f"{i.name:<16}{i.kind:<10}{i.state:<15}{carrier:<8}{speed:>7} {i.mtu:>6}  {(i.mac or '-'):<18}{' '.join(details)}"))
     return 0
+
+
+def _shown(text: str) -> str:
+    """Interface names are whatever bytes the kernel took: control characters and undecodable
+    bytes are printed as escapes (`\\x1b`), never sent to the terminal."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 # -- registration -----------------------------------------------------------------------------------
 
 
-def _iface_arg(text: str) -> str:
+def _checked(check, text: str):
     try:
-        return netconfig.check_interface_name(text)
+        return check(text)
     except ValidationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _iface_arg(text: str) -> str:
+    return _checked(names.interface_name, text)
+
+
+def _number_arg(what: str):
+    """Digits only ('1.5', '1e3', '+3' are refused, never rewritten); the range is the model's."""
+    return lambda text: _checked(lambda t: names.whole_number(t, what, 0, 2**31), text)
+
+
+def _mtu_arg(text: str) -> int | None:
+    return None if text == "default" else _number_arg("MTU")(text)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -144,12 +189,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     change.add_argument("--no-rebuild", action="store_true", help="only write the fragment")
     change.add_argument("--confirm-timeout", type=confirm_timeout_arg, metavar="N",
                         help="seconds to confirm before it reverts (0: switch directly, refused when the "
-                             "change touches the SSH uplink)")
+                             "change touches the host's uplink)")
     change.add_argument("--yes", action="store_true", help="do not ask before applying (the diff is still shown)")
     parents = [common, change]
 
-    net = subparsers.add_parser("net", help="host networking (bridges, VLANs, addresses)", parents=[common])
-    net_sub = net.add_subparsers(dest="net_command", required=True, metavar="{show,bridge,vlan,addr}")
+    net = subparsers.add_parser("net", help="host networking (bridges, VLANs, addresses, MTU, firewall, DNS)",
+                                parents=[common])
+    net_sub = net.add_subparsers(dest="net_command", required=True,
+                                 metavar="{show,bridge,vlan,addr,mtu,firewall,dns}")
     p = net_sub.add_parser("show", help="the host's interfaces", parents=[common])
     p.add_argument("--netns", metavar="NS", help="read another network namespace")
     p.set_defaults(func=cmd_show)
@@ -160,6 +207,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("name", type=_iface_arg)
     p.add_argument("--iface", action="append", type=_iface_arg, metavar="IF", help="member interface (repeatable)")
     p.add_argument("--rstp", action="store_true", help="enable RSTP on the bridge")
+    p.add_argument("--move-address", action="store_true",
+                   help="move the members' addresses, DHCP and default route to the bridge")
     p.set_defaults(func=cmd_bridge_add)
     p = bridge_sub.add_parser("remove", help="remove a bridge", parents=parents)
     p.add_argument("name", type=_iface_arg)
@@ -169,7 +218,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     vlan_sub = vlan.add_subparsers(dest="vlan_command", required=True, metavar="{add,remove}")
     p = vlan_sub.add_parser("add", help="add a VLAN on a parent interface", parents=parents)
     p.add_argument("name", type=_iface_arg)
-    p.add_argument("--id", type=int, required=True, metavar="N", help="VLAN id 1-4094")
+    p.add_argument("--id", type=_number_arg("VLAN id"), required=True, metavar="N", help="VLAN id 1-4094")
     p.add_argument("--parent", type=_iface_arg, required=True, metavar="IF")
     p.set_defaults(func=cmd_vlan_add)
     p = vlan_sub.add_parser("remove", help="remove a VLAN", parents=parents)
@@ -185,3 +234,23 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     how.add_argument("--address", metavar="CIDR", help="e.g. 192.0.2.10/24 or 2001:db8::10/64")
     p.add_argument("--gateway", metavar="IP", help="default gateway, inside the address's subnet")
     p.set_defaults(func=cmd_addr_set)
+
+    p = net_sub.add_parser("mtu", help="an interface's MTU", parents=parents)
+    p.add_argument("iface", type=_iface_arg, metavar="IF")
+    p.add_argument("mtu", type=_mtu_arg, metavar="N", help=f"{netconfig.MTU_MIN}-65535, or 'default' to drop the setting")
+    p.set_defaults(func=cmd_mtu)
+
+    p = net_sub.add_parser("firewall", help="ports the firewall opens on an interface", parents=parents)
+    p.add_argument("iface", type=_iface_arg, metavar="IF")
+    for proto in ("tcp", "udp"):
+        p.add_argument(f"--allow-{proto}", type=_number_arg("port"), nargs="+", action="extend", metavar="P",
+                       help=f"open {proto.upper()} ports")
+        p.add_argument(f"--remove-{proto}", type=_number_arg("port"), nargs="+", action="extend", metavar="P",
+                       help=f"close {proto.upper()} ports opened here before")
+    p.set_defaults(func=cmd_firewall)
+
+    p = net_sub.add_parser("dns", help="the host's nameservers", parents=parents)
+    servers = p.add_mutually_exclusive_group(required=True)
+    servers.add_argument("--server", action="append", metavar="IP", help="a nameserver, in order (repeatable)")
+    servers.add_argument("--clear", action="store_true", help="drop the nameservers set here")
+    p.set_defaults(func=cmd_dns)

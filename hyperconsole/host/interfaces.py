@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host.session import ssh_server_address
@@ -34,6 +34,8 @@ class AddressInfo:
     address: str
     prefixlen: int
     scope: str = "global"
+    dynamic: bool = False  # handed out by DHCP or SLAAC (it has a lifetime), not configured
+
 
     @property
     def cidr(self) -> str:
@@ -97,20 +99,47 @@ def _ip_argv(netns: str | None, *args: str) -> list[str]:
     return ["ip", *(["-n", netns] if netns else []), *args]
 
 
+def _run(argv: list[str], timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
+    """Run argv in its own process group and return (exit status, stdout, stderr). Output is
+    decoded as file names are (surrogateescape), so a name that is not UTF-8 round-trips to the
+    same bytes /sys/class/net shows. On timeout the whole group is killed, so a child that kept
+    the pipe open cannot hold the caller past the deadline."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env=None if env is None else dict(env))
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise
+    return proc.returncode, os.fsdecode(out), err.decode("utf-8", "replace")
+
+
+def loads_tolerant(text: str) -> Any:
+    """JSON as iproute2 writes it. Its writer escapes only quote, backslash and BS/FF/LF/CR/TAB, so
+    an interface whose name holds another control character (the kernel allows any byte but
+    '/', ':' and whitespace) yields strings with raw control bytes, which strict JSON refuses.
+    Those are taken literally; the name stays as the kernel has it and display escapes it."""
+    return json.JSONDecoder(strict=False).decode(text)
+
+
 def run_ip_json(netns: str | None, *args: str) -> list[dict[str, Any]]:
-    """`ip [-n NS] -j ARGS` parsed; one-line HyperconsoleError when ip is missing or fails."""
+    """`ip [-n NS] -j ARGS` parsed; one-line HyperconsoleError when ip is missing, fails or hangs."""
     if shutil.which("ip") is None:
         raise HyperconsoleError("the ip command (iproute2) is not installed", hint="install iproute2")
     argv = _ip_argv(netns, "-j", *args)
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=IP_TIMEOUT, check=False)
+        code, out, err = _run(argv, IP_TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise HyperconsoleError(f"{' '.join(argv)} did not answer within {IP_TIMEOUT:.0f}s") from None
-    if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise HyperconsoleError(f"{' '.join(argv)} did not answer within {IP_TIMEOUT:g}s") from None
+    if code != 0:
+        detail = (err.strip().splitlines() or [f"exit {code}"])[-1]
         raise HyperconsoleError(f"{' '.join(argv)} failed: {detail}")
     try:
-        data = json.loads(done.stdout or "[]")
+        data = loads_tolerant(out or "[]")
     except ValueError:
         raise HyperconsoleError(f"{' '.join(argv)} printed something that is not JSON") from None
     return data if isinstance(data, list) else []
@@ -158,13 +187,13 @@ def _sysfs_in(netns: str) -> dict[str, dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": package_root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "hyperconsole.host.interfaces", "--sysfs-json"]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=IP_TIMEOUT, env=env, check=False)
+        code, out, err = _run(argv, IP_TIMEOUT, env)
     except subprocess.TimeoutExpired:
         raise HyperconsoleError(f"reading /sys in namespace {netns} did not finish") from None
-    if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    if code != 0:
+        detail = (err.strip().splitlines() or [f"exit {code}"])[-1]
         raise HyperconsoleError(f"cannot read /sys in namespace {netns}: {detail}")
-    return json.loads(done.stdout)
+    return json.loads(out)
 
 
 # -- parsing ip's JSON ------------------------------------------------------------------------------
@@ -190,7 +219,8 @@ def _addresses(entry: Mapping[str, Any]) -> tuple[AddressInfo, ...]:
     out = []
     for addr in entry.get("addr_info") or []:
         if addr.get("family") in ("inet", "inet6") and "local" in addr:
-            out.append(AddressInfo(addr["family"], addr["local"], int(addr.get("prefixlen", 0)), addr.get("scope", "global")))
+            out.append(AddressInfo(addr["family"], addr["local"], int(addr.get("prefixlen", 0)),
+                                   addr.get("scope", "global"), bool(addr.get("dynamic"))))
     return tuple(out)
 
 
@@ -298,6 +328,25 @@ class InterfaceSampler:
 # -- the operator's uplink --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DefaultRoute:
+    family: str  # "inet" or "inet6"
+    dev: str
+    gateway: str | None = None
+
+
+def read_default_routes(netns: str | None = None) -> list[DefaultRoute]:
+    """The default routes (IPv4 and IPv6, every nexthop of a multipath one); raises
+    HyperconsoleError when ip fails."""
+    routes = []
+    for family, flag in (("inet", "-4"), ("inet6", "-6")):
+        for entry in run_ip_json(netns, flag, "route", "show", "default"):
+            for hop in entry.get("nexthops") or [entry]:
+                if hop.get("dev"):
+                    routes.append(DefaultRoute(family, hop["dev"], hop.get("gateway") or entry.get("gateway")))
+    return routes
+
+
 def route_device(destination: str, netns: str | None = None) -> str | None:
     """The interface the kernel would use to reach `destination` (`ip -j route get`)."""
     try:
@@ -307,36 +356,45 @@ def route_device(destination: str, netns: str | None = None) -> str | None:
     return routes[0].get("dev") if routes else None
 
 
-def uplink_interfaces(interfaces: Sequence[InterfaceInfo] | None = None, *, environ: Mapping[str, str] | None = None,
-                      netns: str | None = None,
-                      route_lookup: Callable[[str], str | None] | None = None) -> list[str]:
-    """Interfaces carrying the current SSH session, empty when not in one.
+@dataclass(frozen=True)
+class Uplink:
+    """The interfaces the operator's way into this host depends on: the one carrying the default
+    route and the one carrying the SSH session (if any), with the bridge or bond above them and a
+    bridge's members, a bond's slaves and a VLAN's parent below. Over IPMI, a serial line or the
+    local console the default route still is the host's way out, so it counts without SSH.
 
-    Starts from the interface owning the server address of SSH_CONNECTION and the one the route
-    back to the client leaves by, then adds what that traffic also depends on: the bridge or bond
-    it is enslaved to (upwards) and a bridge's members, a bond's slaves and a VLAN's parent
-    (downwards), because changing any of those can cut the session too."""
+    `known` False: the interfaces could not be read, so any interface may be the uplink."""
+
+    names: frozenset[str] = frozenset()
+    known: bool = True
+    reason: str = ""  # why it is not known
+
+    def touched(self, names: Iterable[str]) -> list[str]:
+        """Which of `names` are (or, when unknown, may be) the uplink."""
+        names = set(names)
+        return sorted(names if not self.known else names & self.names)
+
+
+def find_uplink(interfaces: Sequence[InterfaceInfo], routes: Sequence[DefaultRoute], *,
+                environ: Mapping[str, str] | None = None,
+                route_lookup: Callable[[str], str | None] = route_device) -> Uplink:
+    start = {r.dev for r in routes}
     env = os.environ if environ is None else environ
     fields = env.get("SSH_CONNECTION", "").split()
-    if len(fields) != 4:
-        return []
-    client, server = fields[0], ssh_server_address(dict(env))
-    if interfaces is None:
-        interfaces = read_interfaces(netns)
+    if len(fields) == 4:
+        server = ssh_server_address(dict(env))
+        try:
+            server_ip = ipaddress.ip_address(server.split("%")[0]) if server else None
+        except ValueError:
+            server_ip = None
+        for iface in interfaces:
+            if server_ip is not None and any(_same_ip(a.address, server_ip) for a in iface.addresses):
+                start.add(iface.name)
+        dev = route_lookup(fields[0])
+        if dev:
+            start.add(dev)
+    start.discard("lo")  # traffic over loopback depends on no NIC
     by_name = {i.name: i for i in interfaces}
-    start: set[str] = set()
-    try:
-        server_ip = ipaddress.ip_address(server.split("%")[0]) if server else None
-    except ValueError:
-        server_ip = None
-    for iface in interfaces:
-        if server_ip is not None and any(_same_ip(a.address, server_ip) for a in iface.addresses):
-            start.add(iface.name)
-    lookup = route_lookup or (lambda dest: route_device(dest, netns))
-    dev = lookup(client)
-    if dev:
-        start.add(dev)
-    start.discard("lo")  # a session over loopback does not depend on any NIC
     result: set[str] = set()
     todo = list(start)
     while todo:
@@ -355,7 +413,35 @@ def uplink_interfaces(interfaces: Sequence[InterfaceInfo] | None = None, *, envi
         if iface.vlan and iface.vlan.parent:
             related.append(iface.vlan.parent)
         todo += [r for r in related if r and r not in result]
-    return sorted(result)
+    return Uplink(frozenset(result))
+
+
+@dataclass(frozen=True)
+class HostNetwork:
+    """The host's interfaces, default routes and uplink as read at one moment. When they cannot
+    be read, `error` says why, the lists are empty and the uplink is unknown."""
+
+    interfaces: tuple[InterfaceInfo, ...] = ()
+    routes: tuple[DefaultRoute, ...] = ()
+    uplink: Uplink = Uplink()
+    error: str | None = None
+
+    @property
+    def names(self) -> set[str] | None:
+        """The interface names on this host, None when not known."""
+        return None if self.error else {i.name for i in self.interfaces}
+
+
+def read_host(netns: str | None = None, *, environ: Mapping[str, str] | None = None) -> HostNetwork:
+    """Interfaces, routes and uplink of the namespace; never raises: a failure is a HostNetwork
+    whose uplink is unknown, which callers must treat as "may touch the uplink"."""
+    try:
+        interfaces = read_interfaces(netns)
+        routes = read_default_routes(netns)
+    except HyperconsoleError as exc:
+        return HostNetwork(uplink=Uplink(known=False, reason=str(exc)), error=str(exc))
+    uplink = find_uplink(interfaces, routes, environ=environ, route_lookup=lambda dest: route_device(dest, netns))
+    return HostNetwork(tuple(interfaces), tuple(routes), uplink)
 
 
 def _same_ip(text: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -363,10 +449,6 @@ def _same_ip(text: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bo
         return ipaddress.ip_address(text) == ip
     except ValueError:
         return False
-
-
-def interface_names(interfaces: Collection[InterfaceInfo]) -> set[str]:
-    return {i.name for i in interfaces}
 
 
 if __name__ == "__main__":

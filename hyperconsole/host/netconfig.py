@@ -20,14 +20,14 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Collection, Iterable, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
-from hyperconsole.errors import HyperconsoleError, ValidationError
+from hyperconsole import names
+from hyperconsole.errors import ValidationError
 from hyperconsole.nixos.render import render_fragment
 from hyperconsole.nixos.store import ChangeSet, Fragment, FragmentChange, FragmentStore
 
 FRAGMENT_NAME = "network"
-IFNAMSIZ = 16  # kernel buffer incl. the NUL, so names have at most 15 bytes
 MTU_MIN = 68  # RFC 791 minimum; the kernel refuses less for IPv4
 MTU_MIN_IPV6 = 1280  # RFC 8200: the kernel drops IPv6 from a device below this
 VLAN_MIN, VLAN_MAX = 1, 4094  # 0 and 4095 are reserved by 802.1Q
@@ -121,48 +121,22 @@ class NetworkChange:
     touched: frozenset[str]  # interface names whose configuration this change alters
     bridges: frozenset[str] = frozenset()  # bridges created, removed or re-membered
     warnings: tuple[str, ...] = ()
+    stranded: tuple[str, ...] = ()  # new bridge members whose addressing is lost unless moved
 
 
 @dataclass(frozen=True)
 class Impact:
     bridges_changed: list[str]
     vms_on_them: list[str]
-    touches_uplink: bool
+    uplinks_touched: list[str]  # the uplink's interfaces this change reaches (all touched ones when unknown)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def touches_uplink(self) -> bool:
+        return bool(self.uplinks_touched)
 
 
 # -- validation of single values ------------------------------------------------------------------
-
-
-def check_interface_name(name: object, what: str = "interface name") -> str:
-    """A Linux interface name as the kernel's dev_valid_name() accepts it, and ASCII only.
-
-    Non-ASCII is refused although the kernel takes any bytes: the 15-byte limit then depends on
-    the encoding (so a name can be refused for being "too long" at 8 visible characters), systemd
-    unit names that NixOS derives from it need escaping, and look-alike letters make two different
-    interfaces read the same in the console."""
-    if not isinstance(name, str) or not name:
-        raise ValidationError(f"{what} must not be empty")
-    shown = repr(name)[:40]
-    if not name.isascii():
-        raise ValidationError(f"{what} {shown} has non-ASCII characters", hint="use ASCII letters, digits, '-', '_' or '.'")
-    if len(name.encode()) >= IFNAMSIZ:
-        raise ValidationError(f"{what} {shown} is longer than 15 characters (the Linux limit)")
-    if name in (".", ".."):
-        raise ValidationError(f"{what} {shown} is not allowed (it names a directory in /sys/class/net)")
-    for ch in name:
-        if ch == "/":
-            raise ValidationError(f"{what} {shown} contains '/', which Linux forbids in interface names")
-        if ch == ":":
-            raise ValidationError(f"{what} {shown} contains ':', which Linux reserves for address aliases")
-        if ch.isspace():
-            raise ValidationError(f"{what} {shown} contains whitespace, which Linux forbids in interface names")
-        if not ch.isprintable():
-            raise ValidationError(f"{what} {shown} contains a control character")
-    if name.startswith("-"):
-        # The kernel allows it, but `ip` and every shell tool would read it as an option.
-        raise ValidationError(f"{what} {shown} starts with '-'", hint="tools such as ip would read it as an option")
-    return name
 
 
 def check_vlan_id(value: object) -> int:
@@ -185,23 +159,9 @@ def check_port(value: object) -> int:
     return value
 
 
-def parse_cidr(text: object) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
-    """An address with its prefix length ("192.0.2.10/24", "2001:db8::2/64"), refusing forms that
-    cannot be a host's own address."""
-    if not isinstance(text, str) or "/" not in text:
-        raise ValidationError(f"address {str(text)[:60]!r} needs a prefix length", hint="for example 192.0.2.10/24 or 2001:db8::2/64")
-    try:
-        iface = ipaddress.ip_interface(text.strip())
-    except ValueError:
-        raise ValidationError(f"{text[:60]!r} is not a valid IPv4 or IPv6 address with prefix length") from None
-    ip = iface.ip
-    if ip.is_unspecified or ip.is_multicast or ip.is_loopback:
-        raise ValidationError(f"{text[:60]!r} cannot be an interface address (unspecified, multicast or loopback)")
-    net = iface.network
-    if ip.version == 4 and net.prefixlen < 31 and ip in (net.network_address, net.broadcast_address):
-        kind = "network" if ip == net.network_address else "broadcast"
-        raise ValidationError(f"{text[:60]!r} is the {kind} address of {net}, not a host address")
-    return iface
+def host_cidr(text: object) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    """An interface's own address with its prefix length ("192.0.2.10/24", "2001:db8::2/64")."""
+    return names.cidr(text, names.Role.HOST)
 
 
 def parse_ip(text: object, what: str = "gateway") -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -234,9 +194,9 @@ def validate(config: NetworkConfig, existing: Collection[str] | None = None) -> 
     `existing` are the interface names on this host (None: not known, no existence warnings)."""
     owner: dict[str, str] = {}
     for bridge in config.bridges:
-        check_interface_name(bridge.name, "bridge name")
+        names.interface_name(bridge.name, "bridge name")
         for member in bridge.interfaces:
-            check_interface_name(member, "bridge member")
+            names.interface_name(member, "bridge member")
             if member == bridge.name:
                 raise ValidationError(f"bridge {bridge.name} cannot be a member of itself")
             if member in owner and owner[member] != bridge.name:
@@ -248,8 +208,8 @@ def validate(config: NetworkConfig, existing: Collection[str] | None = None) -> 
             raise ValidationError(f"bridge {bridge.name} cannot be a member of bridge {owner[bridge.name]}")
     seen: dict[tuple[str, int], str] = {}
     for vlan in config.vlans:
-        check_interface_name(vlan.name, "VLAN name")
-        check_interface_name(vlan.parent, "VLAN parent")
+        names.interface_name(vlan.name, "VLAN name")
+        names.interface_name(vlan.parent, "VLAN parent")
         check_vlan_id(vlan.id)
         if vlan.parent == vlan.name:
             raise ValidationError(f"VLAN {vlan.name} cannot be its own parent")
@@ -260,9 +220,9 @@ def validate(config: NetworkConfig, existing: Collection[str] | None = None) -> 
         if config.bridge(vlan.name):
             raise ValidationError(f"{vlan.name} is both a bridge and a VLAN")
     for iface in config.interfaces:
-        check_interface_name(iface.name)
+        names.interface_name(iface.name)
         for text in iface.ipv4 + iface.ipv6:
-            parse_cidr(text)
+            host_cidr(text)
         if iface.mtu is not None:
             check_mtu(iface.mtu, ipv6=bool(iface.ipv6))
         for port in iface.tcp_ports + iface.udp_ports:
@@ -276,9 +236,9 @@ def validate(config: NetworkConfig, existing: Collection[str] | None = None) -> 
         if ip.version != version:
             raise ValidationError(f"default gateway {ip} is not IPv{version}")
         if gw.interface is not None:
-            check_interface_name(gw.interface, "gateway interface")
+            names.interface_name(gw.interface, "gateway interface")
             iface = config.interface(gw.interface)
-            nets = [parse_cidr(a) for a in (iface.ipv4 if version == 4 else iface.ipv6)]
+            nets = [host_cidr(a) for a in (iface.ipv4 if version == 4 else iface.ipv6)]
             if nets and not any(ip in n.network for n in nets):
                 raise ValidationError(f"gateway {ip} is not inside any subnet of {gw.interface}")
     for server in config.nameservers:
@@ -309,9 +269,9 @@ def _finish(description: str, before: NetworkConfig, after: NetworkConfig, touch
 
 def add_bridge(config: NetworkConfig, name: str, members: Sequence[str], *, rstp: bool = False,
                existing: Collection[str] | None = None) -> NetworkChange:
-    check_interface_name(name, "bridge name")
+    names.interface_name(name, "bridge name")
     for member in members:
-        check_interface_name(member, "bridge member")
+        names.interface_name(member, "bridge member")
     if config.bridge(name):
         raise ValidationError(f"bridge {name} already exists in network.nix", hint="remove it first to change it")
     if config.vlan(name):
@@ -323,7 +283,7 @@ def add_bridge(config: NetworkConfig, name: str, members: Sequence[str], *, rstp
 
 
 def remove_bridge(config: NetworkConfig, name: str, *, existing: Collection[str] | None = None) -> NetworkChange:
-    check_interface_name(name, "bridge name")
+    names.interface_name(name, "bridge name")
     bridge = config.bridge(name)
     if bridge is None:
         raise ValidationError(f"there is no bridge {name} in network.nix")
@@ -341,8 +301,8 @@ def remove_bridge(config: NetworkConfig, name: str, *, existing: Collection[str]
 
 def add_vlan(config: NetworkConfig, name: str, vlan_id: int, parent: str, *,
              existing: Collection[str] | None = None) -> NetworkChange:
-    check_interface_name(name, "VLAN name")
-    check_interface_name(parent, "VLAN parent")
+    names.interface_name(name, "VLAN name")
+    names.interface_name(parent, "VLAN parent")
     check_vlan_id(vlan_id)
     if config.vlan(name) or config.bridge(name):
         raise ValidationError(f"{name} already exists in network.nix", hint="remove it first to change it")
@@ -352,7 +312,7 @@ def add_vlan(config: NetworkConfig, name: str, vlan_id: int, parent: str, *,
 
 
 def remove_vlan(config: NetworkConfig, name: str, *, existing: Collection[str] | None = None) -> NetworkChange:
-    check_interface_name(name, "VLAN name")
+    names.interface_name(name, "VLAN name")
     vlan = config.vlan(name)
     if vlan is None:
         raise ValidationError(f"there is no VLAN {name} in network.nix")
@@ -368,7 +328,7 @@ def set_address(config: NetworkConfig, iface: str, *, dhcp: bool = False, addres
                 gateway: str | None = None, existing: Collection[str] | None = None) -> NetworkChange:
     """DHCP, or one static address (replacing the others of its family) with an optional default
     gateway, which must lie in that address's subnet."""
-    check_interface_name(iface)
+    names.interface_name(iface)
     current = config.interface(iface)
     if dhcp == (address is not None):
         raise ValidationError("give either DHCP or a static address")
@@ -380,7 +340,7 @@ def set_address(config: NetworkConfig, iface: str, *, dhcp: bool = False, addres
         if after.gateway4 and after.gateway4.interface == iface:
             after = dataclasses.replace(after, gateway4=None)
         return _finish(f"DHCP on {iface}", config, after, [iface], (), existing)
-    parsed = parse_cidr(address)
+    parsed = host_cidr(address)
     gw = check_gateway(gateway, parsed) if gateway is not None else None
     text = f"{parsed.ip}/{parsed.network.prefixlen}"
     if parsed.version == 4:
@@ -398,7 +358,7 @@ def set_address(config: NetworkConfig, iface: str, *, dhcp: bool = False, addres
 
 
 def set_mtu(config: NetworkConfig, iface: str, mtu: int | None, *, existing: Collection[str] | None = None) -> NetworkChange:
-    check_interface_name(iface)
+    names.interface_name(iface)
     current = config.interface(iface)
     if mtu is not None:
         check_mtu(mtu, ipv6=bool(current.ipv6))
@@ -408,12 +368,33 @@ def set_mtu(config: NetworkConfig, iface: str, mtu: int | None, *, existing: Col
 
 def set_firewall_ports(config: NetworkConfig, iface: str, *, tcp: Sequence[int] = (), udp: Sequence[int] = (),
                        existing: Collection[str] | None = None) -> NetworkChange:
-    check_interface_name(iface)
+    names.interface_name(iface)
     for port in [*tcp, *udp]:
         check_port(port)
     current = config.interface(iface)
     new = dataclasses.replace(current, tcp_ports=tuple(sorted(set(tcp))), udp_ports=tuple(sorted(set(udp))))
     return _finish(f"firewall ports on {iface}", config, config.with_interface(new), [iface], (), existing)
+
+
+def change_firewall_ports(config: NetworkConfig, iface: str, *, open_tcp: Sequence[int] = (), open_udp: Sequence[int] = (),
+                          close_tcp: Sequence[int] = (), close_udp: Sequence[int] = (),
+                          existing: Collection[str] | None = None) -> NetworkChange:
+    """Open and close ports relative to what network.nix opens on `iface` now; closing a port it
+    does not open is refused (a typo would otherwise pass as done)."""
+    current = config.interface(names.interface_name(iface))
+    if not (open_tcp or open_udp or close_tcp or close_udp):
+        raise ValidationError("name ports to open or close", hint="--allow-tcp P, --allow-udp P, --remove-tcp P, --remove-udp P")
+    result = {}
+    for proto, now, opening, closing in (("tcp", current.tcp_ports, open_tcp, close_tcp),
+                                         ("udp", current.udp_ports, open_udp, close_udp)):
+        both = sorted(set(opening) & set(closing))
+        if both:
+            raise ValidationError(f"port {both[0]}/{proto} is both opened and closed")
+        missing = sorted(set(closing) - set(now))
+        if missing:
+            raise ValidationError(f"port {missing[0]}/{proto} is not open on {iface} in network.nix")
+        result[proto] = (set(now) | set(opening)) - set(closing)
+    return set_firewall_ports(config, iface, tcp=sorted(result["tcp"]), udp=sorted(result["udp"]), existing=existing)
 
 
 def set_nameservers(config: NetworkConfig, servers: Sequence[str], *, existing: Collection[str] | None = None) -> NetworkChange:
@@ -609,24 +590,113 @@ def prepare(store: FragmentStore, fragment: Fragment, change: NetworkChange) -> 
                      f"hyperconsole: network: {change.description}")
 
 
+# -- moving addressing onto a bridge ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """An interface's layer-3 setup. A bridge member carries none (its frames belong to the bridge),
+    so when an interface becomes a member its addressing has to move to the bridge."""
+
+    dhcp: bool = False
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    gateway4: str | None = None
+    gateway6: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self == Addressing()
+
+    def __str__(self) -> str:
+        parts = (["DHCP"] if self.dhcp else []) + list(self.ipv4 + self.ipv6)
+        parts += [f"default route via {gw}" for gw in (self.gateway4, self.gateway6) if gw]
+        return ", ".join(parts)
+
+
+def live_addressing(interfaces: Sequence[Any], routes: Sequence[Any]) -> dict[str, Addressing]:
+    """What the host runs now, per interface: DHCP where an IPv4 address has a lease (dynamic),
+    else its static global addresses, and the gateway of a default route leaving by it.
+    `interfaces` and `routes` are InterfaceInfo and DefaultRoute from hyperconsole.host.interfaces."""
+    out = {}
+    for iface in interfaces:
+        glob = [a for a in iface.addresses if a.scope == "global"]
+        dhcp = any(a.dynamic and a.family == "inet" for a in glob)
+        gateways = {r.family: r.gateway for r in routes if r.dev == iface.name and r.gateway}
+        found = Addressing(
+            dhcp=dhcp,
+            ipv4=() if dhcp else tuple(a.cidr for a in glob if a.family == "inet"),
+            ipv6=tuple(a.cidr for a in glob if a.family == "inet6" and not a.dynamic),
+            gateway4=None if dhcp else gateways.get("inet"),
+        )
+        # An IPv6 default route learnt from router advertisements is learnt again on the bridge.
+        if found.ipv6:
+            found = dataclasses.replace(found, gateway6=gateways.get("inet6"))
+        if not found.is_empty:
+            out[iface.name] = found
+    return out
+
+
+def configured_addressing(config: NetworkConfig, name: str) -> Addressing:
+    iface = config.interface(name)
+    return Addressing(
+        dhcp=bool(iface.dhcp), ipv4=iface.ipv4, ipv6=iface.ipv6,
+        gateway4=config.gateway4.address if config.gateway4 and config.gateway4.interface == name else None,
+        gateway6=config.gateway6.address if config.gateway6 and config.gateway6.interface == name else None,
+    )
+
+
+def new_members(change: NetworkChange) -> list[tuple[str, str]]:
+    """(member, bridge) for each interface this change makes a bridge member."""
+    before = {m for b in change.before.bridges for m in b.interfaces}
+    return sorted((m, b.name) for b in change.after.bridges for m in b.interfaces if m not in before)
+
+
+def move_addressing(change: NetworkChange, live: Mapping[str, Addressing], *, move: bool,
+                    existing: Collection[str] | None = None) -> NetworkChange:
+    """Say what each new bridge member gives up (its addressing in network.nix, else what the
+    host runs on it now) and, with `move`, put that addressing on the bridge in the same change:
+    the address, DHCP and the default route then follow the traffic to the bridge."""
+    after, notes, stranded = change.after, [], []
+    for member, bridge in new_members(change):
+        configured = configured_addressing(after, member)
+        found = configured if not configured.is_empty else live.get(member, Addressing())
+        if found.is_empty:
+            continue
+        if not move:
+            stranded.append(member)
+            notes.append(f"{member} carries {found}; as a member of {bridge} it loses them: "
+                         f"they have to move to {bridge} or the host loses that way in")
+            continue
+        target = configured_addressing(after, bridge)
+        if not target.is_empty:
+            raise ValidationError(f"{bridge} already has addressing in network.nix ({target}); "
+                                  f"{member}'s cannot move onto it", hint="remove one of them first")
+        old = after.interface(member)
+        after = after.with_interface(dataclasses.replace(old, dhcp=None, ipv4=(), ipv6=()))
+        after = after.with_interface(dataclasses.replace(after.interface(bridge), dhcp=True if found.dhcp else None,
+                                                         ipv4=found.ipv4, ipv6=found.ipv6))
+        for key, gw in (("gateway4", found.gateway4), ("gateway6", found.gateway6)):
+            if gw:
+                after = dataclasses.replace(after, **{key: Gateway(gw, bridge)})
+        notes.append(f"{member}'s {found} moves to {bridge}")
+    if after is change.after and not notes:
+        return change
+    moved = _finish(change.description + (" (addressing moved)" if after is not change.after else ""),
+                    change.before, after, change.touched, change.bridges, existing)
+    return dataclasses.replace(moved, warnings=moved.warnings + tuple(notes), stranded=tuple(stranded))
+
+
 # -- impact -----------------------------------------------------------------------------------------
 
 
 def impact(change: NetworkChange, interfaces: Sequence[Any], vm_nics: Iterable[tuple[str, str]],
-           uplinks: Collection[str] | None = None) -> Impact:
-    """Which bridges the change alters, which VMs sit on them, and whether it touches the interface
-    carrying the operator's SSH session.
+           uplink: Any) -> Impact:
+    """Which bridges the change alters, which VMs sit on them, and whether it touches the uplink.
 
-    `interfaces` are InterfaceInfo from hyperconsole.host.interfaces (the host as it is now);
-    `vm_nics` are (vm name, bridge or source device) pairs from the domains' XML; `uplinks` the
-    names carrying the session (None: computed with interfaces.uplink_interfaces)."""
-    if uplinks is None:
-        from hyperconsole.host.interfaces import uplink_interfaces
-
-        try:
-            uplinks = uplink_interfaces(interfaces)
-        except HyperconsoleError:
-            uplinks = ()
+    `interfaces` are InterfaceInfo and `uplink` the Uplink from hyperconsole.host.interfaces
+    (the host as it is now); `vm_nics` are (vm name, bridge or source device) pairs from the
+    domains' XML."""
     host_master = {i.name: i.master for i in interfaces if getattr(i, "master", None)}
     bridge_names = {i.name for i in interfaces if getattr(i, "kind", "") == "bridge"}
     bridge_names |= {b.name for b in change.before.bridges} | {b.name for b in change.after.bridges}
@@ -640,10 +710,7 @@ def impact(change: NetworkChange, interfaces: Sequence[Any], vm_nics: Iterable[t
             changed.update(b.name for b in cfg.bridges if name in b.interfaces)
     affected = changed | set(change.touched)
     vms = sorted({vm for vm, source in vm_nics if source in affected})
-    touches = bool(affected & set(uplinks))
     warnings = list(change.warnings)
-    if touches:
-        warnings.append("this change touches the interface carrying your SSH session; it will be applied with confirm-or-revert")
     if vms:
         warnings.append(f"VMs on the changed interfaces may lose network: {', '.join(vms)}")
-    return Impact(sorted(changed), vms, touches, warnings)
+    return Impact(sorted(changed), vms, uplink.touched(affected), warnings)

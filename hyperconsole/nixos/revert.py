@@ -62,7 +62,7 @@ POLL_INTERVAL = 0.25
 
 # Options whose change can cut the operator off; a new default route can strand an SSH session too.
 RISKY_OPTION_ROOTS = ("networking.firewall", "services.openssh", "users", "networking.bridges", "security",
-                      "networking.defaultGateway", "networking.defaultGateway6")
+                      "networking.defaultGateway", "networking.defaultGateway6", "networking.interfaces", "networking.vlans")
 
 
 class NoPendingChange(HyperconsoleError):

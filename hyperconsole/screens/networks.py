@@ -96,12 +96,11 @@ class NetworksScreen(HostChangePane):
 
     @work(thread=True, exclusive=True, group="net-host", exit_on_error=False, description="read interfaces")
     def load_host(self) -> None:
-        try:
-            interfaces = interfaces_mod.read_interfaces()
-        except HyperconsoleError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+        host = interfaces_mod.read_host()
+        if host.error:
+            self.app.call_from_thread(self.notify, host.error, severity="error", markup=False)
             return
-        view = HostView(interfaces, self._sampler.sample(), interfaces_mod.uplink_interfaces(interfaces))
+        view = HostView(list(host.interfaces), self._sampler.sample(), sorted(host.uplink.names))
         self.app.call_from_thread(self._show_host, view)
 
     @work(thread=True, exclusive=True, group="net-libvirt", exit_on_error=False, description="read networks")
@@ -155,13 +154,14 @@ class NetworksScreen(HostChangePane):
 
     # -- host changes (network.nix) ---------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="net-plan", exit_on_error=False, description="plan network change")
-    def plan(self, edit: netplan.Edit) -> None:
-        overview, host = self.overview, self.host
+    def plan(self, edit: netplan.Edit, move_address: bool = False) -> None:
+        overview = self.overview
         pairs = [] if overview is None else netplan.vm_nic_pairs(
             overview.usage.by_bridge, [(n.bridge, n.vms) for n in overview.networks])
         try:
+            # The host is read afresh: the uplink decision must not rest on a table that went stale.
             planned = netplan.plan(self.controller.store, edit, vm_nics=pairs,
-                                   host=host.interfaces if host else None)
+                                   move_address=move_address)
             timeout = planned.timeout(None, self.hc.config.confirm_timeout)
         except HyperconsoleError as exc:
             self.app.call_from_thread(self.notify, str(exc), title="not changed", severity="error", markup=False)
@@ -171,8 +171,7 @@ class NetworksScreen(HostChangePane):
     def _ask(self, planned: netplan.NetworkPlan, timeout: int) -> None:
         notes = []
         if planned.touches_uplink:
-            notes.append(f"This reaches {', '.join(planned.uplinks)}, which carries your SSH session: "
-                         "confirm-or-revert is mandatory.")
+            notes.append(f"{planned.uplink_sentence().capitalize()}: confirm-or-revert is mandatory.")
         if planned.impact.bridges_changed:
             notes.append("Bridges changed: " + ", ".join(planned.impact.bridges_changed))
         if planned.impact.vms_on_them:
@@ -190,12 +189,14 @@ class NetworksScreen(HostChangePane):
 
     def act_networks_bridge(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
-            self.plan(lambda cfg, ex: netconfig.add_bridge(cfg, v["name"], v["members"], rstp=v["rstp"], existing=ex))
+            self.plan(lambda cfg, ex: netconfig.add_bridge(cfg, v["name"], v["members"], rstp=v["rstp"], existing=ex),
+                      move_address=v["move"])
 
         self.ask_form("New bridge (network.nix)", [
             Field("name", "Name", "br0", parse=interface),
             Field("members", "Members", self._existing_iface(), parse=interface_list),
             yes_no("rstp", "RSTP"),
+            yes_no("move", "Move members' address to the bridge", True),
         ], then)
 
     def act_networks_vlan(self, _targets: Targets) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import unicodedata
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
@@ -293,15 +292,7 @@ def set_network_autostart(target: Target, name: str, on: bool) -> None:
 
 
 def validate_bridge_name(name: str, what: str = "bridge name") -> str:
-    """Linux interface names: 1-15 bytes, no '/', ':', whitespace or control characters."""
-    if not isinstance(name, str) or not name:
-        raise ValidationError(f"{what} is empty")
-    if len(name.encode()) > 15:
-        raise ValidationError(f"{what} {name!r} is longer than 15 bytes")
-    if name in (".", "..") or any(c in name for c in "/:") or any(
-            c.isspace() or unicodedata.category(c).startswith("C") for c in name):
-        raise ValidationError(f"{what} {name!r} may not contain '/', ':', spaces or control characters")
-    return name
+    return names.interface_name(name, what)
 
 
 def parse_gateway(text: str) -> ipaddress.IPv4Interface:

@@ -63,3 +63,25 @@ def rebuild_cmds(script, tmp_path):
         """)
     revert = script("fake-revert", f"echo revert >> {calls}\n")
     return ["--rebuild-cmd", str(rebuild), "--revert-cmd", str(revert)], calls
+
+
+@pytest.fixture
+def fake_ip(script, monkeypatch):
+    """Put a stand-in `ip` (a /bin/sh body) first on PATH, for an ip that fails, hangs or
+    answers with recorded JSON."""
+
+    def install(body: str) -> Path:
+        path = script("ip", body)
+        monkeypatch.setenv("PATH", f"{path.parent}{os.pathsep}{os.environ['PATH']}")
+        return path
+
+    return install
+
+
+def process_gone(pid: int) -> bool:
+    """True when pid no longer runs (exited, or a zombie nobody reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")

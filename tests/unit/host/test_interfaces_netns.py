@@ -5,6 +5,7 @@ With CI=true a namespace that cannot be created FAILS the test; elsewhere it ski
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -91,10 +92,56 @@ def test_counters_and_rates_in_namespace(netns):
     assert set(rates) >= {"hcbr0", "hcv0"} and rates["hcv1"].rx_bps == 0
 
 
-def test_uplink_inside_namespace(netns):
+def test_uplink_of_an_ssh_session_inside_namespace(netns):
     env = {"SSH_CONNECTION": "10.77.0.9 40000 10.77.0.1 22"}
-    host = I.read_interfaces(netns)
-    assert I.uplink_interfaces(host, environ=env, netns=netns) == ["hcbr0", "hcv0", "hcv1"]
+    host = I.read_host(netns, environ=env)
+    assert host.routes == () and sorted(host.uplink.names) == ["hcbr0", "hcv0", "hcv1"]
+
+
+def test_uplink_is_the_default_route_without_ssh(netns):
+    # IPMI, a serial line or the local console: no SSH_CONNECTION, yet the default route is the
+    # host's way out, and the bridge carrying it takes its members with it.
+    _ip(netns, "route", "add", "default", "via", "10.77.0.254", "dev", "hcbr0")
+    host = I.read_host(netns, environ={})
+    assert host.routes == (I.DefaultRoute("inet", "hcbr0", "10.77.0.254"),)
+    assert host.uplink.known and sorted(host.uplink.names) == ["hcbr0", "hcv0", "hcv1"]
+    assert "lo" not in host.uplink.names and "hcp0" not in host.uplink.names
+
+
+CONTROL_NAMES = ("v\x01x", "p\x1b]0;T\x07", "n\xffy")  # the last is not UTF-8
+
+
+@pytest.fixture
+def odd_names(netns):
+    """Real links whose names hold a control character, an OSC title sequence and a byte that
+    is not UTF-8: the kernel takes them, and `ip -j` prints them raw (not valid JSON)."""
+    first, second, third = (n.encode("latin-1") for n in CONTROL_NAMES)
+    for name, peer in ((first, second), (third, b"hcz0")):
+        subprocess.run([b"ip", b"-n", netns.encode(), b"link", b"add", name, b"type", b"veth", b"peer", b"name", peer],
+                       check=True, capture_output=True, timeout=10)
+    raw = subprocess.run(["ip", "-n", netns, "-j", "link", "show"], capture_output=True, timeout=10).stdout
+    with pytest.raises(ValueError):
+        json.loads(raw)  # what made `net show` fail before
+    return netns
+
+
+def test_names_with_control_characters_are_read_raw(odd_names):
+    host = {i.name: i for i in I.read_interfaces(odd_names)}
+    assert {"v\x01x", "p\x1b]0;T\x07", "n\udcffy"} <= set(host)
+    assert host["v\x01x"].kind == "veth" and host["v\x01x"].carrier is None
+    # The undecodable byte round-trips: the model's name opens the same /sys entry.
+    assert host["n\udcffy"].speed_mbps is None and os.fsencode("n\udcffy") == b"n\xffy"
+
+
+def test_net_show_prints_such_names_escaped(odd_names, capsys):
+    from hyperconsole import cli
+
+    assert cli.main(["net", "show", "--netns", odd_names]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\x01" not in out
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    assert sorted(names) == sorted(["lo", "hcbr0", "hcv0", "hcp0", "hcv1", "hcp1", "v\\x01x", "p\\x1b]0;T\\x07",
+                                    "n\\udcffy", "hcz0"])
 
 
 def test_missing_namespace_is_one_line():

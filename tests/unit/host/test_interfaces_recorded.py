@@ -9,9 +9,14 @@ format). Bridges and veths are read live in test_interfaces_netns.py."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
+
+from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host import interfaces as I
+from tests.unit.host.conftest import process_gone
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -81,17 +86,20 @@ def test_addresses(recorded_host):
     assert host["eno1"].addresses == ()
 
 
+def uplink(host, env, dev=None, routes=()):
+    return sorted(I.find_uplink(host, routes, environ=env, route_lookup=lambda dest: dev).names)
+
+
 def test_uplink_on_bridge_includes_bond_and_its_slaves(recorded_host):
     env = {"SSH_CONNECTION": "198.51.100.50 50022 198.51.100.7 22"}
-    uplinks = I.uplink_interfaces(recorded_host, environ=env, route_lookup=lambda dest: "br0")
     # vnet0 is a br0 member too: changing it cannot cut the session, but listing it is harmless
     # and keeps the rule simple (every lower device of the uplink).
-    assert uplinks == ["bond0", "br0", "eno1", "eno2", "vnet0"]
+    assert uplink(recorded_host, env, "br0") == ["bond0", "br0", "eno1", "eno2", "vnet0"]
 
 
 def test_uplink_on_vlan_includes_parent_chain(recorded_host):
     env = {"SSH_CONNECTION": "10.20.9.9 40000 10.20.0.7 22"}
-    uplinks = I.uplink_interfaces(recorded_host, environ=env, route_lookup=lambda dest: "bond0.20")
+    uplinks = uplink(recorded_host, env, "bond0.20")
     assert {"bond0.20", "bond0", "eno1", "eno2", "br0"} <= set(uplinks)
     assert "wg0" not in uplinks and "mgmt" not in uplinks
 
@@ -99,12 +107,31 @@ def test_uplink_on_vlan_includes_parent_chain(recorded_host):
 def test_uplink_by_route_when_server_address_is_not_local(recorded_host):
     # e.g. SSH reached the host through a DNAT: the route back to the client decides.
     env = {"SSH_CONNECTION": "10.100.0.9 40000 203.0.113.1 22"}
-    assert I.uplink_interfaces(recorded_host, environ=env, route_lookup=lambda dest: "wg0") == ["wg0"]
+    assert uplink(recorded_host, env, "wg0") == ["wg0"]
 
 
-def test_no_ssh_session_means_no_uplink(recorded_host):
-    assert I.uplink_interfaces(recorded_host, environ={}, route_lookup=lambda d: "br0") == []
-    assert I.uplink_interfaces(recorded_host, environ={"SSH_CONNECTION": "garbage"}) == []
+def test_without_ssh_the_default_route_is_the_uplink(recorded_host):
+    # IPMI, the local console, a serial line: no SSH_CONNECTION, and the default route still
+    # leaves by br0, so br0 and everything below it is the uplink.
+    routes = [I.DefaultRoute("inet", "br0", "198.51.100.1")]
+    assert uplink(recorded_host, {}, routes=routes) == ["bond0", "br0", "eno1", "eno2", "vnet0"]
+    assert uplink(recorded_host, {"SSH_CONNECTION": "garbage"}, routes=routes) == ["bond0", "br0", "eno1", "eno2", "vnet0"]
+    # Both count when the session comes in elsewhere; a default route on loopback counts for nothing.
+    both = uplink(recorded_host, {"SSH_CONNECTION": "10.100.0.9 40000 10.100.0.1 22"}, "wg0", routes)
+    assert both == ["bond0", "br0", "eno1", "eno2", "vnet0", "wg0"]
+    assert uplink(recorded_host, {}, routes=[I.DefaultRoute("inet", "lo")]) == []
+
+
+def test_default_routes_of_every_family_and_nexthop(fake_ip):
+    fake_ip("""\
+        case "$*" in
+          *"-4 route show default"*) echo '[{"dst":"default","gateway":"192.0.2.1","dev":"br0","flags":[]}]' ;;
+          *"-6 route show default"*) echo '[{"dst":"default","flags":[],"nexthops":[{"gateway":"fe80::1","dev":"eno1"},{"gateway":"fe80::2","dev":"eno2"}]}]' ;;
+          *) exit 1 ;;
+        esac
+        """)
+    assert I.read_default_routes() == [I.DefaultRoute("inet", "br0", "192.0.2.1"), I.DefaultRoute("inet6", "eno1", "fe80::1"),
+                                       I.DefaultRoute("inet6", "eno2", "fe80::2")]
 
 
 def test_rates_from_two_samples_and_counter_reset():
@@ -117,18 +144,37 @@ def test_rates_from_two_samples_and_counter_reset():
     assert sampler.sample() == {"a": I.InterfaceRate(0.0, 0.0)}
 
 
-def test_ip_failure_is_one_line(monkeypatch):
-    import subprocess
-
-    from hyperconsole.errors import HyperconsoleError
-
-    monkeypatch.setattr(I.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", 'Cannot open network namespace "nope": No such file or directory\n'))
-    try:
+def test_ip_failure_is_one_line_and_leaves_the_uplink_unknown(fake_ip):
+    fake_ip('echo "Cannot open network namespace \\"nope\\": No such file or directory" >&2\nexit 1\n')
+    with pytest.raises(HyperconsoleError) as exc:
         I.read_interfaces("nope")
-    except HyperconsoleError as exc:
-        assert "\n" not in str(exc) and "Cannot open network namespace" in str(exc)
-    else:
-        raise AssertionError("expected a HyperconsoleError")
+    assert "\n" not in str(exc.value) and "Cannot open network namespace" in str(exc.value)
+    host = I.read_host()
+    assert host.names is None and not host.uplink.known and "Cannot open network namespace" in host.uplink.reason
+    assert host.uplink.touched(["eth0"]) == ["eth0"]  # unknown: any interface may be the uplink
+
+
+def test_hanging_ip_is_killed_at_the_deadline(fake_ip, monkeypatch, tmp_path):
+    # The stand-in forks a child that keeps stdout open: killing only `ip` would leave the
+    # reader waiting for the child's end of the pipe.
+    pidfile = tmp_path / "child.pid"
+    fake_ip(f"sleep 30 &\necho $! > {pidfile}\nwait\n")
+    monkeypatch.setattr(I, "IP_TIMEOUT", 0.5)
+    host = I.read_host()
+    assert not host.uplink.known and "did not answer within 0.5s" in host.error
+    assert process_gone(int(pidfile.read_text()))  # the whole group went, not only ip
+
+
+def test_control_characters_in_recorded_ip_output():
+    # Recorded from a namespace with veths named "v\x01x" and "p\x1b]0;T\x07": iproute2 writes
+    # the bytes raw, which strict JSON refuses.
+    links = (DATA / "ip-link-control-char.json").read_bytes()
+    with pytest.raises(ValueError):
+        json.loads(links)
+    host = by_name(I.parse_interfaces(I.loads_tolerant(os.fsdecode(links)),
+                                      I.loads_tolerant(os.fsdecode((DATA / "ip-addr-control-char.json").read_bytes()))))
+    assert set(host) == {"lo", "v\x01x", "p\x1b]0;T\x07"}
+    assert host["v\x01x"].kind == "veth" and host["v\x01x"].mtu == 1500
 
 
 def test_recorded_files_are_what_ip_prints():
