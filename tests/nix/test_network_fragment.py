@@ -105,8 +105,12 @@ def _every_fragment() -> dict[str, nc.NetworkConfig]:
         "mtu": nc.set_mtu(empty, "eth0", 9000).after,
         "ports": nc.set_firewall_ports(empty, "eth0", tcp=[22, 443], udp=[53, 65535]).after,
         "dns": nc.set_nameservers(empty, ["192.0.2.53", "2001:db8::53"]).after,
-        # Names that are valid for Linux but not Nix identifiers must be quoted by the renderer.
-        "odd-names": nc.add_vlan(nc.add_bridge(empty, "0br", ["a.b", "x'y", "in"]).after, "with", 7, "a.b").after,
+        # Names that are valid interface names but not Nix identifiers (or are Nix keywords) must be
+        # quoted by the renderer.
+        "odd-names": nc.add_vlan(nc.add_bridge(empty, "0br", ["a.b", "x-y", "in", "_9"]).after, "with", 7, "a.b").after,
+        "moved-address": nc.move_addressing(nc.add_bridge(empty, "br0", ["eth0"]),
+                                            {"eth0": nc.Addressing(ipv4=("192.0.2.5/24",), gateway4="192.0.2.1")},
+                                            move=True).after,
     }
     everything = empty
     for cfg in cases.values():

@@ -201,7 +201,7 @@ def test_autostart_refused_for_transient(open_host):
     (NewNetworkSpec("n", mode="bridge", bridge="br0", cidr="10.0.0.1/24"), "no address or DHCP"),
     (NewNetworkSpec("n", mode="bridge", bridge="br0", forward_dev="eth0"), "no forward device"),
     (NewNetworkSpec("n", mode="bridge", bridge="averyveryverylongbr"), "longer than 15"),
-    (NewNetworkSpec("n", mode="nat", cidr="10.0.0.1/24", bridge="vir br"), "spaces"),
+    (NewNetworkSpec("n", mode="nat", cidr="10.0.0.1/24", bridge="vir br"), "may contain only letters"),
     (NewNetworkSpec("n", mode="isolated", forward_dev="eth0"), "forwards nowhere"),
 ])
 def test_create_refuses_bad_input_and_changes_nothing(open_host, spec, message):
