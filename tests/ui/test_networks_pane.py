@@ -3,11 +3,13 @@ written to the scratch network.nix through the demo rebuild (real nix-instantiat
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import libvirt
 import pytest
 
+from hyperconsole.host import interfaces as interfaces_mod
 from hyperconsole.host import netconfig
 from hyperconsole.messages import ActionDone
 from hyperconsole.nixos.revert import controller_for
@@ -101,7 +103,7 @@ async def test_new_bridge_is_written_to_network_nix_on_trial_and_kept():
         await open_pane(pilot)
         await pilot.press("b")
         await pilot.pause()
-        await fill(pilot, {"name": "br-lab", "members": "", "rstp": True})
+        await fill(pilot, {"name": "br-lab", "members": "", "rstp": True, "move": False})
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 10)
         assert "br-lab" in app.screen.detail and "Bridges changed" in app.screen.detail
         await pilot.press("y")
@@ -120,7 +122,7 @@ async def test_bad_bridge_name_changes_nothing():
         before = sorted(store.names())
         await pilot.press("b")
         await pilot.pause()
-        await fill(pilot, {"name": "a/b", "members": "", "rstp": False})
+        await fill(pilot, {"name": "a/b", "members": "", "rstp": False, "move": False})
         await settle(pilot)
         assert isinstance(app.screen, Form) and app.screen.widget("name").value == "a/b"
         assert form_errors(app.screen) == {"name": "interface name 'a/b' may contain only letters, digits, '_', '.' "
@@ -195,3 +197,89 @@ async def test_a_vm_with_an_escape_in_its_description_hides_no_network(monkeypat
         assert "db-primary" in default.vms
         warnings = [m for m, severity in said if severity == "warning" and "db-primary: " in m]
         assert len(warnings) == 1 and "\x1b" not in warnings[0] and "\\x1b" in warnings[0], said
+
+
+BAD_NAMES = ["{;--$(reboot)'", "$(Tt2j", "brü", "-br", "ｂｒ０", "lo", "x" * 16]
+
+
+async def test_bad_interface_names_are_refused_in_the_form_and_change_nothing():
+    app = demo_app()
+    async with app.run_test(size=(150, 42)) as pilot:
+        await open_pane(pilot)
+        store = controller_for(app.config, demo=True).store
+        before = sorted(store.names())
+        forms = [("b", "name", lambda n: {"name": n, "members": "", "rstp": False, "move": False}),
+                 ("b", "members", lambda n: {"name": "br9", "members": n, "rstp": False, "move": False}),
+                 ("v", "name", lambda n: {"name": n, "id": "5", "iface": "eth0"}),
+                 ("v", "iface", lambda n: {"name": "v5", "id": "5", "iface": n}),
+                 ("i", "iface", lambda n: {"iface": n, "address": "dhcp", "gateway": ""}),
+                 ("m", "iface", lambda n: {"iface": n, "mtu": "1500"}),
+                 ("f", "iface", lambda n: {"iface": n, "tcp": "22", "udp": ""})]
+        # Every name through the bridge form; one each through the others (they share the validator).
+        for n, (key, field, values) in enumerate(forms):
+            for name in BAD_NAMES if n == 0 else BAD_NAMES[n % len(BAD_NAMES):][:1]:
+                await pilot.press(key)
+                await pilot.pause()
+                await fill(pilot, values(name))
+                assert isinstance(app.screen, Form), (key, name)
+                errors = form_errors(app.screen)
+                assert list(errors) == [field] and "\n" not in errors[field], (key, name, errors)
+                assert any(words in errors[field] for words in ("may contain only", "starts with '-'", "may not be 'lo'",
+                                                                "longer than 15")), errors
+                await pilot.press("escape")
+                await settle(pilot)
+        assert sorted(store.names()) == before
+
+
+def pin_host(monkeypatch) -> None:
+    """eth0 with 192.0.2.5/24 and the default route stands in for this machine's interfaces."""
+    eth0 = interfaces_mod.InterfaceInfo("eth0", 2, "physical", None, "up", True, 1000, 1500, "52:54:00:00:00:01",
+                                        (interfaces_mod.AddressInfo("inet", "192.0.2.5", 24),), None)
+    lo = interfaces_mod.InterfaceInfo("lo", 1, "loopback", None, "unknown", None, None, 65536, None, (), None)
+    monkeypatch.setattr(interfaces_mod, "read_interfaces", lambda netns=None: [lo, eth0])
+    monkeypatch.setattr(interfaces_mod, "read_default_routes",
+                        lambda netns=None: [interfaces_mod.DefaultRoute("inet", "eth0", "192.0.2.1")])
+    monkeypatch.delenv("SSH_CONNECTION", raising=False)  # the local console: no SSH session
+
+
+async def test_uplink_into_a_bridge_says_so_and_the_plan_moves_its_address(monkeypatch):
+    pin_host(monkeypatch)
+    app = demo_app(confirm_timeout=0)
+    async with app.run_test(size=(150, 42)) as pilot:
+        await open_pane(pilot)
+        await pilot.press("b")
+        await pilot.pause()
+        await fill(pilot, {"name": "br-up", "members": "eth0", "rstp": False, "move": False})
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 10)
+        detail = app.screen.detail
+        assert "eth0 carries 192.0.2.5/24, default route via 192.0.2.1; as a member of br-up it loses them" in detail
+        assert "the host's uplink" in detail and "confirm-or-revert is mandatory" in detail
+        assert "reverts by itself after 120 s" in detail  # configured 0, yet the uplink gets a window
+        await pilot.press("n")
+        await settle(pilot)
+        await pilot.press("b")
+        await pilot.pause()
+        await fill(pilot, {"name": "br-up", "members": "eth0", "rstp": False, "move": True})
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 10)
+        detail = app.screen.detail
+        assert "eth0's 192.0.2.5/24, default route via 192.0.2.1 moves to br-up" in detail
+        assert '+      br-up = {' in detail and 'address = "192.0.2.5";' in detail and 'interface = "br-up";' in detail
+        await pilot.press("n")
+
+
+async def test_unreadable_interfaces_put_a_change_on_trial(monkeypatch, script):
+    bad_ip = script("ip", "echo 'RTNETLINK answers: Operation not permitted' >&2\nexit 2\n")
+    monkeypatch.setenv("PATH", f"{bad_ip.parent}:{os.environ['PATH']}")
+    app = demo_app(confirm_timeout=0)
+    async with app.run_test(size=(150, 42)) as pilot:
+        await settle(pilot)
+        await pilot.press("3")
+        await wait_until(pilot, lambda: isinstance(app.screen, NetworksScreen) and app.screen.overview is not None, 10)
+        await pilot.press("m")
+        await pilot.pause()
+        await fill(pilot, {"iface": "eth0", "mtu": "1400"})
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 10)
+        detail = app.screen.detail
+        assert "could not be read" in detail and "Operation not permitted" in detail
+        assert "eth0 may be the host's uplink" in detail and "reverts by itself after 120 s" in detail
+        await pilot.press("n")
