@@ -1,4 +1,5 @@
-"""Host network interfaces as the kernel sees them: `ip -j -d -s link`, `ip -j addr`, /sys/class/net.
+"""Host network interfaces as the kernel sees them: `ip -j -d -s link`, `ip -j addr`, /sys/class/net,
+and the default routes, from which the host's uplink follows.
 
 Everything is read per network namespace (`netns=None` is this process's own). `ip -n NS` reads a
 namespace's links and addresses; /sys/class/net, however, shows the namespace of whoever mounted
@@ -13,6 +14,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,7 +37,6 @@ class AddressInfo:
     prefixlen: int
     scope: str = "global"
     dynamic: bool = False  # handed out by DHCP or SLAAC (it has a lifetime), not configured
-
 
     @property
     def cidr(self) -> str:
@@ -110,7 +111,7 @@ def _run(argv: list[str], timeout: float, env: Mapping[str, str] | None = None) 
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         try:
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.communicate()
@@ -378,6 +379,8 @@ class Uplink:
 def find_uplink(interfaces: Sequence[InterfaceInfo], routes: Sequence[DefaultRoute], *,
                 environ: Mapping[str, str] | None = None,
                 route_lookup: Callable[[str], str | None] = route_device) -> Uplink:
+    """The Uplink of a host read as `interfaces` and `routes`; `route_lookup` names the interface
+    the route back to the SSH client leaves by."""
     start = {r.dev for r in routes}
     env = os.environ if environ is None else environ
     fields = env.get("SSH_CONNECTION", "").split()

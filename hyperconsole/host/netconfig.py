@@ -24,6 +24,7 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from hyperconsole import names
 from hyperconsole.errors import ValidationError
+from hyperconsole.host.interfaces import Uplink
 from hyperconsole.nixos.render import render_fragment
 from hyperconsole.nixos.store import ChangeSet, Fragment, FragmentChange, FragmentStore
 
@@ -383,7 +384,7 @@ def change_firewall_ports(config: NetworkConfig, iface: str, *, open_tcp: Sequen
     does not open is refused (a typo would otherwise pass as done)."""
     current = config.interface(names.interface_name(iface))
     if not (open_tcp or open_udp or close_tcp or close_udp):
-        raise ValidationError("name ports to open or close", hint="--allow-tcp P, --allow-udp P, --remove-tcp P, --remove-udp P")
+        raise ValidationError("name ports to open or close")
     result = {}
     for proto, now, opening, closing in (("tcp", current.tcp_ports, open_tcp, close_tcp),
                                          ("udp", current.udp_ports, open_udp, close_udp)):
@@ -691,11 +692,11 @@ def move_addressing(change: NetworkChange, live: Mapping[str, Addressing], *, mo
 
 
 def impact(change: NetworkChange, interfaces: Sequence[Any], vm_nics: Iterable[tuple[str, str]],
-           uplink: Any) -> Impact:
+           uplink: Uplink) -> Impact:
     """Which bridges the change alters, which VMs sit on them, and whether it touches the uplink.
 
-    `interfaces` are InterfaceInfo and `uplink` the Uplink from hyperconsole.host.interfaces
-    (the host as it is now); `vm_nics` are (vm name, bridge or source device) pairs from the
+    `interfaces` are InterfaceInfo from hyperconsole.host.interfaces (the host as it is now);
+    `vm_nics` are (vm name, bridge or source device) pairs from the
     domains' XML."""
     host_master = {i.name: i.master for i in interfaces if getattr(i, "master", None)}
     bridge_names = {i.name for i in interfaces if getattr(i, "kind", "") == "bridge"}

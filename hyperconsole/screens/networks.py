@@ -1,6 +1,6 @@
 """Networks pane (`3`): the host's interfaces (bridges with members, VLANs, bonds, rates, the VMs
 on each bridge) and libvirt's networks. Host changes (bridges, VLANs, addresses, MTU) go to the
-network.nix fragment with confirm-or-revert, mandatory when they reach the SSH uplink; libvirt
+network.nix fragment with confirm-or-revert, mandatory when they reach the host's uplink; libvirt
 networks are changed through libvirt directly."""
 
 from __future__ import annotations
