@@ -349,11 +349,9 @@ def read_default_routes(netns: str | None = None) -> list[DefaultRoute]:
 
 
 def route_device(destination: str, netns: str | None = None) -> str | None:
-    """The interface the kernel would use to reach `destination` (`ip -j route get`)."""
-    try:
-        routes = run_ip_json(netns, "route", "get", destination)
-    except HyperconsoleError:
-        return None
+    """The interface the kernel would use to reach `destination` (`ip -j route get`); raises
+    HyperconsoleError when ip fails."""
+    routes = run_ip_json(netns, "route", "get", destination)
     return routes[0].get("dev") if routes else None
 
 
@@ -441,9 +439,9 @@ def read_host(netns: str | None = None, *, environ: Mapping[str, str] | None = N
     try:
         interfaces = read_interfaces(netns)
         routes = read_default_routes(netns)
+        uplink = find_uplink(interfaces, routes, environ=environ, route_lookup=lambda dest: route_device(dest, netns))
     except HyperconsoleError as exc:
         return HostNetwork(uplink=Uplink(known=False, reason=str(exc)), error=str(exc))
-    uplink = find_uplink(interfaces, routes, environ=environ, route_lookup=lambda dest: route_device(dest, netns))
     return HostNetwork(tuple(interfaces), tuple(routes), uplink)
 
 
