@@ -171,7 +171,8 @@ class NetworksScreen(HostChangePane):
     def _ask(self, planned: netplan.NetworkPlan, timeout: int) -> None:
         notes = []
         if planned.touches_uplink:
-            notes.append(f"{planned.uplink_sentence().capitalize()}: confirm-or-revert is mandatory.")
+            sentence = planned.uplink_sentence()
+            notes.append(f"{sentence[:1].upper()}{sentence[1:]}: confirm-or-revert is mandatory.")
         if planned.impact.bridges_changed:
             notes.append("Bridges changed: " + ", ".join(planned.impact.bridges_changed))
         if planned.impact.vms_on_them:
