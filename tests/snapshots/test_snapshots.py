@@ -54,6 +54,7 @@ def _pinned_host(monkeypatch):
     addrs = json.loads((data / "ip-addr-vlan-bond.json").read_text())
     monkeypatch.setattr(interfaces, "read_interfaces", lambda netns=None: interfaces.parse_interfaces(links, addrs))
     monkeypatch.setattr(interfaces, "route_device", lambda dest, netns=None: None)
+    monkeypatch.setattr(interfaces, "read_default_routes", lambda netns=None: [])
     real = inventory.node_info
     monkeypatch.setattr(inventory, "node_info",
                         lambda target: dataclasses.replace(real(target), hostname="hv-demo"))
