@@ -43,23 +43,6 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
     return text
 
 
-# -- interface names (the validator itself: test_interface_names.py) -------------------------------
-
-def test_bad_names_are_refused_by_every_edit():
-    cfg = nc.NetworkConfig()
-    for edit in (
-        lambda: nc.add_bridge(cfg, "bad name", ["eth0"]),
-        lambda: nc.add_bridge(cfg, "br0", ["eth0/1"]),
-        lambda: nc.add_vlan(cfg, "v" * 16, 5, "eth0"),
-        lambda: nc.add_vlan(cfg, "v5", 5, "eth 0"),
-        lambda: nc.set_address(cfg, "eth:0", dhcp=True),
-        lambda: nc.set_mtu(cfg, "..", 1500),
-        lambda: nc.set_firewall_ports(cfg, "", tcp=[22]),
-    ):
-        with pytest.raises(ValidationError):
-            edit()
-
-
 # -- bridges -----------------------------------------------------------------------------------
 
 def test_interface_in_at_most_one_bridge():
