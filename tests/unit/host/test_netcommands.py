@@ -261,7 +261,7 @@ def test_mtu_firewall_and_dns_write_the_pane_fragment(run, nixos_dir):
     expected = netconfig.set_nameservers(netconfig.set_firewall_ports(netconfig.set_mtu(
         netconfig.NetworkConfig(), "eth7", 9000).after, "eth7", tcp=[22, 8443], udp=[53]).after,
         ["192.0.2.53", "2001:db8::53"]).after
-    assert fragment(nixos_dir).read_text() == netconfig.render(expected, source=netcommands.SOURCE)
+    assert fragment(nixos_dir).read_text() == netconfig.render(expected)
     assert run("net", "mtu", "eth7", "default", "--no-rebuild")[0] == 0
     assert run("net", "dns", "--clear", "--no-rebuild")[0] == 0
     config, _ = netconfig.load(FragmentStore(nixos_dir))

@@ -31,11 +31,11 @@ def test_unreadable_host_means_every_touched_interface_may_be_the_uplink(fake_ip
     for edit in (lambda cfg, ex: netconfig.set_mtu(cfg, "eth3", 1400, existing=ex),
                  lambda cfg, ex: netconfig.set_address(cfg, "eth3", dhcp=True, existing=ex),
                  lambda cfg, ex: netconfig.set_address(cfg, "eth3", address="192.0.2.3/24", existing=ex)):
-        planned = netplan.plan(store, edit, source="test")
+        planned = netplan.plan(store, edit)
         assert planned.uplink.known is False and planned.impact.uplinks_touched == ["eth3"]
         assert planned.timeout(None, 0) == netplan.UPLINK_FALLBACK_TIMEOUT  # configured 0: still a window
         assert planned.timeout(None, 45) == 45
         with pytest.raises(ValidationError, match="eth3 may be the host's uplink"):
             planned.timeout(0, 45)
-    dns = netplan.plan(store, lambda cfg, ex: netconfig.set_nameservers(cfg, ["192.0.2.53"], existing=ex), source="test")
+    dns = netplan.plan(store, lambda cfg, ex: netconfig.set_nameservers(cfg, ["192.0.2.53"], existing=ex))
     assert not dns.touches_uplink and dns.timeout(0, 45) == 0  # nameservers touch no interface
