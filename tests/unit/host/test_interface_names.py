@@ -11,9 +11,8 @@ import pytest
 from hyperconsole import cli, names
 from hyperconsole.errors import ValidationError
 from hyperconsole.host import netconfig as nc
-from hyperconsole.virt import netops, ops
+from hyperconsole.virt import create, networks
 from hyperconsole.virt.connection import ConnectionManager
-from hyperconsole.virt.domxml import NewDomainSpec
 from tests.fixtures import test_uri
 from tests.unit.virt.conftest import standard_host
 
@@ -109,15 +108,15 @@ def test_libvirt_network_and_vm_creation_refuse_the_same_bridge_names(tmp_path, 
     manager = ConnectionManager(test_uri(tmp_path, standard_host()))
     manager.connect()
     try:
-        networks = sorted(n.name() for n in manager.conn.listAllNetworks(0))
-        for spec in (netops.NewNetworkSpec("n", mode="bridge", bridge=name),
-                     netops.NewNetworkSpec("n", mode="isolated", bridge=name)):
+        before = sorted(n.name() for n in manager.conn.listAllNetworks(0))
+        for spec in (networks.NewNetworkSpec("n", mode="bridge", bridge=name),
+                     networks.NewNetworkSpec("n", mode="isolated", bridge=name)):
             with pytest.raises(ValidationError) as exc:
-                netops.create_network(manager, spec)
+                networks.create_network(manager, spec)
             assert words in one_line(exc)
-        assert sorted(n.name() for n in manager.conn.listAllNetworks(0)) == networks
+        assert sorted(n.name() for n in manager.conn.listAllNetworks(0)) == before
         with pytest.raises(ValidationError) as exc:
-            ops.create_domain(manager, NewDomainSpec("vm", memory_mib=256, network=name, network_kind="bridge"))
+            create.create_domain(manager, create.NewDomainSpec("vm", memory_mib=256, network=name, network_kind="bridge"))
         assert words in one_line(exc)
         assert manager.conn.listAllDomains(0) == []
     finally:
