@@ -22,6 +22,7 @@ from hyperconsole.cli.nixos import (
     _ask_within, _interactive, _print_line, confirm_timeout_arg, guarded, make_controller, report_apply_outcome,
 )
 from hyperconsole.nixos.store import FragmentStore
+from hyperconsole.sanitize import visible
 
 
 def read_vm_nics(config: Config) -> list[tuple[str, str]]:
@@ -151,14 +152,8 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
             details.append("[uplink]")
         carrier = "-" if i.carrier is None else ("yes" if i.carrier else "no")
         speed = f"{i.speed_mbps}M" if i.speed_mbps else "-"
-        print(_shown(f"{i.name:<16}{i.kind:<10}{i.state:<15}{carrier:<8}{speed:>7} {i.mtu:>6}  {(i.mac or '-'):<18}{' '.join(details)}"))
+        print(visible(f"{i.name:<16}{i.kind:<10}{i.state:<15}{carrier:<8}{speed:>7} {i.mtu:>6}  {(i.mac or '-'):<18}{' '.join(details)}"))
     return 0
-
-
-def _shown(text: str) -> str:
-    """Interface names are whatever bytes the kernel took: control characters and undecodable
-    bytes are printed as escapes (`\\x1b`), never sent to the terminal."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 # -- registration -----------------------------------------------------------------------------------
