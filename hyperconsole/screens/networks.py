@@ -169,10 +169,7 @@ class NetworksScreen(HostChangePane):
         self.app.call_from_thread(self._ask, planned, timeout)
 
     def _ask(self, planned: netplan.NetworkPlan, timeout: int) -> None:
-        notes = []
-        if planned.touches_uplink:
-            sentence = planned.uplink_sentence()
-            notes.append(f"{sentence[:1].upper()}{sentence[1:]}: confirm-or-revert is mandatory.")
+        notes = []  # the plan's warnings say when the change reaches the uplink
         if planned.impact.bridges_changed:
             notes.append("Bridges changed: " + ", ".join(planned.impact.bridges_changed))
         if planned.impact.vms_on_them:

@@ -253,8 +253,8 @@ async def test_uplink_into_a_bridge_says_so_and_the_plan_moves_its_address(monke
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 10)
         detail = app.screen.detail
         assert "eth0 carries 192.0.2.5/24, default route via 192.0.2.1; as a member of br-up it loses them" in detail
-        assert ("This change touches eth0, the host's uplink (default route or SSH session): "
-                "confirm-or-revert is mandatory.") in detail
+        assert ("warning: this change touches eth0, the host's uplink (default route or SSH session); "
+                "it will be applied with confirm-or-revert") in detail
         assert "reverts by itself after 120 s" in detail  # configured 0, yet the uplink gets a window
         await pilot.press("n")
         await settle(pilot)
