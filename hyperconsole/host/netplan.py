@@ -44,7 +44,7 @@ class NetworkPlan:
         return self.impact.touches_uplink
 
     def uplink_sentence(self) -> str:
-        """What the change does to the uplink, for the refusal and the pane's preview."""
+        """What the change does to the uplink, for the refusal of 0 and the warnings."""
         names = ", ".join(self.impact.uplinks_touched)
         if self.uplink.known:
             return f"this change touches {names}, the host's uplink (default route or SSH session)"
