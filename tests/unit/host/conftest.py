@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -78,10 +79,17 @@ def fake_ip(script, monkeypatch):
     return install
 
 
-def process_gone(pid: int) -> bool:
-    """True when pid no longer runs (exited, or a zombie nobody reaped yet)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state in ("Z", "X")
+def process_gone(pid: int, wait: float = 5.0) -> bool:
+    """True when pid no longer runs (exited, or a zombie nobody reaped yet) within `wait`
+    seconds: a killed process closes its files a moment before the kernel marks it exited."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)

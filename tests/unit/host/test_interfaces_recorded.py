@@ -155,10 +155,10 @@ def test_ip_failure_is_one_line_and_leaves_the_uplink_unknown(fake_ip):
 
 
 def test_hanging_ip_is_killed_at_the_deadline(fake_ip, monkeypatch, tmp_path):
-    # The stand-in forks a child that keeps stdout open: killing only `ip` would leave the
-    # reader waiting for the child's end of the pipe.
+    # The stand-in forks a child that keeps stdout open for ten minutes: killing only `ip` would
+    # leave the reader waiting for the child's end of the pipe, i.e. hanging.
     pidfile = tmp_path / "child.pid"
-    fake_ip(f"sleep 30 &\necho $! > {pidfile}\nwait\n")
+    fake_ip(f"sleep 600 &\necho $! > {pidfile}\nwait\n")
     monkeypatch.setattr(I, "IP_TIMEOUT", 0.5)
     host = I.read_host()
     assert not host.uplink.known and "did not answer within 0.5s" in host.error
