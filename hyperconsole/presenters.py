@@ -177,7 +177,7 @@ def interface_cells(row: InterfaceRow) -> dict[str, Text]:
     carrier = DASH if i.carrier is None else ("up" if i.carrier else "down")
     name = plain(i.name, "bold" if row.uplink else "")
     if row.uplink:
-        name.append(" ⇄", "yellow")  # carries the SSH session
+        name.append(" ⇄", "yellow")  # the uplink: default route or the SSH session
     return {
         "name": name, "kind": plain(i.kind), "state": plain(i.state.lower()), "link": plain(carrier),
         "speed": plain(f"{i.speed_mbps} Mb/s" if i.speed_mbps else DASH),
