@@ -33,6 +33,18 @@ def default_host() -> str:
     )
 
 
+async def workers_done(app) -> None:
+    """Wait for the app's workers. An exclusive worker cancelled by a newer one of its group has
+    nothing left to wait for (WorkerCancelled); a worker that failed still fails the test."""
+    from textual.worker import WorkerCancelled
+
+    for worker in list(app.workers):
+        try:
+            await worker.wait()
+        except WorkerCancelled:
+            pass
+
+
 class Harness:
     def __init__(self, app: HyperconsoleApp, pilot, messages: list) -> None:
         self.app = app
@@ -43,7 +55,7 @@ class Harness:
         """Let workers finish and their messages be handled."""
         for _ in range(rounds):
             await self.pilot.pause()
-            await self.app.workers.wait_for_complete()
+            await workers_done(self.app)
         await self.pilot.pause()
 
     def domain(self, name: str):
@@ -98,7 +110,7 @@ async def wait_until(pilot, predicate, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         await pilot.pause(0.1)
-        await pilot.app.workers.wait_for_complete()
+        await workers_done(pilot.app)
         if predicate():
             return
     raise AssertionError("condition not met in time")
@@ -118,7 +130,7 @@ async def fill_form(pilot, values: dict, *, submit: bool = True) -> None:
         await pilot.press("ctrl+s")
         for _ in range(3):
             await pilot.pause()
-            await pilot.app.workers.wait_for_complete()
+            await workers_done(pilot.app)
         await pilot.pause()
 
 
