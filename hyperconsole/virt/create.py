@@ -18,7 +18,6 @@ from hyperconsole.virt import errors as verrors
 from hyperconsole.virt import inventory, xmlmodel
 from hyperconsole.virt.calls import Target, calling, find, split
 from hyperconsole.virt.domains import DiskInfo, GraphicsInfo, NicInfo, check_description, name_free
-from hyperconsole.virt.networks import validate_bridge_name
 from hyperconsole.virt.pools import active_pool
 from hyperconsole.virt.resources import KIB_PER_MIB, check_sizes, host_limits
 from hyperconsole.virt.volumes import build_volume_xml, delete_quietly, existing
@@ -195,7 +194,7 @@ def validate_spec(target: Target, spec: NewDomainSpec) -> NewDomainSpec:
         if spec.disk.volume:
             names.volume_name(spec.disk.volume)
     if spec.network_kind == "bridge" and spec.network is not None:
-        validate_bridge_name(spec.network)
+        names.interface_name(spec.network, "bridge name")
 
     conn, manager = split(target)
     dtype = spec.domain_type or _pick_domain_type(conn, manager)

@@ -291,10 +291,6 @@ def set_network_autostart(target: Target, name: str, on: bool) -> None:
 # --------------------------------------------------------------------------- validation
 
 
-def validate_bridge_name(name: str, what: str = "bridge name") -> str:
-    return names.interface_name(name, what)
-
-
 def parse_gateway(text: str) -> ipaddress.IPv4Interface:
     """A libvirt network's gateway "address/prefix" (a network address means its first host);
     IPv4, with room for a gateway and guests (/30 or larger)."""
@@ -338,7 +334,7 @@ def validate_network_spec(spec: NewNetworkSpec) -> None:
     if spec.mode == "bridge":
         if not spec.bridge:
             raise ValidationError("a bridged network needs the name of an existing host bridge")
-        validate_bridge_name(spec.bridge, "host bridge")
+        names.interface_name(spec.bridge, "host bridge")
         if spec.cidr or has_dhcp:
             raise ValidationError("a bridged network has no address or DHCP range of its own",
                                   hint="the LAN's DHCP serves VMs on a host bridge")
@@ -346,11 +342,11 @@ def validate_network_spec(spec: NewNetworkSpec) -> None:
             raise ValidationError("a bridged network has no forward device; it uses the bridge")
         return
     if spec.bridge:
-        validate_bridge_name(spec.bridge)
+        names.interface_name(spec.bridge, "bridge name")
     if spec.forward_dev:
         if spec.mode == "isolated":
             raise ValidationError("an isolated network forwards nowhere; leave the forward device empty")
-        validate_bridge_name(spec.forward_dev, "forward device")
+        names.interface_name(spec.forward_dev, "forward device")
     if spec.mode in ("nat", "route") and not spec.cidr:
         raise ValidationError(f"a {spec.mode} network needs an IPv4 address with prefix, e.g. 192.168.100.1/24")
     if has_dhcp and not spec.cidr:
@@ -436,17 +432,6 @@ def _host_bridge_state(conn, manager, name: str) -> str | None:
     return "bridge" if kind == "bridge" else "other"
 
 
-def _bridges_in_use(conn, manager) -> dict[str, str]:
-    with calling(manager, "list networks"):
-        return {n.bridge: n.name for n in map(read_network, conn.listAllNetworks(0)) if n.bridge}
-
-
-def _subnets_in_use(conn, manager) -> dict[ipaddress.IPv4Network, str]:
-    with calling(manager, "list networks"):
-        return {ipaddress.IPv4Interface(ip.cidr).network: n.name
-                for n in map(read_network, conn.listAllNetworks(0)) for ip in n.ips if ip.family == "ipv4"}
-
-
 def validate_network(target: Target, spec: NewNetworkSpec) -> None:
     """validate_network_spec + host checks: name free, host bridge exists (bridge mode), the
     virbr name and the subnet not taken by another libvirt network. Reads only."""
@@ -462,15 +447,19 @@ def validate_network(target: Target, spec: NewNetworkSpec) -> None:
             raise ValidationError(f"host interface {spec.bridge!r} is not a bridge",
                                   hint="bridge it in the host bridges pane first")
         return
-    if spec.bridge:
-        taken = _bridges_in_use(conn, manager)
-        if spec.bridge in taken:
-            raise ValidationError(f"bridge {spec.bridge!r} already belongs to network {taken[spec.bridge]!r}")
+    if not (spec.bridge or spec.cidr):
+        return
+    with calling(manager, "list networks"):
+        others = [read_network(n) for n in conn.listAllNetworks(0)]
+    for other in others:
+        if spec.bridge and other.bridge == spec.bridge:
+            raise ValidationError(f"bridge {spec.bridge!r} already belongs to network {other.name!r}")
     if spec.cidr:
         mine = parse_gateway(spec.cidr).network
-        for subnet, other in _subnets_in_use(conn, manager).items():
+        for subnet, name in ((ipaddress.IPv4Interface(ip.cidr).network, other.name)
+                             for other in others for ip in other.ips if ip.family == "ipv4"):
             if subnet.overlaps(mine):
-                raise ValidationError(f"{mine} overlaps {subnet} of network {other!r}")
+                raise ValidationError(f"{mine} overlaps {subnet} of network {name!r}")
 
 
 def create_network(target: Target, spec: NewNetworkSpec, *, start: bool = True,
