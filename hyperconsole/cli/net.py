@@ -18,9 +18,7 @@ from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.host import interfaces as interfaces_mod
 from hyperconsole.host import netconfig, netplan
-from hyperconsole.cli.nixos import (
-    _ask_within, _interactive, _print_line, confirm_timeout_arg, guarded, make_controller, report_apply_outcome,
-)
+from hyperconsole.cli.nixos import apply_changeset, ask_to_apply, confirm_timeout_arg, guarded
 from hyperconsole.nixos.store import FragmentStore
 from hyperconsole.sanitize import visible
 
@@ -65,18 +63,12 @@ def _apply_change(args: argparse.Namespace, config: Config, edit: netplan.Edit) 
         print(f"bridges changed: {', '.join(planned.impact.bridges_changed)}")
     if planned.impact.vms_on_them:
         print(f"VMs on them: {', '.join(planned.impact.vms_on_them)}")
-    if _interactive() and not args.yes:
-        answer = _ask_within("Apply this change? [y/N] ", 3600)
-        if (answer or "").lower() not in ("y", "yes"):
-            print("nothing changed")
-            return 1
+    if not ask_to_apply(args):
+        return 1
     if planned.touches_uplink and args.no_rebuild:
         print("warning: not rebuilt; activate it with confirm-or-revert (`hyperconsole rebuild test` does not revert by itself)",
               file=sys.stderr)
-    controller = make_controller(args, config)
-    outcome = controller.apply(changeset, timeout=timeout, description=changeset.message.removeprefix("hyperconsole: "),
-                               rebuild=not args.no_rebuild, on_line=_print_line)
-    return report_apply_outcome(args, config, outcome)
+    return apply_changeset(args, config, changeset, timeout)
 
 
 # -- handlers -------------------------------------------------------------------------------------

@@ -30,8 +30,8 @@ from hyperconsole.nixos.rebuild import (
     ACTIONS, RebuildLine, RebuildResult, diff_generations, find_generation, list_generations,
     rollback_argvs,
 )
-from hyperconsole.nixos.revert import ConfirmOrRevert, NoPendingChange, controller_for
-from hyperconsole.nixos.store import FRAGMENTS_SUBDIR, FragmentStore
+from hyperconsole.nixos.revert import ApplyOutcome, ConfirmOrRevert, NoPendingChange, controller_for
+from hyperconsole.nixos.store import FRAGMENTS_SUBDIR, ChangeSet, FragmentStore
 
 MAX_CONFIRM_TIMEOUT = 86400
 _IMPORT_RE = re.compile(r"(?<![\w/.-])\./hyperconsole(?:/default\.nix)?(?![\w/.-])")
@@ -147,8 +147,29 @@ def cmd_profile_show(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def report_apply_outcome(args: argparse.Namespace, config: Config, outcome) -> int:
-    """What `profile apply` and the `net` commands print after ConfirmOrRevert.apply."""
+def ask_to_apply(args: argparse.Namespace) -> bool:
+    """On a terminal (and without --yes) the operator confirms the diff just printed; False, with
+    "nothing changed" said, when they do not."""
+    if not _interactive() or args.yes:
+        return True
+    answer = _ask_within("Apply this change? [y/N] ", 3600)
+    if (answer or "").lower() in ("y", "yes"):
+        return True
+    print("nothing changed")
+    return False
+
+
+def apply_changeset(args: argparse.Namespace, config: Config, changeset: ChangeSet, timeout: int) -> int:
+    """Write and activate a change through ConfirmOrRevert and report the outcome: what `profile
+    apply` and the `net` commands share once the operator has agreed."""
+    outcome = make_controller(args, config).apply(
+        changeset, timeout=timeout, description=changeset.message.removeprefix("hyperconsole: "),
+        rebuild=not args.no_rebuild, on_line=_print_line,
+    )
+    return _report_apply_outcome(args, config, outcome)
+
+
+def _report_apply_outcome(args: argparse.Namespace, config: Config, outcome: ApplyOutcome) -> int:
     for warning in outcome.commit.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {', '.join(n + '.nix' for n in outcome.commit.written) or 'nothing'} (history: {outcome.commit.history})")
@@ -186,18 +207,10 @@ def cmd_profile_apply(args: argparse.Namespace, config: Config) -> int:
         print(f"profile {args.name} with these toggles is already written; nothing to change")
         return 0
     print(changeset.diff(), end="")
-    if _interactive() and not args.yes:
-        answer = _ask_within("Apply this change? [y/N] ", 3600)
-        if (answer or "").lower() not in ("y", "yes"):
-            print("nothing changed")
-            return 1
+    if not ask_to_apply(args):
+        return 1
     timeout = config.confirm_timeout if args.confirm_timeout is None else args.confirm_timeout
-    controller = make_controller(args, config)
-    outcome = controller.apply(
-        changeset, timeout=timeout, description=changeset.message.removeprefix("hyperconsole: "),
-        rebuild=not args.no_rebuild, on_line=_print_line,
-    )
-    return report_apply_outcome(args, config, outcome)
+    return apply_changeset(args, config, changeset, timeout)
 
 
 # -- rebuild / confirm / generations / rollback --------------------------------------------------
