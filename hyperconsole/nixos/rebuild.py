@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -174,11 +174,12 @@ def read_log(path: Path):
     return os.fdopen(safefs.open_file(path, os.O_RDONLY), "rb")
 
 
-def write_record(path: Path, record: dict) -> None:
-    safefs.atomic_write(Path(path), (json.dumps(record, indent=2) + "\n").encode("utf-8"), mode=safefs.PRIVATE_FILE_MODE)
+def write_record(path: Path, record: dict, mode: int = safefs.PRIVATE_FILE_MODE) -> None:
+    safefs.atomic_write(Path(path), (json.dumps(record, indent=2) + "\n").encode("utf-8"), mode=mode)
 
 
 def read_record(path: Path) -> dict:
+    """A JSON record ({} when absent, damaged or behind a link)."""
     try:
         return json.loads(safefs.read_bytes(path) or b"{}")
     except (OSError, ValueError, HyperconsoleError):
@@ -230,7 +231,7 @@ def run_job(argv: Sequence[str], label: str, log: Path, record_path: Path,
     write_record(record_path, {**base, "state": "waiting"})
     started = time.monotonic()
     try:
-        with rebuild_lock(lock_path, lock_wait, f"{label} rebuild") if lock_path else _nothing():
+        with rebuild_lock(lock_path, lock_wait, f"{label} rebuild") if lock_path else nullcontext():
             write_record(record_path, {**base, "state": "running"})
             fd = open_log(log, create=False)
             try:
@@ -251,11 +252,6 @@ def run_job(argv: Sequence[str], label: str, log: Path, record_path: Path,
     write_record(record_path, {**base, "state": "done", "status": status, "returncode": returncode,
                                "duration": round(time.monotonic() - started, 3)})
     return 0 if returncode == 0 else 1
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def follow(job: Job, *, on_line: Callable[[RebuildLine], None] | None = None, timeout: float | None = None,

@@ -45,7 +45,7 @@ from hyperconsole.errors import HyperconsoleError
 from hyperconsole.nixos import locking
 from hyperconsole.nixos.rebuild import (
     CURRENT_SYSTEM, SYSTEM_PROFILES, Job, RebuildBusyError, RebuildLine, RebuildResult, RebuildRunner, check_runnable, follow,
-    open_log, pid_alive, split_command, systemd_wrap, under_systemd,
+    open_log, pid_alive, read_record, split_command, systemd_wrap, under_systemd, write_record,
 )
 from hyperconsole.nixos.render import parse
 from hyperconsole.nixos.store import ChangeSet, CommitResult, FragmentStore
@@ -213,10 +213,7 @@ class ConfirmOrRevert:
         return load_pending(self.store.dir)
 
     def last_revert(self) -> dict | None:
-        try:
-            return json.loads(safefs.read_bytes(self.store.dir / LAST_REVERT_NAME) or b"null")
-        except (OSError, ValueError, HyperconsoleError):
-            return None
+        return read_record(self.store.dir / LAST_REVERT_NAME) or None
 
     def _save(self, record: PendingChange) -> None:
         safefs.atomic_write(self.pending_path, record.to_json().encode("utf-8"))
@@ -234,7 +231,8 @@ class ConfirmOrRevert:
     def _drop(self, change_id: str, last_revert: dict | None = None) -> None:
         with self._locked(wait=REVERT_LOCK_WAIT):
             if last_revert is not None:
-                safefs.atomic_write(self.store.dir / LAST_REVERT_NAME, (json.dumps(last_revert, indent=2) + "\n").encode())
+                # Readable like the pending record: any operator's `nixos status` shows it.
+                write_record(self.store.dir / LAST_REVERT_NAME, last_revert, mode=safefs.FILE_MODE)
             record = self.pending()
             if record is not None and record.change_id == change_id:
                 safefs.atomic_write(self.store.dir / LAST_TRIAL_NAME, record.to_json().encode("utf-8"))
