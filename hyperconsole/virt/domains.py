@@ -19,7 +19,7 @@ import libvirt
 from hyperconsole.errors import ValidationError
 from hyperconsole.virt import errors as verrors
 from hyperconsole.virt import xmlmodel
-from hyperconsole.virt.calls import Target, fail, split
+from hyperconsole.virt.calls import Target, find, split
 from hyperconsole.virt.connection import ConnectionManager
 from hyperconsole.virt.errors import VirtError
 from hyperconsole.virt.models import DomainState
@@ -225,10 +225,5 @@ def state_of(dom: libvirt.virDomain) -> DomainState:
 
 def name_free(conn: libvirt.virConnect, manager: ConnectionManager | None, name: str) -> None:
     """Raises ValidationError when a VM of that name exists."""
-    try:
-        conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if verrors.is_no_domain(exc):
-            return
-        raise fail(manager, f"check name {name}", exc) from exc
-    raise ValidationError(f"a VM named {name!r} already exists")
+    if find(manager, f"check name {name}", lambda: conn.lookupByName(name), libvirt.VIR_ERR_NO_DOMAIN) is not None:
+        raise ValidationError(f"a VM named {name!r} already exists")
