@@ -140,24 +140,26 @@ class Impact:
 # -- validation of single values ------------------------------------------------------------------
 
 
-def check_vlan_id(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not VLAN_MIN <= value <= VLAN_MAX:
-        raise ValidationError(f"VLAN id must be a whole number from {VLAN_MIN} to {VLAN_MAX}, not {value!r}")
+def _whole(value: object, what: str, low: int, high: int) -> int:
+    """An int of the model (already parsed; text is names.whole_number's job) within low..high."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(f"{what} must be a whole number from {low} to {high}, not {value!r}")
     return value
 
 
+def check_vlan_id(value: object) -> int:
+    return _whole(value, "VLAN id", VLAN_MIN, VLAN_MAX)
+
+
 def check_mtu(value: object, *, ipv6: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not MTU_MIN <= value <= 65535:
-        raise ValidationError(f"MTU must be a whole number from {MTU_MIN} to 65535, not {value!r}")
+    value = _whole(value, "MTU", MTU_MIN, 65535)
     if ipv6 and value < MTU_MIN_IPV6:
         raise ValidationError(f"MTU {value} is below {MTU_MIN_IPV6}, the minimum for an interface with IPv6 addresses")
     return value
 
 
 def check_port(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not PORT_MIN <= value <= PORT_MAX:
-        raise ValidationError(f"port must be a whole number from {PORT_MIN} to {PORT_MAX}, not {value!r}")
-    return value
+    return _whole(value, "port", PORT_MIN, PORT_MAX)
 
 
 def host_cidr(text: object) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
