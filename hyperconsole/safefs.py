@@ -43,9 +43,10 @@ def _symlink_error(path: Path) -> SymlinkError:
                         hint="remove the link and check who created it")
 
 
-def _is_link(path: Path) -> bool:
+def _is_link(path: str | os.PathLike[str], dir_fd: int | None = None) -> bool:
+    """Whether `path` (relative to `dir_fd` when given) is a symbolic link; False when absent."""
     try:
-        return stat.S_ISLNK(os.lstat(path).st_mode)
+        return stat.S_ISLNK(os.lstat(path, dir_fd=dir_fd).st_mode)
     except OSError:
         return False
 
@@ -138,10 +139,9 @@ def open_private(path: str | os.PathLike[str], flags: int) -> int:
     return open_file(path, flags, private=True)
 
 
-def open_private_text(path: str | os.PathLike[str], *, append: bool = True):
-    """A text stream on a private file (logs): appended to, or truncated when append is False."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    return os.fdopen(open_private(path, flags), "a" if append else "w", encoding="utf-8")
+def open_private_text(path: str | os.PathLike[str]):
+    """A text stream appending to a private file (logs)."""
+    return os.fdopen(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a", encoding="utf-8")
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes | None:
@@ -241,7 +241,7 @@ class Transaction:
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"not a plain file name: {name!r}")
         assert self._fd is not None, "use Transaction as a context manager"
-        if _is_link_in(self._fd, name):
+        if _is_link(name, self._fd):
             raise _symlink_error(self.dir / name)
 
     def _temp_name(self, name: str) -> str:
@@ -284,13 +284,6 @@ class Transaction:
         for name in self._removals:
             _remove_entry(self._fd, name)
         os.fsync(self._fd)
-
-
-def _is_link_in(dir_fd: int, name: str) -> bool:
-    try:
-        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
-    except FileNotFoundError:
-        return False
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = FILE_MODE) -> None:
