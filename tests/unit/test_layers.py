@@ -14,7 +14,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CORE_PACKAGES = ("hyperconsole.virt", "hyperconsole.host", "hyperconsole.nixos")
-CORE_MODULES = ("hyperconsole.config", "hyperconsole.profiles", "hyperconsole.errors", "hyperconsole.paths")
+CORE_MODULES = ("hyperconsole.config", "hyperconsole.profiles", "hyperconsole.errors", "hyperconsole.paths",
+                "hyperconsole.names", "hyperconsole.sanitize", "hyperconsole.safefs", "hyperconsole.schema")
 FORBIDDEN_IN_CORE = ("textual", "rich", "argparse", "hyperconsole.cli", "hyperconsole.demo",
                      "hyperconsole.app", "hyperconsole.screens", "hyperconsole.widgets")
 
@@ -25,9 +26,6 @@ def core_modules() -> list[str]:
         module = __import__(package, fromlist=["_"])
         names.append(package)
         names += [f"{package}.{m.name}" for m in pkgutil.iter_modules(module.__path__)]
-    for extra in ("names", "sanitize", "safefs", "schema"):  # single-module core parts, once they exist
-        if (REPO / "hyperconsole" / f"{extra}.py").exists():
-            names.append(f"hyperconsole.{extra}")
     return names
 
 
