@@ -50,8 +50,6 @@ def guarded(handler: Callable[[argparse.Namespace, Config], int]) -> Callable[[a
     @functools.wraps(handler)
     def wrapper(args: argparse.Namespace, config: Config) -> int:
         try:
-            if getattr(args, "demo", False):
-                config = demo.demo_config(config)
             return handler(args, config)
         except HyperconsoleError as exc:
             _err(str(exc))
