@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
-import json
 import os
 import re
 import select
-import shutil
 import stat
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from hyperconsole import profiles as profiles_mod, safefs
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.demo import nixos as demo
+from hyperconsole.nixos import nixeval
 from hyperconsole.nixos.rebuild import (
     ACTIONS, RebuildLine, RebuildResult, diff_generations, find_generation, list_generations,
     rollback_argvs,
@@ -321,23 +320,10 @@ def add_import(text: str) -> str:
 
 # How a configuration's imports are checked without nixpkgs: call the module with stub arguments
 # and import every path it lists (a missing ./hyperconsole/default.nix fails here).
-_STUB_ARGS = '{ config = { }; lib = { }; pkgs = { }; options = { }; modulesPath = "/"; }'
-_EVAL_IMPORTS = (
-    "let m = import (/. + {path}); r = if builtins.isFunction m then m {stubs} else m; in "
-    "map (i: if builtins.isPath i then builtins.typeOf (import i) else \"other\") (r.imports or [ ])"
-)
-
-
-def _nix(nix: str, *argv: str) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run([nix, *argv], capture_output=True, text=True, check=False, timeout=120)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess([nix, *argv], 1, "", "error: nix-instantiate took over 120 s")
-
-
 def _evaluates(nix: str, path: Path) -> subprocess.CompletedProcess:
-    expr = _EVAL_IMPORTS.format(path=json.dumps(str(path)), stubs=_STUB_ARGS)
-    return _nix(nix, "--eval", "--strict", "--json", "-E", expr)
+    expr = (f"map (i: if builtins.isPath i then builtins.typeOf (import i) else \"other\") "
+            f"(({nixeval.module_expr(path)}).imports or [ ])")
+    return nixeval.run(nix, "--eval", "--strict", "--json", "-E", expr)
 
 
 def _nix_error(done: subprocess.CompletedProcess) -> str:
@@ -348,7 +334,7 @@ def _nix_error(done: subprocess.CompletedProcess) -> str:
 def _check_configuration(nix: str, candidate: Path, current: Path) -> str:
     """Refuse a candidate configuration.nix that does not parse, or that no longer evaluates
     where the current one does (with stub arguments; a full NixOS evaluation needs nixpkgs)."""
-    parsed = _nix(nix, "--parse", str(candidate))
+    parsed = nixeval.run(nix, "--parse", str(candidate))
     if parsed.returncode != 0:
         raise ValidationError(f"adding the import would break configuration.nix ({_nix_error(parsed)}); nothing changed",
                               hint="add `imports = [ ./hyperconsole ];` by hand")
@@ -380,7 +366,7 @@ def add_fragments_import(nixos_dir: Path, store: FragmentStore) -> tuple[str, st
         store.ensure_index()
         with safefs.Transaction(nixos_dir) as txn:
             candidate = txn.write(configuration.name, new.encode("utf-8"), mode)
-            nix = shutil.which("nix-instantiate")
+            nix = nixeval.nix_instantiate()
             checked = _check_configuration(nix, candidate, configuration) if nix else "not checked (no nix-instantiate)"
             txn.commit()
     except BaseException:

@@ -18,36 +18,21 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from hyperconsole.errors import HyperconsoleError
+from hyperconsole.nixos import nixeval
 from hyperconsole.nixos.render import parse
 from hyperconsole.nixos.store import FRAGMENTS_SUBDIR
 from hyperconsole.safefs import atomic_write
 
-EVAL_WRAPPER = (
-    "let m = import {path}; in "
-    "if builtins.isFunction m then m {{ config = {{ }}; lib = {{ }}; pkgs = {{ }}; options = {{ }}; modulesPath = \"\"; }} else m"
-)
 NIX_TIMEOUT = 60
 
 
 def say(text: str) -> None:
     print(f"demo: {text}", flush=True)
-
-
-def nix_instantiate() -> str | None:
-    return shutil.which("nix-instantiate")
-
-
-def _nix_env() -> dict[str, str]:
-    # No daemon, no builds: keep nix from wanting a build-users group or a store lock.
-    env = dict(os.environ)
-    env.setdefault("NIX_CONFIG", "build-users-group =")
-    return env
 
 
 def check_fragment(path: Path, nix: str | None) -> list[str]:
@@ -58,24 +43,16 @@ def check_fragment(path: Path, nix: str | None) -> list[str]:
         except (HyperconsoleError, OSError, UnicodeDecodeError) as exc:
             return [f"error: {path.name}: {exc}"]
         return []
-    steps = [[nix, "--parse", str(path)]]
+    steps = [["--parse", str(path)]]
     if path.name != "default.nix":  # evaluating imports would copy paths into the store
-        steps.append([nix, "--eval", "--strict", "--json", "-E", EVAL_WRAPPER.format(path=_nix_path(path))])
+        steps.append(["--eval", "--strict", "--json", "-E", nixeval.module_expr(path.resolve())])
     for argv in steps:
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=NIX_TIMEOUT, env=_nix_env(), check=False)
-        except subprocess.TimeoutExpired:
-            return [f"error: {path.name}: nix-instantiate took longer than {NIX_TIMEOUT}s"]
+        done = nixeval.run(nix, *argv, timeout=NIX_TIMEOUT)
         if done.returncode != 0:
             detail = [line for line in done.stderr.splitlines() if line.strip() and "build-users-group" not in line]
             errors = [line.strip() for line in detail if "error:" in line] or detail[:1] or [f"exit {done.returncode}"]
             return [f"error: {path.name}: {errors[0].removeprefix('error: ')}"] + [f"  {line}" for line in detail[1:6]]
     return []
-
-
-def _nix_path(path: Path) -> str:
-    # A Nix path literal cannot hold spaces or most punctuation; a quoted string cast works always.
-    return "(/. + " + json.dumps(str(path.resolve())) + ")"
 
 
 class DemoSystem:
@@ -171,7 +148,7 @@ class DemoSystem:
 
 
 def evaluate_all(nixos_dir: Path) -> bool:
-    nix = nix_instantiate()
+    nix = nixeval.nix_instantiate()
     say("evaluating fragments with " + ("nix-instantiate" if nix else "hyperconsole's reader (nix-instantiate not installed)"))
     files = sorted((nixos_dir / FRAGMENTS_SUBDIR).glob("*.nix"))
     config = nixos_dir / "configuration.nix"
