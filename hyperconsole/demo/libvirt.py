@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import libvirt
-
 from pathlib import Path
+
+import libvirt
 
 from hyperconsole.virt.connection import ConnectionManager, StateChanged
 from hyperconsole.virt.models import ConnectionState
