@@ -10,12 +10,12 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-import unicodedata
 from pathlib import PurePosixPath
 
 import humanize
 
 from hyperconsole.errors import ValidationError
+from hyperconsole.sanitize import visible
 
 MAX_NAME = 64  # VM, network and pool names
 IFNAMSIZ = 16  # kernel buffer incl. the NUL, so interface names have at most 15 bytes
@@ -28,7 +28,9 @@ _IFACE_CHARS = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
 
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
+    """Whether `text` holds a character the sanitiser would have to escape to show it (control,
+    format, separator): one definition for what is refused and what is made visible."""
+    return visible(text) != text
 
 
 def interface_name(name: object, what: str = "interface name", *, allow_lo: bool = False) -> str:
