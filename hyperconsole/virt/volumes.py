@@ -224,15 +224,20 @@ def resize_volume(target: Target, pool_name: str, name: str, new_size: str | int
                               f"{names.human_size(capacity)}: only growing is supported (shrinking loses data)")
     if capacity == info.capacity:
         raise ValidationError(f"{pool_name}/{name} is already {names.human_size(capacity)}")
-    usage = inventory.usage(target)
-    running = usage.running_users_of(info)
-    if running:
-        raise ValidationError(f"{pool_name}/{name} is in use by running VM {', '.join(running)}",
-                              hint="shut it down first")
-    usage.refuse_unknown(f"{pool_name}/{name}")
+    _refuse_running_users(target, info)
     with calling(manager, f"resize {pool_name}/{name}"):
         vol.resize(capacity, 0)
     return ResizeResult(pool_name, name, info.capacity, capacity)
+
+
+def _refuse_running_users(target: Target, info: VolumeInfo, why: str = "") -> None:
+    """Refuse while a running VM has the volume open, or while a VM that could not be read might."""
+    usage = inventory.usage(target)
+    running = usage.running_users_of(info)
+    if running:
+        raise ValidationError(f"{info.pool}/{info.name} is in use by running VM {', '.join(running)}{why}",
+                              hint="shut it down first")
+    usage.refuse_unknown(f"{info.pool}/{info.name}")
 
 
 def clone_volume(target: Target, pool_name: str, name: str, new_name: str) -> VolumeInfo:
@@ -242,12 +247,7 @@ def clone_volume(target: Target, pool_name: str, name: str, new_name: str) -> Vo
     conn, manager = split(target)
     pool, vol, info = existing(conn, manager, pool_name, name)
     name_free(pool, manager, pool_name, new_name)
-    usage = inventory.usage(target)
-    running = usage.running_users_of(info)
-    if running:
-        raise ValidationError(f"{pool_name}/{name} is in use by running VM {', '.join(running)}; "
-                              "a copy would be inconsistent", hint="shut it down first")
-    usage.refuse_unknown(f"{pool_name}/{name}")
+    _refuse_running_users(target, info, "; a copy would be inconsistent")
     room_for(pool, manager, pool_name, info.allocation, f"copying {name}")
     with calling(manager, f"clone {pool_name}/{name} to {new_name}"):
         new = pool.createXMLFrom(build_volume_xml(new_name, info.capacity, info.format or "raw"), vol, 0)
