@@ -61,10 +61,6 @@ class EditResult:
     xml_diff: str  # unified diff of the inactive XML, for the log
 
     @property
-    def applied_live(self) -> tuple[ResourceChange, ...]:
-        return tuple(c for c in self.changes if c.live)
-
-    @property
     def at_next_boot(self) -> tuple[ResourceChange, ...]:
         return tuple(c for c in self.changes if not c.live)
 
