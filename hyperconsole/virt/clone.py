@@ -95,10 +95,10 @@ def clone(target: Target, ident: str, new_name: str) -> CloneResult:
         with calling(manager, f"copy disks of {name}"):
             for d in plan:
                 assert d.vol is not None and d.pool is not None
-                _kind, capacity, _alloc = d.vol.info()
-                vol_name = free_name(d.pool, _clone_volume_name(d.vol.name(), name, new_name, d.disk.target))
-                fmt = read_volume(d.pool.name(), d.vol).format or "raw"
-                new_vol = d.pool.createXMLFrom(build_volume_xml(vol_name, capacity, fmt), d.vol, 0)
+                source = read_volume(d.pool.name(), d.vol)
+                vol_name = free_name(d.pool, _clone_volume_name(source.name, name, new_name, d.disk.target))
+                new_vol = d.pool.createXMLFrom(build_volume_xml(vol_name, source.capacity, source.format or "raw"),
+                                               d.vol, 0)
                 created.append(new_vol)
                 copied.append(f"{d.pool.name()}/{new_vol.name()}")
                 src = d.element.find("source")
