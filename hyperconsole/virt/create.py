@@ -14,10 +14,10 @@ import libvirt
 
 from hyperconsole import names
 from hyperconsole.errors import ValidationError
-from hyperconsole.virt import errors as verrors
 from hyperconsole.virt import inventory, xmlmodel
 from hyperconsole.virt.calls import Target, calling, find, split
 from hyperconsole.virt.domains import DiskInfo, GraphicsInfo, NicInfo, check_description, name_free
+from hyperconsole.virt.networks import check_host_bridge
 from hyperconsole.virt.pools import active_pool
 from hyperconsole.virt.resources import KIB_PER_MIB, check_sizes, host_limits
 from hyperconsole.virt.volumes import build_volume_xml, delete_quietly, existing
@@ -228,15 +228,7 @@ def validate_spec(target: Target, spec: NewDomainSpec) -> NewDomainSpec:
                     libvirt.VIR_ERR_NO_NETWORK) is None:
                 raise ValidationError(f"no libvirt network named {spec.network!r}")
         else:
-            try:
-                conn.interfaceLookupByName(spec.network)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
-                    raise ValidationError(f"no host bridge named {spec.network!r}") from exc
-                if manager is not None:
-                    manager.check_error(exc)
-                # no interface driver (e.g. no netcf/udev backend): cannot check, trust the name
-                log.debug("bridge %s not checked: %s", spec.network, verrors.one_line(exc))
+            check_host_bridge(conn, manager, spec.network)
     return spec
 
 

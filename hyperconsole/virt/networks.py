@@ -432,6 +432,16 @@ def _host_bridge_state(conn, manager, name: str) -> str | None:
     return "bridge" if kind == "bridge" else "other"
 
 
+def check_host_bridge(conn, manager, name: str) -> None:
+    """Refuse a host bridge that does not exist or is another kind of interface (what a network
+    bridged onto it, or a VM's NIC of type bridge, would fail on at start); unknowable: accepted."""
+    state = _host_bridge_state(conn, manager, name)
+    if state == "missing":
+        raise ValidationError(f"no host bridge named {name!r}", hint="create it in the host bridges pane first")
+    if state == "other":
+        raise ValidationError(f"host interface {name!r} is not a bridge", hint="bridge it in the host bridges pane first")
+
+
 def validate_network(target: Target, spec: NewNetworkSpec) -> None:
     """validate_network_spec + host checks: name free, host bridge exists (bridge mode), the
     virbr name and the subnet not taken by another libvirt network. Reads only."""
@@ -439,13 +449,7 @@ def validate_network(target: Target, spec: NewNetworkSpec) -> None:
     conn, manager = split(target)
     _name_free(conn, manager, spec.name)
     if spec.mode == "bridge":
-        state = _host_bridge_state(conn, manager, spec.bridge)
-        if state == "missing":
-            raise ValidationError(f"no host bridge named {spec.bridge!r}",
-                                  hint="create it in the host bridges pane first")
-        if state == "other":
-            raise ValidationError(f"host interface {spec.bridge!r} is not a bridge",
-                                  hint="bridge it in the host bridges pane first")
+        check_host_bridge(conn, manager, spec.bridge)
         return
     if not (spec.bridge or spec.cidr):
         return

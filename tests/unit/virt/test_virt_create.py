@@ -96,6 +96,7 @@ def test_name_of_64_characters_is_fine():
     ({"iso": VolumeRef("iso", "nope.iso")}, "boot ISO: pool 'iso' has no volume"),
     ({"network": "nonet"}, "no libvirt network named 'nonet'"),
     ({"network": "br9", "network_kind": "bridge"}, "no host bridge named 'br9'"),
+    ({"network": "eth0", "network_kind": "bridge"}, "host interface 'eth0' is not a bridge"),
     ({"network": "br 0", "network_kind": "bridge"}, "bridge name .br 0."),
     ({"network_kind": "macvtap"}, "network kind"),
     ({"firmware": "coreboot"}, "bios or uefi"),
