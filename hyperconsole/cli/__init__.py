@@ -140,16 +140,23 @@ def _setup_logging() -> None:
 
 def open_manager(args: argparse.Namespace, config: Config):
     """The connection manager the console uses: read-only when asked (`--readonly`) or when the
-    security profile applied to the host says `console: {libvirt: read-only}`."""
+    security profile applied to the host says `console: {libvirt: read-only}`. A security fragment
+    that cannot be read (damaged, a planted link) does not keep the console from starting: it
+    opens read-only and says why, since the profile it cannot read may demand that."""
     from hyperconsole import profiles
     from hyperconsole.nixos.store import FragmentStore
     from hyperconsole.virt.connection import ConnectionManager
 
     reason = "--readonly" if args.readonly else ""
     if not reason:
-        profile = profiles.applied_profile(FragmentStore(config.nixos_dir))
-        if profile is not None and profile.libvirt_access == "read-only":
-            reason = f"security profile {profile.name}"
+        try:
+            profile = profiles.applied_profile(FragmentStore(config.nixos_dir))
+        except HyperconsoleError as exc:
+            log.warning("cannot read the applied security profile: %s", exc)
+            reason = f"the applied security profile cannot be read: {exc}"
+        else:
+            if profile is not None and profile.libvirt_access == "read-only":
+                reason = f"security profile {profile.name}"
     manager = ConnectionManager(config.uri, readonly=bool(reason))
     if reason:
         manager.readonly_reason = reason

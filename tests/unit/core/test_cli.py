@@ -111,6 +111,15 @@ def test_a_profile_that_says_read_only_opens_the_console_read_only(tmp_path, mon
     finally:
         manager.close()
 
+    # A fragment that cannot be read (here a planted link in its place) still lets the console
+    # start, read-only, saying why.
+    fragment = store.path(profiles.FRAGMENT_NAME)
+    fragment.unlink()
+    fragment.symlink_to(tmp_path / "elsewhere.nix")
+    manager = cli.open_manager(args, config)
+    assert manager.readonly and manager.readonly_reason.startswith("the applied security profile cannot be read")
+    assert "symbolic link" in manager.readonly_reason
+
 
 @pytest.mark.parametrize("argv", [["--readonly"], ["tui", "--readonly"], ["--readonly", "tui"],
                                   ["--demo", "--readonly"], ["tui", "--demo", "--readonly"]])
