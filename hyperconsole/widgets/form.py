@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Input, Select, Static
+from textual.widgets import Footer, Input, Select, Static
 
 from hyperconsole.errors import ValidationError
 from hyperconsole.sanitize import visible, visible_lines
@@ -95,6 +95,7 @@ class Form(ModalScreen[Any]):
                     yield Static("", id=f"e-{field.key}", classes="field-error -empty", markup=False)
             yield Static("", id="form-error", classes="error", markup=False)
             yield Static(f"enter next field · ctrl+s {self.submit_label} · esc cancel", classes="hint")
+        yield Footer()  # over the pane's, whose keys do not work while the form is open
 
     @staticmethod
     def _widget(field: Field) -> Widget:

@@ -135,3 +135,21 @@ async def test_a_password_field_hides_what_is_typed_and_returns_it(make_app):
         await h.pilot.press("enter")
         await h.settle()
         assert got == [{"secret": "s3cr3t"}]
+
+
+async def test_the_footer_of_an_open_form_lists_the_forms_keys_not_the_panes(make_app):
+    from textual.widgets._footer import FooterKey
+
+    def footer_keys(screen) -> set[str]:
+        return {key.action for key in screen.query(FooterKey)}
+
+    async with make_app() as h:
+        await h.pilot.press("3")
+        await h.settle()
+        assert "act('networks.dns')" in footer_keys(h.app.screen)
+        await h.pilot.press("d")  # DNS servers: a form
+        await h.settle()
+        form = h.app.screen
+        assert isinstance(form, Form)
+        # Only the form's own keys: none of the pane's (nor the app's pane switches) under it.
+        assert footer_keys(form) == {"cancel", "submit"}
