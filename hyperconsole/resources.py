@@ -1,5 +1,5 @@
-"""The registry the UI reads: per resource kind its key, columns, cells and actions; and every
-action once, beside its binding — id (what a keymap remaps), key, description, whether it
+"""The registry the UI reads: per resource kind its key, how it is listed, columns, cells and
+actions; and every action once, beside its binding — id (what a keymap remaps), key, description, whether it
 mutates, what it acts on, whether it asks first.
 
 `--readonly` and a read-only connection remove every mutating action (keys, footer, `?`, the
@@ -11,13 +11,18 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
 from textual.binding import Binding
 
 from hyperconsole import presenters
 from hyperconsole.widgets.resource_view import Column, ResourceView
+
+if TYPE_CHECKING:  # the loaders import their core modules when first called, not at start-up
+    from hyperconsole.host.interfaces import InterfaceInfo, InterfaceRate, InterfaceSampler
+    from hyperconsole.virt.inventory import Usage
+    from hyperconsole.virt.volumes import VolumeInfo, VolumeListing
 
 
 class Scope(enum.Enum):
@@ -59,6 +64,13 @@ class Kind:
     actions: tuple[Action, ...] = ()
     sort: str = "name"
     selectable: bool = True
+    # How it is listed: `load(manager, *args)`, a core call run off the UI thread (see
+    # ResourceActions.load); or, for kinds listed on no one's request, what keeps them current.
+    load: Callable[..., Any] | None = None
+    fed_by: str = ""
+
+    def __post_init__(self) -> None:
+        assert (self.load is None) != (not self.fed_by), f"{self.name}: a loader or a feed, one of them"
 
     def view(self, **kwargs: Any) -> ResourceView:
         return _view_class(self)(self.title, self.columns, self.cells, self.search, sort=self.sort,
@@ -101,6 +113,64 @@ def _col(key: str, label: str, width: int, sort: Callable[[Any], Any] | None = N
     return Column(key, label, width, sort, descending, priority, flex)
 
 
+# -- loaders (run in a worker thread; core modules imported on first use) --------------------------
+PAGE = 200  # volumes read at a time: a pool of thousands never loads at once
+
+
+def _pools(manager: Any) -> list[Any]:
+    from hyperconsole.virt import pools
+
+    return pools.list_pools(manager)
+
+
+@dataclass(frozen=True)
+class VolumePage:
+    listing: "VolumeListing"
+    offset: int
+    volumes: "list[VolumeInfo]"
+    usage: "Usage | None"  # which VMs use what: read with the listing, not per page
+
+
+def _volumes(manager: Any, pool: str, count: int = PAGE, listing: "VolumeListing | None" = None) -> VolumePage:
+    """A pool's listing and its first `count` volumes (at least a page); given the listing, the
+    page after what it already gave."""
+    from hyperconsole.virt import inventory, volumes
+
+    if listing is None:
+        listing = volumes.open_volumes(manager, pool)
+        return VolumePage(listing, 0, listing.page(0, max(count, PAGE)), inventory.usage(manager))
+    return VolumePage(listing, count, listing.page(count, PAGE), None)
+
+
+@dataclass(frozen=True)
+class HostView:
+    interfaces: "list[InterfaceInfo]"
+    rates: "dict[str, InterfaceRate]"
+    uplinks: list[str]
+
+
+def _interfaces(_manager: Any, sampler: "InterfaceSampler") -> HostView:
+    from hyperconsole.errors import HyperconsoleError
+    from hyperconsole.host import interfaces
+
+    host = interfaces.read_host()
+    if host.error:
+        raise HyperconsoleError(host.error)
+    return HostView(list(host.interfaces), sampler.sample(), sorted(host.uplink.names))
+
+
+def _networks(manager: Any) -> Any:
+    from hyperconsole.virt import networks
+
+    return networks.networks_overview(manager)
+
+
+def _snapshots(manager: Any, uuid: str) -> Any:
+    from hyperconsole.virt import snapshots
+
+    return snapshots.list_snapshots(manager, uuid)
+
+
 T, C, N = Scope.TARGETS, Scope.CURSOR, Scope.NONE
 
 # -- VMs -------------------------------------------------------------------------------------------
@@ -120,6 +190,7 @@ VMS = Kind(
         _col("autostart", "Auto", 4, lambda d: d.autostart, priority=1),
     ),
     cells=presenters.domain_cells, search=presenters.domain_search,
+    fed_by="the sampler's ticks (app.view.domains)",
     actions=(
         Action("vms.details", "enter", "Details", False),
         Action("vms.start", "s", "Start", True, T),
@@ -152,7 +223,7 @@ POOLS = Kind(
         _col("volumes", "Volumes", 7, lambda p: p.volume_count or 0, descending=True, priority=2),
         _col("path", "Path", 24, lambda p: p.path, priority=4, flex=True),
     ),
-    cells=presenters.pool_cells, search=lambda p: f"{p.name} {p.state} {p.kind} {p.path}",
+    cells=presenters.pool_cells, search=lambda p: f"{p.name} {p.state} {p.kind} {p.path}", load=_pools,
     actions=(
         Action("pools.start", "s", "Start pool", True, T),
         Action("pools.stop", "x", "Stop pool", True, T, confirm=True),
@@ -173,7 +244,7 @@ VOLUMES = Kind(
         _col("users", "Used by", 16, lambda v: v.users),
         _col("path", "Path", 30, lambda v: v.volume.path, priority=3, flex=True),
     ),
-    cells=presenters.volume_cells, search=lambda v: f"{v.name} {' '.join(v.users)}",
+    cells=presenters.volume_cells, search=lambda v: f"{v.name} {' '.join(v.users)}", load=_volumes,
     actions=(
         Action("volumes.new", "n", "New volume", True, N),
         Action("volumes.grow", "g", "Grow volume", True),
@@ -205,6 +276,7 @@ INTERFACES = Kind(
         _col("vms", "VMs", 16, lambda r: r.vms, priority=1, flex=True),
     ),
     cells=presenters.interface_cells, search=lambda r: f"{r.name} {r.info.kind} {r.info.state}",
+    load=_interfaces,
     selectable=False,
     actions=(Action("ifaces.delete", "delete", "Remove bridge/VLAN", True),),
 )
@@ -221,7 +293,7 @@ NETWORKS = Kind(
         _col("dhcp", "DHCP range", 31, None, priority=1),
         _col("vms", "VMs", 16, lambda n: n.vms, priority=1, flex=True),
     ),
-    cells=presenters.network_cells, search=lambda n: f"{n.name} {n.forward_mode} {n.bridge}",
+    cells=presenters.network_cells, search=lambda n: f"{n.name} {n.forward_mode} {n.bridge}", load=_networks,
     actions=(
         Action("nets.new", "n", "New network", True, N),
         Action("nets.start", "s", "Start net", True, T),
@@ -251,7 +323,7 @@ SNAPSHOTS = Kind(
         _col("created", "Created", 16, lambda s: s.creation_time, descending=True),
         _col("description", "Description", 30, lambda s: s.description.casefold(), priority=1, flex=True),
     ),
-    cells=presenters.snapshot_cells, search=lambda s: f"{s.name} {s.description}",
+    cells=presenters.snapshot_cells, search=lambda s: f"{s.name} {s.description}", load=_snapshots,
     sort="", selectable=False,  # a tree: shown in its own order until a column is picked
     actions=(
         Action("snapshots.create", "n", "New snapshot", True, N),

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.message import Message
 from textual.screen import Screen
+from textual.worker import get_current_worker
 from textual.widgets import Footer, Header
 
 from hyperconsole import presenters, resources
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone, DataChanged
-from hyperconsole.resources import Scope, Targets
+from hyperconsole.resources import Kind, Scope, Targets
 from hyperconsole.viewstate import pending_badge
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.resource_view import ResourceView
@@ -21,6 +25,19 @@ from hyperconsole.widgets.statusbar import StatusBar
 if TYPE_CHECKING:
     from hyperconsole.app import HyperconsoleApp
     from hyperconsole.widgets.form import Field
+
+
+log = logging.getLogger(__name__)
+
+
+class Loaded(Message):
+    """What a kind's loader returned for `args`, or the one line it failed with."""
+
+    bubble = False  # for the screen that asked
+
+    def __init__(self, kind: Kind, args: tuple[Any, ...], result: Any = None, error: str | None = None) -> None:
+        super().__init__()
+        self.kind, self.args, self.result, self.error = kind, args, result, error
 
 
 class ResourceActions:  # a mixin for Screen and ModalScreen
@@ -42,6 +59,44 @@ class ResourceActions:  # a mixin for Screen and ModalScreen
     def available(self, action_id: str) -> bool:
         """Override: whether an action can work right now (hidden from footer and `?` if not)."""
         return True
+
+    # -- listing -------------------------------------------------------------------------------
+    def load(self, kind: Kind, *args: Any) -> None:
+        """List `kind` (its registry loader, given `args`) off the UI thread. The answer arrives as
+        Loaded: `show_<kind>(result, *args)` puts it on screen (by default the view's rows, updated
+        in place by key); a failure is one line in that table's title, the other tables go on."""
+        self.run_worker(partial(self._load, kind, args), thread=True, group=f"load-{kind.name}",  # type: ignore[attr-defined]
+                        exclusive=True, exit_on_error=False, description=f"list {kind.plural}")
+
+    def _load(self, kind: Kind, args: tuple[Any, ...]) -> None:
+        assert kind.load is not None, f"{kind.name} is fed by {kind.fed_by}"
+        try:
+            message = Loaded(kind, args, kind.load(self.hc.manager, *args))
+        except HyperconsoleError as exc:
+            message = Loaded(kind, args, error=str(exc))
+        except Exception as exc:  # never a traceback in front of the operator
+            log.exception("listing %s failed", kind.plural)
+            message = Loaded(kind, args, error=f"{exc.__class__.__name__}: {exc}")
+        if not get_current_worker().is_cancelled:  # a newer listing of the kind was asked for
+            self.post_message(message)  # type: ignore[attr-defined]
+
+    def loading(self, kind: Kind) -> bool:
+        return any(w.group == f"load-{kind.name}" and w.node is self and not w.is_finished
+                   for w in self.app.workers)  # type: ignore[attr-defined]
+
+    def on_loaded(self, message: Loaded) -> None:
+        kind = message.kind
+        view = self.query_one(f"#{kind.name}", ResourceView)  # type: ignore[attr-defined]
+        if message.error is not None:
+            view.note = "not listed: " + (message.error.splitlines() or [""])[0]
+            log.warning("listing %s failed: %s", kind.plural, message.error)
+            return
+        view.note = ""
+        show = getattr(self, f"show_{kind.name}", None)
+        if show is not None:
+            show(message.result, *message.args)
+        else:
+            view.set_items(kind.rows(message.result))
 
     def action_act(self, action_id: str) -> None:
         action = resources.ACTIONS[action_id]

@@ -6,7 +6,6 @@ networks are changed through libvirt directly."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -18,19 +17,12 @@ from hyperconsole import names, presenters, resources
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host import interfaces as interfaces_mod
 from hyperconsole.host import netconfig, netplan
-from hyperconsole.resources import Targets
+from hyperconsole.resources import HostView, Targets
 from hyperconsole.sanitize import visible
 from hyperconsole.screens.hostchange import HostChangePane
 from hyperconsole.virt import networks
 from hyperconsole.widgets.form import Field, choice, yes_no
 from hyperconsole.widgets.resource_view import ResourceView
-
-
-@dataclass(frozen=True)
-class HostView:
-    interfaces: list[interfaces_mod.InterfaceInfo]
-    rates: dict[str, interfaces_mod.InterfaceRate]
-    uplinks: list[str]
 
 
 def parse_ports(text: str) -> list[int]:
@@ -84,52 +76,34 @@ class NetworksScreen(HostChangePane):
     # -- data -----------------------------------------------------------------------------------------
     def render_data(self, kinds: frozenset[str]) -> None:
         if kinds & {"all", "host"}:
-            self.load_host()
+            self.load(resources.INTERFACES, self._sampler)
         domain_count = len(self.hc.view.domains)
         if kinds & {"all", "connection"} or domain_count != self._domain_count:
             # Which VM sits where needs every domain's XML: read it when VMs come or go, not per tick.
             self._domain_count = domain_count
-            self.load_networks()
+            self.load(resources.NETWORKS)
 
     def changed_on_disk(self) -> None:
-        self.load_host()
-
-    @work(thread=True, exclusive=True, group="net-host", exit_on_error=False, description="read interfaces")
-    def load_host(self) -> None:
-        host = interfaces_mod.read_host()
-        if host.error:
-            self.app.call_from_thread(self.notify, host.error, severity="error", markup=False)
-            return
-        view = HostView(list(host.interfaces), self._sampler.sample(), sorted(host.uplink.names))
-        self.app.call_from_thread(self._show_host, view)
-
-    @work(thread=True, exclusive=True, group="net-libvirt", exit_on_error=False, description="read networks")
-    def load_networks(self) -> None:
-        try:
-            overview = networks.networks_overview(self.hc.manager)
-        except HyperconsoleError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
-            return
-        self.app.call_from_thread(self._show_networks, overview)
+        self.load(resources.INTERFACES, self._sampler)
 
     def _vms_on(self, bridge: str) -> tuple[str, ...]:
         if self.overview is None:
             return ()
         return self.overview.usage.on_bridge(bridge, self.overview.networks)
 
-    def _show_host(self, view: HostView) -> None:
+    def show_ifaces(self, view: HostView, *_: Any) -> None:
         self.host = view
         self.query_one("#ifaces", ResourceView).set_items(resources.INTERFACES.rows(
             presenters.InterfaceRow(i, view.rates.get(i.name), i.name in view.uplinks, self._vms_on(i.name))
             for i in view.interfaces))
 
-    def _show_networks(self, overview: networks.NetworksOverview) -> None:
+    def show_nets(self, overview: networks.NetworksOverview) -> None:
         self.overview = overview
         if overview.usage.problems:
             self.notify("\n".join(overview.usage.problems), title="VM definitions", severity="warning", markup=False)
         self.query_one("#nets", ResourceView).set_items(resources.NETWORKS.rows(overview.networks))
         if self.host is not None:
-            self._show_host(self.host)  # the VMs column depends on the overview
+            self.show_ifaces(self.host)  # the VMs column depends on the overview
 
     @on(ResourceView.Highlighted, "#nets")
     def _network_highlighted(self, event: ResourceView.Highlighted) -> None:
@@ -254,7 +228,7 @@ class NetworksScreen(HostChangePane):
 
     # -- libvirt networks -----------------------------------------------------------------------------------
     def _net_op(self, label: str, fn, *args) -> None:
-        self.run_job(label, fn, *args, then=self.load_networks)
+        self.run_job(label, fn, *args, then=lambda: self.load(resources.NETWORKS))
 
     def _each(self, targets: Targets, verb: str, fn, *args) -> None:
         for net in targets.items:

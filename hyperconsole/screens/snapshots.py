@@ -48,21 +48,15 @@ class SnapshotsScreen(ResourceActions, ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.view.focus()
-        self.load()
+        self.load_snapshots()
 
-    @work(thread=True, exclusive=True, group="snapshots", exit_on_error=False, description="list snapshots")
-    def load(self) -> None:
-        try:
-            snaps = snapshots.list_snapshots(self.hc.manager, self.info.uuid)
-        except HyperconsoleError as exc:
-            self.app.call_from_thread(self._status, f"cannot list snapshots: {exc}")
-            return
-        self.app.call_from_thread(self._fill, snaps)
+    def load_snapshots(self) -> None:
+        self.load(resources.SNAPSHOTS, self.info.uuid)
 
     def _status(self, text: str) -> None:
         self.query_one("#snap-status", Static).update(text)
 
-    def _fill(self, snaps: list[SnapshotInfo]) -> None:
+    def show_snapshots(self, snaps: tuple[SnapshotInfo, ...], _uuid: str) -> None:
         self.view.set_items(resources.SNAPSHOTS.rows(snaps))  # in the listing's tree order
         self._status(f"{len(snaps)} snapshot(s); * marks the current one" if snaps else "no snapshots yet")
 
@@ -78,7 +72,7 @@ class SnapshotsScreen(ResourceActions, ModalScreen[None]):
             self.app.call_from_thread(self._status, f"{label}: {exc}")
             return
         self.app.post_message(ActionDone(label, uuid=self.info.uuid, task=task))
-        self.app.call_from_thread(self.load)
+        self.app.call_from_thread(self.load_snapshots)
 
     def act_snapshots_create(self, _targets: Targets) -> None:
         def answered(values: dict[str, str] | None) -> None:

@@ -19,11 +19,11 @@ from hyperconsole.screens.base import PaneScreen
 from hyperconsole.virt import inventory, upload
 from hyperconsole.virt import pools as pool_ops
 from hyperconsole.virt import volumes as volume_ops
-from hyperconsole.virt.volumes import VolumeInfo
+from hyperconsole.virt.volumes import VolumeInfo, VolumeListing
 from hyperconsole.widgets.form import Field, choice
 from hyperconsole.widgets.resource_view import ResourceView
 
-PAGE = 200
+PAGE = resources.PAGE
 
 
 class StorageScreen(PaneScreen):
@@ -33,11 +33,10 @@ class StorageScreen(PaneScreen):
     def __init__(self) -> None:
         super().__init__()
         self.pool_name: str | None = None
-        self.listing: volume_ops.VolumeListing | None = None
+        self.listing: VolumeListing | None = None
         self.volumes: list[VolumeInfo] = []
         self.usage: inventory.Usage | None = None
         self._upload_cancel: threading.Event | None = None
-        self._loading_more = False
 
     def compose_body(self) -> ComposeResult:
         yield resources.POOLS.view()
@@ -63,18 +62,9 @@ class StorageScreen(PaneScreen):
     # -- data ---------------------------------------------------------------------------------------
     def render_data(self, kinds: frozenset[str]) -> None:
         if kinds & {"all", "connection"}:
-            self.load_pools()
+            self.load(resources.POOLS)
 
-    @work(thread=True, exclusive=True, group="pools", exit_on_error=False, description="list pools")
-    def load_pools(self) -> None:
-        try:
-            pools = pool_ops.list_pools(self.hc.manager)
-        except HyperconsoleError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
-            return
-        self.app.call_from_thread(self._show_pools, pools)
-
-    def _show_pools(self, pools: list[pool_ops.PoolInfo]) -> None:
+    def show_pools(self, pools: list[pool_ops.PoolInfo]) -> None:
         self.pools_view.set_items(resources.POOLS.rows(pools))
         low = [f"{p.name} is {p.used_percent:.0f}% full" for p in pools
                if p.level in (pool_ops.SpaceLevel.WARN, pool_ops.SpaceLevel.CRITICAL)]
@@ -91,40 +81,33 @@ class StorageScreen(PaneScreen):
         self.listing = None
         self.volumes = []
         self.volumes_view.set_items({})
-        self.load_volumes(name)
+        self._load_volumes(name)
 
-    @work(thread=True, exclusive=True, group="volumes", exit_on_error=False, description="list volumes")
-    def load_volumes(self, pool_name: str, count: int = PAGE) -> None:
+    def _load_volumes(self, pool_name: str, count: int = PAGE) -> None:
         """One listing per pool, then the first page(s); more on demand as the cursor nears the end."""
         pool = self.pools_view.items.get(pool_name)
         if pool is not None and not pool.active:
-            self.app.call_from_thread(self._show_volumes, pool_name, None, [], None, "pool is not running")
+            self.listing, self.volumes = None, []
+            self.volumes_view.title = f"Volumes of {pool_name}"
+            self.volumes_view.set_items({})
+            self.volumes_view.note = "pool is not running"
             return
-        try:
-            listing = volume_ops.open_volumes(self.hc.manager, pool_name)
-            usage = inventory.usage(self.hc.manager)
-            page = listing.page(0, max(count, PAGE))
-        except HyperconsoleError as exc:
-            self.app.call_from_thread(self._show_volumes, pool_name, None, [], None, str(exc))
-            return
-        self.app.call_from_thread(self._show_volumes, pool_name, listing, page, usage, "")
+        self.load(resources.VOLUMES, pool_name, count)
 
-    def _show_volumes(self, pool_name: str, listing, page: list[VolumeInfo], usage, error: str) -> None:
-        if pool_name != self.pool_name:
+    def show_volumes(self, page: resources.VolumePage, pool_name: str, *_: Any) -> None:
+        if pool_name != self.pool_name or (page.offset and page.listing is not self.listing):
             return  # the operator moved on to another pool meanwhile
-        self.listing, self.usage = listing, usage
-        if usage is not None and usage.problems:
-            self.notify("\n".join(usage.problems), title="VM definitions", severity="warning", markup=False)
-        self.volumes = page
-        self._render_volumes(error)
-
-    def _render_volumes(self, error: str = "") -> None:
-        usage = self.usage
+        if not page.offset:  # a new listing, with which VMs use what
+            self.listing, self.usage = page.listing, page.usage
+            if page.usage and page.usage.problems:
+                self.notify("\n".join(page.usage.problems), title="VM definitions", severity="warning", markup=False)
+        self.volumes = (self.volumes if page.offset else []) + page.volumes
         view = self.volumes_view
-        view.title = f"Volumes of {self.pool_name}" if self.pool_name else "Volumes"
+        view.title = f"Volumes of {pool_name}"
         total = len(self.listing) if self.listing is not None else 0
-        view.note = error or (f"{len(self.volumes)} loaded, more as the cursor nears the end"
-                              if total > len(self.volumes) else "")
+        view.note = (f"{len(self.volumes)} loaded, more as the cursor nears the end"
+                     if total > len(self.volumes) else "")
+        usage = self.usage
         view.set_items(resources.VOLUMES.rows(presenters.VolumeRow(v, usage.users_of(v) if usage else ())
                                                for v in self.volumes))
 
@@ -132,37 +115,17 @@ class StorageScreen(PaneScreen):
     def _volume_highlighted(self, _event: ResourceView.Highlighted) -> None:
         # Pages are read as the operator scrolls: a pool of thousands never loads at once.
         table = self.volumes_view.table
-        if table.cursor_row >= table.row_count - 10:
-            self.load_more()
-
-    def load_more(self) -> None:
         listing = self.listing
-        if listing is not None and len(self.volumes) < len(listing) and not self._loading_more:
-            self._loading_more = True
-            self._more(listing, len(self.volumes))
-
-    @work(thread=True, exclusive=True, group="volumes", exit_on_error=False, description="more volumes")
-    def _more(self, listing: volume_ops.VolumeListing, offset: int) -> None:
-        try:
-            page = listing.page(offset, PAGE)
-        except HyperconsoleError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
-            page = []
-        self.app.call_from_thread(self._append, listing, page)
-
-    def _append(self, listing, page: list[VolumeInfo]) -> None:
-        self._loading_more = False
-        if listing is self.listing:
-            self.volumes = self.volumes + page
-            self._render_volumes()
+        if (table.cursor_row >= table.row_count - 10 and listing is not None
+                and len(self.volumes) < len(listing) and not self.loading(resources.VOLUMES)):
+            self.load(resources.VOLUMES, self.pool_name, len(self.volumes), listing)
 
     def _reload(self) -> None:
         """After an operation: the same pool's volumes re-read in place (the cursor stays on its
         volume, or the row that took its place)."""
-        self.load_pools()
+        self.load(resources.POOLS)
         if self.pool_name is not None:
-            self._loading_more = False
-            self.load_volumes(self.pool_name, len(self.volumes))
+            self._load_volumes(self.pool_name, len(self.volumes))
 
     def act_storage_switch(self, _targets: Targets) -> None:
         pools, volumes = self.pools_view, self.volumes_view

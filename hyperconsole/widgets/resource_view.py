@@ -119,7 +119,7 @@ class ResourceView(Vertical, Generic[T]):
         self.filter_text = ""
         self.sort_column = sort or next((c.key for c in self.columns if c.sort), "")
         self.sort_reverse = False
-        self.note = ""  # extra words after the counts in the title (e.g. "paged")
+        self._note = ""
         self._cells: dict[str, dict[str, Text]] = {}  # rows shown: key -> every column's cell
         self._sort_values: dict[str, Any] = {}
         self._shown_columns: tuple[Column, ...] = self.columns
@@ -275,6 +275,16 @@ class ResourceView(Vertical, Generic[T]):
         self._announce()
 
     # -- title, header, columns -----------------------------------------------------------------
+    @property
+    def note(self) -> str:
+        """Words after the counts in the title: how far a paged listing got, or why it failed."""
+        return self._note
+
+    @note.setter
+    def note(self, text: str) -> None:
+        self._note = text
+        self._update_title()
+
     def _update_title(self) -> None:
         total, shown = len(self.items), len(self._cells)
         title = f"{self.title} [{shown}/{total}]" if self.filter_text else f"{self.title} [{total}]"
@@ -282,8 +292,8 @@ class ResourceView(Vertical, Generic[T]):
             title += f" /{self.filter_text}"
         if self.selected:
             title += f" ({len(self.selected)} selected)"
-        if self.note:
-            title += f" · {self.note}"
+        if self._note:
+            title += f" · {self._note}"
         if title != self._title_text:  # a tick that changed no count repaints no border
             self._title_text = title
             self.border_title = Text(visible(title))  # names from libvirt, typed filters: shown literally

@@ -266,3 +266,31 @@ async def test_question_mark_in_a_dialog_lists_the_dialog_keys_only(make_app):
         await h.pilot.press("n")
         await h.pilot.press("slash", "question_mark")  # typed into the filter, not help
         assert h.app.screen.view.filter_text == "?"
+
+
+async def test_a_kind_that_cannot_be_listed_says_so_in_one_line_and_the_other_table_goes_on(make_app, monkeypatch):
+    from hyperconsole.errors import HyperconsoleError
+    from hyperconsole.host import interfaces
+    from hyperconsole.screens.networks import NetworksScreen
+
+    def unreadable(netns=None):
+        raise HyperconsoleError("cannot read the host's interfaces: netlink refused")
+
+    monkeypatch.setattr(interfaces, "read_interfaces", unreadable)
+    async with make_app() as h:
+        await h.pilot.press("3")
+        await wait_until(h.pilot, lambda: "default" in h.app.screen.query_one("#nets", ResourceView).items, 10)
+        screen = h.app.screen
+        assert isinstance(screen, NetworksScreen)
+        ifaces, nets = screen.query_one("#ifaces", ResourceView), screen.query_one("#nets", ResourceView)
+        # One line, in the title of the table that failed: no dialog, no toast.
+        assert ifaces.note == "not listed: cannot read the host's interfaces: netlink refused"
+        assert str(ifaces.border_title).endswith("· not listed: cannot read the host's interfaces: netlink refused")
+        assert not list(h.app._notifications) and h.app.screen is screen
+        # The libvirt networks still list, and still follow an operation on them.
+        assert not nets.items["default"].autostart and not nets.note
+        nets.focus()
+        nets.move_to("default")
+        await h.pilot.press("a")
+        await wait_until(h.pilot, lambda: nets.items["default"].autostart, 10)
+        assert ifaces.note.startswith("not listed:") and not ifaces.items
