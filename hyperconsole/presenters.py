@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ import humanize
 from rich.text import Text
 
 from hyperconsole.sanitize import visible
+from hyperconsole.tasklog import Result, Task
 from hyperconsole.virt.models import DomainInfo, DomainState
 
 if TYPE_CHECKING:  # the VM list starts without importing the other kinds' modules
@@ -211,6 +213,28 @@ def snapshot_cells(snap: SnapshotInfo) -> dict[str, Text]:
                if snap.creation_time else "")
     return {"name": name, "state": plain(snap.state), "created": plain(created),
             "description": plain(snap.description)}
+
+
+RESULT_STYLES = {Result.RUNNING: "bold yellow", Result.OK: "green", Result.FAILED: "bold red",
+                 Result.UNKNOWN: "dim"}
+
+
+def clock(at: float | None, now: float | None = None) -> str:
+    """HH:MM:SS today, the date too before today."""
+    if at is None:
+        return ""
+    day = time.strftime("%Y-%m-%d", time.localtime(now if now is not None else time.time()))
+    shown = time.localtime(at)
+    return time.strftime("%H:%M:%S" if time.strftime("%Y-%m-%d", shown) == day else "%Y-%m-%d %H:%M:%S", shown)
+
+
+def result_text(task: Task) -> Text:
+    return Text(task.result.value, RESULT_STYLES[task.result])
+
+
+def task_cells(task: Task) -> dict[str, Text]:
+    return {"started": plain(clock(task.started)), "ended": plain(clock(task.ended)), "result": result_text(task),
+            "task": plain(task.label), "target": plain(task.target)}
 
 
 def short_uri(uri: str) -> str:

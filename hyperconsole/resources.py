@@ -332,6 +332,20 @@ SNAPSHOTS = Kind(
     ),
 )
 
+# -- the task log (the app keeps it; `l` shows it) -------------------------------------------------
+TASKS = Kind(
+    "tasks", "Task log", "task", "tasks", key=lambda t: t.id,
+    columns=(
+        _col("started", "Started", 19, lambda t: t.started, descending=True),
+        _col("ended", "Ended", 10, lambda t: t.ended or 0.0, descending=True, priority=1),
+        _col("result", "Result", 8, lambda t: t.result.value),
+        _col("task", "Task", 44, lambda t: t.label.casefold(), flex=True),
+        _col("target", "Target", 20, lambda t: t.target.casefold()),
+    ),
+    cells=presenters.task_cells, search=lambda t: f"{t.label} {t.target} {t.result.value}",
+    sort="started", selectable=False, fed_by="the app's task log (app.tasks), as jobs begin and end",
+)
+
 # -- host changes (Networks and Security panes) ----------------------------------------------------
 HOST_CHANGE = (
     Action("host.keep", "k", "Keep trial", True, N),
@@ -342,7 +356,7 @@ SECURITY = (
     Action("security.reload", "R", "Reload", False, N),
 )
 
-KINDS: dict[str, Kind] = {k.name: k for k in (VMS, POOLS, VOLUMES, INTERFACES, NETWORKS, SNAPSHOTS)}
+KINDS: dict[str, Kind] = {k.name: k for k in (VMS, POOLS, VOLUMES, INTERFACES, NETWORKS, SNAPSHOTS, TASKS)}
 ACTIONS: dict[str, Action] = {
     a.id: a for group in (*(k.actions for k in KINDS.values()), STORAGE, NETWORKS_PANE, HOST_CHANGE, SECURITY)
     for a in group

@@ -14,7 +14,7 @@ from textual.widgets import Sparkline, Static
 from hyperconsole import presenters
 from hyperconsole.sanitize import visible
 from hyperconsole.screens.base import PaneScreen
-from hyperconsole.screens.tasklog import clock, newest_first, result_text
+from hyperconsole.screens.tasklog import newest_first
 from hyperconsole.virt.models import DomainState
 from hyperconsole.widgets.gauge import Gauge
 
@@ -60,7 +60,7 @@ class DashboardScreen(PaneScreen):
                 what = presenters.plain(task.label)
                 if task.error:  # the first line; l shows it whole
                     what.append("\n" + visible(task.error.splitlines()[0]), "red")
-                recent.add_row(clock(task.started), result_text(task), what)
+                recent.add_row(presenters.clock(task.started), presenters.result_text(task), what)
             self.query_one("#recent-tasks", Static).update(recent if recent.row_count else Text("none yet", "dim"))
         if kinds & {"all", "host"} and view.host is not None:
             host = view.host

@@ -117,8 +117,9 @@ class ResourceView(Vertical, Generic[T]):
         self.items: Mapping[str, T] = {}
         self.selected: set[str] = set()
         self.filter_text = ""
-        self.sort_column = sort or next((c.key for c in self.columns if c.sort), "")
-        self.sort_reverse = False
+        self.sort_column = sort if sort is not None else next((c.key for c in self.columns if c.sort), "")
+        # A column that reads best largest (or newest) first starts that way.
+        self.sort_reverse = any(c.key == self.sort_column and c.descending for c in self.columns)
         self._note = ""
         self._cells: dict[str, dict[str, Text]] = {}  # rows shown: key -> every column's cell
         self._sort_values: dict[str, Any] = {}

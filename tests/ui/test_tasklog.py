@@ -9,8 +9,6 @@ import os
 import stat
 import threading
 
-from textual.widgets import DataTable
-
 from hyperconsole import paths, tasklog
 from hyperconsole.messages import ActionDone
 from hyperconsole.screens.tasklog import TaskLogScreen
@@ -48,7 +46,7 @@ async def test_ok_and_failed_jobs_are_logged_with_times_target_and_the_full_erro
         await h.pilot.press("l")
         screen = h.app.screen
         assert isinstance(screen, TaskLogScreen)
-        table = screen.query_one("#tasks", DataTable)
+        table = screen.view.table
         assert [table.get_row_at(i)[3].plain for i in range(table.row_count)] == ["start charlie", "shutdown charlie"]
         assert [table.get_row_at(i)[2].plain for i in range(table.row_count)] == ["ok", "failed"]
         assert "start charlie" in text_of(screen.query_one("#task-detail"))
@@ -148,7 +146,7 @@ async def test_system_text_in_the_log_is_shown_escaped_never_obeyed(make_app):
         await h.settle()
         await h.pilot.press("l")
         screen = h.app.screen
-        row = screen.query_one("#tasks", DataTable).get_row_at(0)
+        row = screen.view.table.get_row_at(0)
         assert (row[3].plain, row[4].plain) == ("start \\x1b[2Jweb [red]x", "\\x1b[2Jweb [red]x")
         detail = text_of(screen.query_one("#task-detail")).splitlines()
         assert detail[-2:] == ["refused", "\\x1b]0;owned\\x07 by libvirt"]
@@ -168,6 +166,25 @@ async def test_the_cursor_stays_on_its_entry_when_a_new_one_arrives(make_app):
         assert screen.cursor_task().id == first
         h.app.begin_task("third", "charlie")  # a new row on top, while the log is open
         await h.pilot.pause()
-        assert screen.query_one("#tasks", DataTable).row_count == 3
+        assert screen.view.table.row_count == 3
         assert screen.cursor_task().id == first
         assert text_of(screen.query_one("#task-detail")).startswith("first")
+
+
+async def test_the_log_is_a_resource_view_filtered_and_sorted_like_every_table(make_app):
+    async with make_app() as h:
+        h.app.begin_task("start alpha", "alpha")
+        h.app.begin_task("start bravo", "bravo")
+        h.app.begin_task("stop alpha", "alpha")
+        await h.pilot.press("l")
+        await h.pilot.pause()
+        view = h.app.screen.view
+        labels = lambda: [view.items[k].label for k in view.shown_keys()]  # noqa: E731
+        assert labels() == ["stop alpha", "start bravo", "start alpha"]  # newest first
+        await h.pilot.press("slash", *"alpha", "enter")
+        await h.pilot.pause()
+        assert labels() == ["stop alpha", "start alpha"] and "/alpha" in str(view.border_title)
+        await h.pilot.press("greater_than_sign")  # the next column: ended, newest first
+        await h.pilot.press("greater_than_sign", "greater_than_sign")  # task name, a to z
+        await h.pilot.pause()
+        assert view.sort_column == "task" and labels() == ["start alpha", "stop alpha"]
