@@ -153,3 +153,9 @@ async def test_the_footer_of_an_open_form_lists_the_forms_keys_not_the_panes(mak
         assert isinstance(form, Form)
         # Only the form's own keys: none of the pane's (nor the app's pane switches) under it.
         assert footer_keys(form) == {"cancel", "submit"}
+        await h.pilot.press("escape", "b")  # New bridge: `?` types into an input, not on a select
+        await h.pilot.pause()
+        h.app.screen.widget("rstp").focus()
+        await h.pilot.press("question_mark")  # `?` lists the form's keys, none of the pane's
+        ids = {row.id for row in h.app.screen.rows}
+        assert {"form.cancel", "form.submit"} <= ids and not any(i.startswith(("networks.", "ifaces.")) for i in ids)
