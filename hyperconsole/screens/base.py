@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def one_line(exc: Exception) -> str:
+    """What the operator reads of a failure: the error's own words, never a traceback."""
+    if isinstance(exc, HyperconsoleError):
+        return str(exc)
+    log.error("unexpected failure", exc_info=exc)
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 class Loaded(Message):
     """What a kind's loader returned for `args`, or the one line it failed with."""
 
@@ -72,11 +80,8 @@ class ResourceActions:  # a mixin for Screen and ModalScreen
         assert kind.load is not None, f"{kind.name} is fed by {kind.fed_by}"
         try:
             message = Loaded(kind, args, kind.load(self.hc.manager, *args))
-        except HyperconsoleError as exc:
-            message = Loaded(kind, args, error=str(exc))
-        except Exception as exc:  # never a traceback in front of the operator
-            log.exception("listing %s failed", kind.plural)
-            message = Loaded(kind, args, error=f"{exc.__class__.__name__}: {exc}")
+        except Exception as exc:
+            message = Loaded(kind, args, error=one_line(exc))
         if not get_current_worker().is_cancelled:  # a newer listing of the kind was asked for
             self.post_message(message)  # type: ignore[attr-defined]
 
@@ -116,6 +121,49 @@ class ResourceActions:  # a mixin for Screen and ModalScreen
         """Ask `<Action> <what>?` naming every target; `then(answer)` (with the option when offered)."""
         question = targets.question(resources.ACTIONS[action_id])
         self.app.push_screen(ConfirmDialog(question, detail, option=option), then)
+
+    def ask_form(self, title: str, fields: "Sequence[Field]", then: Callable[[Any], None], *,
+                 check: Callable[[dict[str, Any]], Any] | None = None, submit: str = "apply") -> None:
+        """The one way a screen asks for input: a Form of typed fields (see widgets/form.py).
+        Invalid fields (and a `check` that raises ValidationError) keep the form open with the
+        input as typed; `then(result)` runs once everything is valid, unless cancelled."""
+        from hyperconsole.widgets.form import Form
+
+        self.app.push_screen(Form(title, fields, check=check, submit=submit),
+                             lambda result: result is not None and then(result))
+
+    def run_job(self, label: str, fn: Callable[..., object], *args: object, uuid: str | None = None,
+                target: str = "", then: Callable[[], None] | None = None) -> None:
+        """Run `fn(manager, *args)` off the UI thread, entered in the task log as it starts; the app
+        reports the outcome in one line and the log keeps it whole. `target` defaults to the VM
+        named by `uuid`."""
+        if not target and uuid in self.hc.view.domains:
+            target = self.hc.view.domains[uuid].name
+        self._run_job(label, fn, args, uuid, self.hc.begin_task(label, target), then)
+
+    @work(thread=True, group="jobs", exit_on_error=False, description="operator job")
+    def _run_job(self, label: str, fn: Callable[..., object], args: tuple[object, ...], uuid: str | None,
+                 task: str, then: Callable[[], None] | None) -> None:
+        try:
+            result = fn(self.hc.manager, *args)
+        except Exception as exc:
+            self.app.post_message(ActionDone(label, error=one_line(exc), uuid=uuid, task=task))
+        else:
+            self.app.post_message(ActionDone(label, detail=presenters.describe_result(result), uuid=uuid, task=task))
+        if then is not None:
+            self.app.call_from_thread(then)
+
+    def run_each(self, targets: Targets, verb: str, fn: Callable[..., object], *args: object,
+                 then: Callable[[], None] | None = None) -> None:
+        """One job per target, `<verb> <name>`: `fn(manager, name, *args)`."""
+        for item in targets.items:
+            self.run_job(f"{verb} {item.name}", fn, item.name, *args, then=then)
+
+    def switch_table(self) -> None:
+        """Focus the next table of the screen (tab)."""
+        views = list(self.query(ResourceView))
+        at = next((i for i, view in enumerate(views) if view.has_focus_within), -1)
+        views[(at + 1) % len(views)].focus()
 
     def hint(self, *groups: tuple[resources.Action, ...]) -> str:
         """`n New snapshot · r Revert …`: the keys that work here, without mutating ones when read-only."""
@@ -161,36 +209,3 @@ class PaneScreen(ResourceActions, Screen):
 
     def render_data(self, kinds: frozenset[str]) -> None:
         """Override: redraw from self.hc.view. Runs on the UI thread; must not block."""
-
-    def ask_form(self, title: str, fields: "Sequence[Field]", then: Callable[[Any], None], *,
-                 check: Callable[[dict[str, Any]], Any] | None = None, submit: str = "apply") -> None:
-        """The one way a pane asks for input: a Form of typed fields (see widgets/form.py).
-        Invalid fields (and a `check` that raises ValidationError) keep the form open with the
-        input as typed; `then(result)` runs once everything is valid, unless cancelled."""
-        from hyperconsole.widgets.form import Form
-
-        self.app.push_screen(Form(title, fields, check=check, submit=submit),
-                             lambda result: result is not None and then(result))
-
-    def run_job(self, label: str, fn: Callable[..., object], *args: object, uuid: str | None = None,
-                target: str = "", then: Callable[[], None] | None = None) -> None:
-        """Run `fn(manager, *args)` off the UI thread, entered in the task log as it starts; the app
-        reports the outcome in one line and the log keeps it whole. `target` defaults to the VM
-        named by `uuid`."""
-        if not target and uuid in self.hc.view.domains:
-            target = self.hc.view.domains[uuid].name
-        self._run_job(label, fn, args, uuid, self.hc.begin_task(label, target), then)
-
-    @work(thread=True, group="jobs", exit_on_error=False, description="operator job")
-    def _run_job(self, label: str, fn: Callable[..., object], args: tuple[object, ...], uuid: str | None,
-                 task: str, then: Callable[[], None] | None) -> None:
-        try:
-            result = fn(self.hc.manager, *args)
-        except HyperconsoleError as exc:
-            self.app.post_message(ActionDone(label, error=str(exc), uuid=uuid, task=task))
-        except Exception as exc:  # never a traceback in front of the operator
-            self.app.post_message(ActionDone(label, error=f"{exc.__class__.__name__}: {exc}", uuid=uuid, task=task))
-        else:
-            self.app.post_message(ActionDone(label, detail=presenters.describe_result(result), uuid=uuid, task=task))
-        if then is not None:
-            self.app.call_from_thread(then)

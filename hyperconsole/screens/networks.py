@@ -123,8 +123,7 @@ class NetworksScreen(HostChangePane):
         self.query_one("#leases", Static).update(text)
 
     def act_networks_switch(self, _targets: Targets) -> None:
-        ifaces, nets = self.query_one("#ifaces", ResourceView), self.query_one("#nets", ResourceView)
-        (nets if ifaces.has_focus_within else ifaces).focus()
+        self.switch_table()
 
     # -- host changes (network.nix) ---------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="net-plan", exit_on_error=False, description="plan network change")
@@ -227,12 +226,14 @@ class NetworksScreen(HostChangePane):
         ], then)
 
     # -- libvirt networks -----------------------------------------------------------------------------------
+    def _reload_networks(self) -> None:
+        self.load(resources.NETWORKS)
+
     def _net_op(self, label: str, fn, *args) -> None:
-        self.run_job(label, fn, *args, then=lambda: self.load(resources.NETWORKS))
+        self.run_job(label, fn, *args, then=self._reload_networks)
 
     def _each(self, targets: Targets, verb: str, fn, *args) -> None:
-        for net in targets.items:
-            self._net_op(f"{verb} {net.name}", fn, net.name, *args)
+        self.run_each(targets, verb, fn, *args, then=self._reload_networks)
 
     def act_nets_start(self, targets: Targets) -> None:
         self._each(targets, "start network", networks.start_network)

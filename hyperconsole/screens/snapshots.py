@@ -3,7 +3,6 @@ revert (asks), delete (asks)."""
 
 from __future__ import annotations
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -11,14 +10,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from hyperconsole import names, resources
-from hyperconsole.errors import HyperconsoleError
-from hyperconsole.messages import ActionDone
 from hyperconsole.resources import Targets
 from hyperconsole.screens.base import ResourceActions
 from hyperconsole.virt import snapshots
 from hyperconsole.virt.models import DomainInfo
 from hyperconsole.virt.snapshots import SnapshotInfo
-from hyperconsole.widgets.form import Field, Form
+from hyperconsole.widgets.form import Field
 from hyperconsole.widgets.resource_view import ResourceView
 
 
@@ -61,28 +58,16 @@ class SnapshotsScreen(ResourceActions, ModalScreen[None]):
         self._status(f"{len(snaps)} snapshot(s); * marks the current one" if snaps else "no snapshots yet")
 
     def run_op(self, label: str, fn, *args) -> None:
-        self._run_op(label, fn, args, self.app.begin_task(label, self.info.name))  # type: ignore[attr-defined]
-
-    @work(thread=True, group="snapshot-ops", exit_on_error=False, description="snapshot operation")
-    def _run_op(self, label: str, fn, args: tuple, task: str) -> None:
-        try:
-            fn(self.hc.manager, self.info.uuid, *args)
-        except HyperconsoleError as exc:
-            self.app.post_message(ActionDone(label, error=str(exc), uuid=self.info.uuid, task=task))
-            self.app.call_from_thread(self._status, f"{label}: {exc}")
-            return
-        self.app.post_message(ActionDone(label, uuid=self.info.uuid, task=task))
-        self.app.call_from_thread(self.load_snapshots)
+        """`fn(manager, uuid, *args)` on this VM; the list is read again after it."""
+        self.run_job(label, fn, self.info.uuid, *args, uuid=self.info.uuid, target=self.info.name,
+                     then=self.load_snapshots)
 
     def act_snapshots_create(self, _targets: Targets) -> None:
-        def answered(values: dict[str, str] | None) -> None:
-            if values is not None:
-                self.run_op(f"snapshot {values['name']}", snapshots.create_snapshot, values["name"], values["description"])
-
-        self.app.push_screen(Form(f"New snapshot of {self.info.name}", [
+        self.ask_form(f"New snapshot of {self.info.name}", [
             Field("name", "Name", "", parse=lambda t: names.object_name(t, "snapshot name")),
             Field("description", "Description", ""),
-        ], submit="create"), answered)
+        ], lambda v: self.run_op(f"snapshot {v['name']}", snapshots.create_snapshot, v["name"], v["description"]),
+            submit="create")
 
     def act_snapshots_revert(self, targets: Targets) -> None:
         snap = targets.items[0]

@@ -128,16 +128,14 @@ class StorageScreen(PaneScreen):
             self._load_volumes(self.pool_name, len(self.volumes))
 
     def act_storage_switch(self, _targets: Targets) -> None:
-        pools, volumes = self.pools_view, self.volumes_view
-        (volumes if pools.has_focus_within else pools).focus()
+        self.switch_table()
 
     def _job(self, label: str, fn, *args) -> None:
         self.run_job(label, fn, *args, then=self._reload)
 
     # -- pools -------------------------------------------------------------------------------------------
     def _each(self, targets: Targets, verb: str, fn, *args) -> None:
-        for pool in targets.items:
-            self._job(f"{verb} {pool.name}", fn, pool.name, *args)
+        self.run_each(targets, verb, fn, *args, then=self._reload)
 
     def act_pools_start(self, targets: Targets) -> None:
         self._each(targets, "start pool", pool_ops.start_pool)

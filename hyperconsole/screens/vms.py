@@ -41,14 +41,6 @@ class VmsScreen(PaneScreen):
         else:  # first paint or pane shown again: every row
             self.view.set_items(self.hc.view.domains)
 
-    @property
-    def selected(self) -> set[str]:
-        return self.view.selected
-
-    def current(self) -> DomainInfo | None:
-        key = self.view.cursor_key
-        return self.hc.view.domains.get(key) if key else None
-
     # -- jobs ----------------------------------------------------------------------------------------
     def run_op(self, label: str, fn: Callable[..., object], uuid: str | None, *args: object) -> None:
         self.run_job(label, fn, *args, uuid=uuid)

@@ -92,7 +92,7 @@ async def test_space_selects_and_bulk_start(make_app):
         await h.pilot.press("space")
         await h.cursor_to("café-ü")
         await h.pilot.press("space")
-        assert {h.app.view.domains[u].name for u in h.app.screen.selected} == {"charlie", "café-ü"}
+        assert {h.app.view.domains[u].name for u in h.app.screen.view.selected} == {"charlie", "café-ü"}
         await h.pilot.press("s")
         await h.settle()
         assert h.domain("charlie").state is DomainState.RUNNING
@@ -102,7 +102,7 @@ async def test_space_selects_and_bulk_start(make_app):
         await h.settle()
         assert h.domain("charlie").state is DomainState.SHUTOFF
         await h.pilot.press("escape")
-        assert not h.app.screen.selected
+        assert not h.app.screen.view.selected
 
 
 async def test_filter_narrows_live_enter_keeps_esc_clears(make_app):
