@@ -131,15 +131,15 @@ class VolumePage:
     usage: "Usage | None"  # which VMs use what: read with the listing, not per page
 
 
-def _volumes(manager: Any, pool: str, count: int = PAGE, listing: "VolumeListing | None" = None) -> VolumePage:
-    """A pool's listing and its first `count` volumes (at least a page); given the listing, the
-    page after what it already gave."""
+def _volumes(manager: Any, pool: str, have: int = 0, listing: "VolumeListing | None" = None) -> VolumePage:
+    """A pool's listing and as many volumes as the view `have`s (at least a page), so a re-read
+    keeps every row; given the listing, the page after those."""
     from hyperconsole.virt import inventory, volumes
 
     if listing is None:
         listing = volumes.open_volumes(manager, pool)
-        return VolumePage(listing, 0, listing.page(0, max(count, PAGE)), inventory.usage(manager))
-    return VolumePage(listing, count, listing.page(count, PAGE), None)
+        return VolumePage(listing, 0, listing.page(0, max(have, PAGE)), inventory.usage(manager))
+    return VolumePage(listing, have, listing.page(have, PAGE), None)
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ class StorageScreen(PaneScreen):
         self.volumes_view.set_items({})
         self._load_volumes(name)
 
-    def _load_volumes(self, pool_name: str, count: int = PAGE) -> None:
+    def _load_volumes(self, pool_name: str, have: int = 0) -> None:
         """One listing per pool, then the first page(s); more on demand as the cursor nears the end."""
         pool = self.pools_view.items.get(pool_name)
         if pool is not None and not pool.active:
@@ -92,7 +92,7 @@ class StorageScreen(PaneScreen):
             self.volumes_view.set_items({})
             self.volumes_view.note = "pool is not running"
             return
-        self.load(resources.VOLUMES, pool_name, count)
+        self.load(resources.VOLUMES, pool_name, have)
 
     def show_volumes(self, page: resources.VolumePage, pool_name: str, *_: Any) -> None:
         if pool_name != self.pool_name or (page.offset and page.listing is not self.listing):
