@@ -159,6 +159,13 @@ class ResourceActions:  # a mixin for Screen and ModalScreen
         for item in targets.items:
             self.run_job(f"{verb} {item.name}", fn, item.name, *args, then=then)
 
+    def toggle_autostart(self, targets: Targets, fn: Callable[..., object],
+                         then: Callable[[], None] | None = None) -> None:
+        """Autostart flipped on every target: `fn(manager, name, on)`."""
+        for on_ in (True, False):
+            group = Targets(targets.kind, [t for t in targets.items if t.autostart is not on_])
+            self.run_each(group, f"autostart {'on' if on_ else 'off'}", fn, on_, then=then)
+
     def switch_table(self) -> None:
         """Focus the next table of the screen (tab)."""
         views = list(self.query(ResourceView))

@@ -245,9 +245,7 @@ class NetworksScreen(HostChangePane):
                                                                                 networks.stop_network))
 
     def act_nets_autostart(self, targets: Targets) -> None:
-        for net in targets.items:
-            self._net_op(f"autostart {'off' if net.autostart else 'on'} {net.name}", networks.set_network_autostart,
-                         net.name, not net.autostart)
+        self.toggle_autostart(targets, networks.set_network_autostart, then=self._reload_networks)
 
     def act_nets_new(self, _targets: Targets) -> None:
         def spec(v: dict[str, Any]) -> networks.NewNetworkSpec:

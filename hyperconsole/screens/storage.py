@@ -148,9 +148,7 @@ class StorageScreen(PaneScreen):
         self._each(targets, "refresh pool", pool_ops.refresh_pool)
 
     def act_pools_autostart(self, targets: Targets) -> None:
-        for pool in targets.items:
-            on_ = not pool.autostart
-            self._job(f"autostart {'on' if on_ else 'off'} {pool.name}", pool_ops.set_pool_autostart, pool.name, on_)
+        self.toggle_autostart(targets, pool_ops.set_pool_autostart, then=self._reload)
 
     def act_pools_delete(self, targets: Targets) -> None:
         def answered(result) -> None:
