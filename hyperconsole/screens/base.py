@@ -10,8 +10,8 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.screen import Screen
-from textual.worker import get_current_worker
 from textual.widgets import Footer, Header
+from textual.worker import get_current_worker
 
 from hyperconsole import presenters, resources
 from hyperconsole.errors import HyperconsoleError
