@@ -44,6 +44,7 @@ def describe(task: Task) -> Text:
 
 
 class TaskLogScreen(PaneScreen):
+    PANE_TITLE = "Task log"
     BINDINGS = [
         Binding("escape,l", "close", "Close", id="tasks.close"),
     ]

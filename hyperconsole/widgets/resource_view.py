@@ -79,7 +79,7 @@ class ResourceView(Vertical, Generic[T]):
     DEFAULT_CSS = """
     ResourceView { height: 1fr; border: round $primary; border-title-color: $accent; border-title-style: bold; }
     ResourceView:focus-within { border: round $accent; }
-    ResourceView > Input { dock: top; height: 1; border: none; padding: 0 1; }
+    ResourceView > Input, ResourceView > Input:focus { dock: top; height: 1; border: none; padding: 0 1; }
     ResourceView > Input.hidden { display: none; }
     ResourceView > ResourceTable { height: 1fr; }
     """
