@@ -10,7 +10,9 @@ from hyperconsole.app import HyperconsoleApp
 from hyperconsole.config import Config
 from hyperconsole.host.metrics import HostSampler
 from hyperconsole.demo import libvirt as demo
+from hyperconsole.demo.stats import SimulatedStats
 from hyperconsole.virt.connection import ConnectionManager
+from hyperconsole.virt.sampler import DomainSampler
 
 SIZE = (150, 42)
 
@@ -77,6 +79,20 @@ async def security(pilot) -> None:
     await settle(pilot)
 
 
+async def filtered(pilot) -> None:
+    """The one resource view at work: a live filter, the selection counted, sorted by memory."""
+    await pilot.press("slash", *"web", "enter")
+    await pilot.press("greater_than_sign", "greater_than_sign", "greater_than_sign")
+    await pilot.press("home", "space", "space")
+    await settle(pilot)
+
+
+async def narrow(pilot) -> None:
+    """The VM list at 80×24 keeps name, state, CPU and memory."""
+    await pilot.resize_terminal(80, 24)
+    await settle(pilot)
+
+
 async def help_(pilot) -> None:
     await pilot.press("question_mark")
     await settle(pilot)
@@ -92,7 +108,23 @@ SCENES: dict[str, Callable[..., Awaitable[None]]] = {
     "storage": storage,
     "security": security,
     "help": help_,
+    "filtered": filtered,
+    "narrow": narrow,
 }
+
+
+async def tasklog(pilot) -> None:
+    """A few operations, then the task log. Its times follow the clock, so it is a screenshot
+    only, not a layout snapshot."""
+    for name, key in (("win11-desktop", "s"), ("old-monitoring", "s"), ("web-02", "p")):
+        await cursor_to(pilot, name)
+        await pilot.press(key)
+        await settle(pilot)
+    await pilot.press("l")
+    await settle(pilot)
+
+
+SCREENSHOT_ONLY: dict[str, Callable[..., Awaitable[None]]] = {"tasklog": tasklog}
 
 
 def demo_config(**changes) -> Config:
@@ -100,10 +132,14 @@ def demo_config(**changes) -> Config:
     return cli.resolve(cli.build_parser().parse_args(["--demo"])).replace(**changes)
 
 
-def demo_app(host_sampler: HostSampler | None = None, refresh: float = 3600.0, **changes) -> HyperconsoleApp:
-    """The demo app; the default long refresh means a picture is taken after the first tick."""
+def demo_app(host_sampler: HostSampler | None = None, refresh: float = 3600.0, *, simulated: bool = False,
+             **changes) -> HyperconsoleApp:
+    """The demo app; the default long refresh means a picture is taken after the first tick.
+    `simulated`: VM figures from the demo's stats source, as `--demo` shows them (they follow the
+    clock, so layout snapshots leave them out)."""
     config = demo_config(refresh=refresh, **changes)
     manager = ConnectionManager(config.uri)
     manager.connect()
     demo.prepare(manager)
-    return HyperconsoleApp(manager, config, demo=True, host_sampler=host_sampler)
+    sampler = DomainSampler(manager, stats_source=SimulatedStats()) if simulated else None
+    return HyperconsoleApp(manager, config, demo=True, host_sampler=host_sampler, sampler=sampler)
