@@ -27,7 +27,6 @@ from hyperconsole.screens.base import PaneScreen
 from hyperconsole.screens.help import HelpScreen
 from hyperconsole.screens.vms import VmsScreen
 from hyperconsole.viewstate import ViewState
-from hyperconsole.virt import inventory
 from hyperconsole.virt.connection import ConnectionManager, LifecycleEvent, StateChanged
 from hyperconsole.virt.models import ConnectionState
 from hyperconsole.virt.sampler import DomainSampler, Tick
@@ -161,6 +160,7 @@ class HyperconsoleApp(App):
         self._pending_reads = 0  # reads started; an older read finishing late is ignored
         self._pending_shown = 0
         self._asking_quit = False
+        self._background_started = False  # host, node, task log and trial readers: after the first paint
 
     def notify(self, message: str, *, title: str = "", **kwargs) -> None:  # type: ignore[override]
         """Every toast passes the sanitiser: messages name VMs, files and libvirt errors."""
@@ -172,6 +172,14 @@ class HyperconsoleApp(App):
             self.set_keymap(self.config.keymap)
         self.manager.add_listener(self._from_libvirt)
         self.poll_domains()  # paints the tick taken while the UI was importing, if there is one
+        # The rest starts once the VM list is painted (or after a second, whatever happened to the
+        # first tick), so its workers do not compete with the first paint.
+        self.set_timer(1.0, self._start_background)
+
+    def _start_background(self) -> None:
+        if self._background_started:
+            return
+        self._background_started = True
         self.poll_host()
         self._load_node()
         self._load_tasks()
@@ -237,6 +245,8 @@ class HyperconsoleApp(App):
         elif self.view.status_message != status:
             self._notify_screen("connection")
         self.view.last_tick_seconds = tick.seconds + (time.perf_counter() - started)
+        if not self._background_started:
+            self.call_after_refresh(self._start_background)
 
     @on(DomainLifecycle)
     def _lifecycle(self, message: DomainLifecycle) -> None:
@@ -252,6 +262,8 @@ class HyperconsoleApp(App):
 
     @work(thread=True, group="node", exit_on_error=False, description="node info")
     def _load_node(self) -> None:
+        from hyperconsole.virt import inventory  # off the start-up path: it reads every kind
+
         node = inventory.node_info(self.manager)
         self.call_from_thread(self._set_node, node)
 

@@ -8,6 +8,7 @@ accepted (normalised where that is documented) or raises ValidationError with on
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import re
 from pathlib import PurePosixPath
@@ -163,6 +164,12 @@ def human_size(n: int | float | None, *, dash: str = "–") -> str:
     negative count (unknown) is a dash."""
     if n is None or n < 0:
         return dash
+    return _human_size(n)
+
+
+@functools.lru_cache(maxsize=4096)
+def _human_size(n: int | float) -> str:
+    # Sizes repeat (a thousand VMs have a handful of memory sizes); formatting is the cost.
     return humanize.naturalsize(n, binary=True, format="%.1f")
 
 

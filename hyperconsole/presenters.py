@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import humanize
 from rich.text import Text
 
+from hyperconsole.names import human_size
 from hyperconsole.sanitize import visible
 from hyperconsole.tasklog import Result, Task
 from hyperconsole.virt.models import DomainInfo, DomainState
@@ -42,15 +43,11 @@ def plain(value: object, style: str = "", *, wrap: bool = False) -> Text:
 
 
 def size_kib(kib: int) -> str:
-    if kib <= 0:
-        return DASH
-    return humanize.naturalsize(kib * 1024, binary=True, format="%.1f")
+    return DASH if kib <= 0 else human_size(kib * 1024)
 
 
 def size_bytes(value: int | float | None) -> str:
-    if value is None or value < 0:
-        return DASH
-    return humanize.naturalsize(value, binary=True, format="%.1f")
+    return human_size(value)
 
 
 def rate(value: float | None) -> str:

@@ -3,6 +3,7 @@ selection, else the VM under the cursor."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 from typing import Callable
 
@@ -12,10 +13,15 @@ from hyperconsole import resources
 from hyperconsole.names import vm_name
 from hyperconsole.resources import Targets
 from hyperconsole.screens.base import PaneScreen
-from hyperconsole.virt import clone, lifecycle
 from hyperconsole.virt.models import DomainInfo, DomainState
 from hyperconsole.widgets.resource_view import ResourceView
 
+
+
+def virt(module: str):
+    """A VM operation module, imported with the first action rather than at start-up: they pull
+    in every resource kind, and the first row should not wait for them."""
+    return importlib.import_module(f"hyperconsole.virt.{module}")
 
 class VmsScreen(PaneScreen):
     PANE_TITLE = "VMs"
@@ -60,35 +66,35 @@ class VmsScreen(PaneScreen):
                         severity="warning", markup=False)
 
     def act_vms_start(self, targets: Targets) -> None:
-        self._each(targets, "start", lifecycle.start,
+        self._each(targets, "start", virt("lifecycle").start,
                    lambda d: d.state in (DomainState.SHUTOFF, DomainState.CRASHED, DomainState.PMSUSPENDED))
 
     def act_vms_shutdown(self, targets: Targets) -> None:
-        self._each(targets, "shutdown", lifecycle.shutdown,
+        self._each(targets, "shutdown", virt("lifecycle").shutdown,
                    lambda d: d.state in (DomainState.RUNNING, DomainState.BLOCKED, DomainState.PAUSED))
 
     def act_vms_reboot(self, targets: Targets) -> None:
-        self._each(targets, "reboot", lifecycle.reboot, lambda d: d.state is DomainState.RUNNING)
+        self._each(targets, "reboot", virt("lifecycle").reboot, lambda d: d.state is DomainState.RUNNING)
 
     def act_vms_pause(self, targets: Targets) -> None:
         paused = [t for t in targets.items if t.state is DomainState.PAUSED]
         if paused:
-            self._each(Targets(targets.kind, paused), "resume", lifecycle.resume, lambda d: True)
+            self._each(Targets(targets.kind, paused), "resume", virt("lifecycle").resume, lambda d: True)
         others = [t for t in targets.items if t.state is not DomainState.PAUSED]
         if others:
-            self._each(Targets(targets.kind, others), "pause", lifecycle.pause,
+            self._each(Targets(targets.kind, others), "pause", virt("lifecycle").pause,
                        lambda d: d.state in (DomainState.RUNNING, DomainState.BLOCKED))
 
     def act_vms_autostart(self, targets: Targets) -> None:
         for value in (True, False):
             group = Targets(targets.kind, [t for t in targets.items if t.autostart is not value])
             if group.items:
-                self._each(group, f"autostart {'on' if value else 'off'}", lifecycle.set_autostart,
+                self._each(group, f"autostart {'on' if value else 'off'}", virt("lifecycle").set_autostart,
                            lambda d: d.persistent, value)
 
     def act_vms_save(self, targets: Targets) -> None:
         """Managed save: the VM's memory goes to disk; `s` later restores it."""
-        self._each(targets, "save state", lifecycle.managed_save,
+        self._each(targets, "save state", virt("lifecycle").managed_save,
                    lambda d: d.state in (DomainState.RUNNING, DomainState.PAUSED, DomainState.BLOCKED))
 
     def act_vms_force_off(self, targets: Targets) -> None:
@@ -100,7 +106,7 @@ class VmsScreen(PaneScreen):
         def answered(ok: bool | None) -> None:
             if ok:
                 for info in running.items:
-                    self.run_op(f"force off {info.name}", lifecycle.force_off, info.uuid, info.uuid)
+                    self.run_op(f"force off {info.name}", virt("lifecycle").force_off, info.uuid, info.uuid)
 
         self.confirm("vms.force_off", running, "Like pulling the power cord: unsaved guest data is lost.",
                      answered)
@@ -111,7 +117,7 @@ class VmsScreen(PaneScreen):
             if ok:
                 for info in targets.items:
                     self.view.selected.discard(info.uuid)
-                    self.run_op(f"delete {info.name}", lifecycle.delete, info.uuid, info.uuid, with_storage)
+                    self.run_op(f"delete {info.name}", virt("lifecycle").delete, info.uuid, info.uuid, with_storage)
 
         detail = "Definitions, snapshots and saved state are removed."
         running = [t.name for t in targets.items if t.state.is_active]
@@ -131,7 +137,7 @@ class VmsScreen(PaneScreen):
                         "serial console (ctrl+] returns here).", title=f"No console for {info.name}",
                         timeout=12, markup=False)
             return
-        command = lifecycle.console_command(self.hc.manager.uri, info.uuid)
+        command = virt("lifecycle").console_command(self.hc.manager.uri, info.uuid)
         try:
             with self.app.suspend():
                 print(f"Serial console of {info.name}. Leave with Ctrl+] to return to hyperconsole.", flush=True)
@@ -153,7 +159,7 @@ class VmsScreen(PaneScreen):
 
         self.ask_form(f"Clone {info.name} (disks are copied in their pools)",
                       [Field("name", "New name", f"{info.name}-clone", parse=vm_name)],
-                      lambda v: self.run_op(f"clone {info.name}", clone.clone, info.uuid, info.uuid, v["name"]),
+                      lambda v: self.run_op(f"clone {info.name}", virt("clone").clone, info.uuid, info.uuid, v["name"]),
                       submit="clone")
 
     def act_vms_details(self, targets: Targets) -> None:
