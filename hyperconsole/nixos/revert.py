@@ -22,7 +22,9 @@ revert always comes after the trial's activation, never before it.
 process reverts by itself. At revert time a running system other than the one the trial activated
 is said in the outcome. The record lives in the NixOS dir, not in a user's home, so any later
 session on the host sees it, and every change of it happens under `.pending.lock`. If the trial
-process itself is killed, the next console that waits on it finishes the trial in its place.
+process itself is killed, the next console that waits on it finishes the trial in its place; with no
+console, a *watchdog* started beside it (its own detached process or unit, `--watchdog`) does so
+once the deadline has passed: it reverts under the rebuild lock, and only if the trial is dead.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ TRIAL_LOCK_WAIT = 5.0  # a trial waits this long for another rebuild to end, the
 REVERT_LOCK_WAIT = 3600.0  # finishing an orphaned trial waits for a rebuild in flight
 TRIAL_START_GRACE = 30.0  # a trial process has this long to write its pid into the record
 POLL_INTERVAL = 0.25
+WATCHDOG_GRACE = 2.0  # the watchdog acts this long after the deadline (the trial itself acts at it)
+WATCHDOG_INTERVAL = 5.0  # it re-reads the record this often: the deadline moves once `test` is done
 
 # Options whose change can cut the operator off; a new default route can strand an SSH session too.
 RISKY_OPTION_ROOTS = ("networking.firewall", "services.openssh", "users", "networking.bridges", "security",
@@ -154,10 +158,11 @@ class RevertOutcome:
 TIMER_MODULE = "hyperconsole.cli.revert_timer"
 
 
-def trial_argv(nixos_dir: Path, change_id: str, state_dir: Path) -> list[str]:
+def trial_argv(nixos_dir: Path, change_id: str, state_dir: Path, *, watchdog: bool = False) -> list[str]:
     return [
         sys.executable, "-m", TIMER_MODULE,
         "--nixos-dir", str(nixos_dir), "--id", change_id, "--state-dir", str(state_dir),
+        *(["--watchdog"] if watchdog else []),
     ]
 
 
@@ -323,20 +328,27 @@ class ConfirmOrRevert:
         return self.store.commit(self.store.prepare_texts(texts, message=message), check_hashes=False)
 
     def _start_trial(self, record: PendingChange) -> subprocess.Popen | None:
-        command = trial_argv(self.store.nixos_dir, record.change_id, self.state_dir)
+        """Start the watchdog that finishes the trial if its process dies, then the trial process
+        (in that order: a trial never runs without its watchdog)."""
+        self._detach(record, "watchdog", "hyperconsole: trial change watchdog", "revert-watchdog")
+        return self._detach(record, "trial", "hyperconsole: trial change (confirm or revert)", "revert-timer")
+
+    def _detach(self, record: PendingChange, role: str, description: str, log_name: str) -> subprocess.Popen | None:
+        """One detached process of a trial: a transient unit under systemd, else its own session."""
+        command = trial_argv(self.store.nixos_dir, record.change_id, self.state_dir, watchdog=role == "watchdog")
         if self.use_systemd:
-            unit = f"hyperconsole-trial-{record.change_id}"
-            argv = systemd_wrap(command, unit, "hyperconsole: trial change (confirm or revert)")
-            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            unit = f"hyperconsole-{role}-{record.change_id}"
+            done = subprocess.run(systemd_wrap(command, unit, description), capture_output=True, text=True, check=False)
             if done.returncode != 0:
-                raise HyperconsoleError(f"cannot start the trial: {(done.stderr or '').strip()[:200]}")
-            self._update(record.change_id, unit=unit)
+                raise HyperconsoleError(f"cannot start the {role}: {(done.stderr or '').strip()[:200]}")
+            if role == "trial":
+                self._update(record.change_id, unit=unit)
             return None
         log_dir = safefs.ensure_private_dir(self.state_dir / "rebuilds")
-        fd = open_log(log_dir / f"revert-timer-{record.change_id}.log", create=True)
+        fd = open_log(log_dir / f"{log_name}-{record.change_id}.log", create=True)
         try:
-            # A new session and no inherited pipes: the trial must outlive this console and must
-            # not keep a caller's stdout open.
+            # A new session and no inherited pipes: it must outlive this console and must not keep
+            # a caller's stdout open.
             return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                     start_new_session=True, close_fds=True, cwd="/")
         finally:
@@ -532,6 +544,27 @@ class ConfirmOrRevert:
                 return self._finish(change_id, "not confirmed in time", say)
             time.sleep(min(POLL_INTERVAL, record.remaining()))
 
+    def watch_trial(self, change_id: str, say: Callable[[str], None]) -> int:
+        """The watchdog's life: once the deadline (re-read, it moves when the window opens) and a
+        grace have passed, finish the trial as a console would if its process is dead. Ends when
+        the record is gone or is another change's."""
+        while True:
+            record = self.pending()
+            if record is None or record.change_id != change_id:
+                say(f"{time.strftime('%H:%M:%S')} change {change_id} no longer pending; nothing to do")
+                return 0
+            wait = record.deadline + WATCHDOG_GRACE - time.time()
+            if wait <= 0 and not (record.trial_pid and pid_alive(record.trial_pid)):
+                say(f"{time.strftime('%H:%M:%S')} the trial process of change {change_id} has ended; finishing it")
+                try:
+                    self._take_over(change_id)  # under the rebuild lock, re-checked there
+                except HyperconsoleError as exc:
+                    say(f"error: {exc}")
+                    time.sleep(WATCHDOG_INTERVAL)
+                continue
+            # Past the deadline with the trial alive: it is finishing; watch in case it dies doing so.
+            time.sleep(min(wait, WATCHDOG_INTERVAL) if wait > 0 else WATCHDOG_INTERVAL)
+
     def _finish(self, change_id: str, reason: str, say: Callable[[str], None], reactivate: bool = True) -> int:
         say(f"{time.strftime('%H:%M:%S')} {reason}; reverting change {change_id}")
         outcome = self._revert(change_id, reason=reason, on_line=lambda line: say(line.text), reactivate=reactivate)
@@ -611,9 +644,11 @@ def changed_paths(old, new, prefix: str = ""):
 # -- the trial process ----------------------------------------------------------------------------
 
 
-def run_timer(nixos_dir: str | Path, change_id: str, state_dir: str | Path, say: Callable[[str], None]) -> int:
+def run_timer(nixos_dir: str | Path, change_id: str, state_dir: str | Path, say: Callable[[str], None],
+              *, watchdog: bool = False) -> int:
     """The detached trial process: take the rebuild lock for the whole trial and run it. When
-    another rebuild holds the lock, the trial is not started: the files are restored."""
+    another rebuild holds the lock, the trial is not started: the files are restored. With
+    `watchdog`, the trial's watchdog instead (ConfirmOrRevert.watch_trial)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     store = FragmentStore(nixos_dir)
     try:
@@ -629,6 +664,8 @@ def run_timer(nixos_dir: str | Path, change_id: str, state_dir: str | Path, say:
     controller = ConfirmOrRevert(store, runner, shlex.join(record.revert_argv), state_dir=state_dir,
                                  use_systemd=False, current_system=Path(record.current_system),
                                  system_profile=Path(record.system_profile))
+    if watchdog:
+        return controller.watch_trial(change_id, say)
     try:
         with runner.hold_lock(TRIAL_LOCK_WAIT, f"trial change {record.description!r}"):
             return controller.run_trial(change_id, say)

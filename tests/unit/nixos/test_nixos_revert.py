@@ -15,7 +15,7 @@ import pytest
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.nixos.rebuild import RebuildBusyError, RebuildRunner, pid_alive
 from hyperconsole.nixos.revert import (
-    ConfirmOrRevert, NoPendingChange, PendingChange, load_pending, trial_argv,
+    LAST_REVERT_NAME, PENDING_NAME, ConfirmOrRevert, NoPendingChange, PendingChange, load_pending, trial_argv,
 )
 from hyperconsole.nixos.store import FragmentStore
 
@@ -151,10 +151,11 @@ def test_trial_and_rebuilds_run_in_transient_units_under_systemd(setup, script, 
     outcome = controller.apply(_risky_change(store), timeout=60, description="risky")
     assert outcome.rebuild.ok and outcome.pending.unit == f"hyperconsole-trial-{outcome.pending.change_id}"
     assert controller.confirm().ok and _lines(calls) == ["test", "switch"]
-    # The trial's own steps run inside the trial's unit; a plain rebuild gets a unit of its own.
-    assert _lines(units) == [outcome.pending.unit]
+    # The trial's own steps run inside the trial's unit, its watchdog in one of its own; a plain
+    # rebuild gets a unit of its own.
+    assert _lines(units) == [f"hyperconsole-watchdog-{outcome.pending.change_id}", outcome.pending.unit]
     assert controller.rebuild("boot").ok and _lines(calls) == ["test", "switch", "boot"]
-    assert _lines(units)[1].startswith("hyperconsole-boot-")
+    assert _lines(units)[2].startswith("hyperconsole-boot-")
 
 
 CLI_APPLY = [sys.executable, "-m", "hyperconsole"]
@@ -356,3 +357,29 @@ def test_a_killed_trial_process_is_finished_by_the_next_console(setup, wait_for,
         assert controller.confirm().ok and _lines(calls) == ["test", "switch"]
         assert store.read("firewall").exists and _lines(reverts) == []
     assert controller.pending() is None
+
+
+def test_a_killed_trial_process_is_reverted_by_its_watchdog_with_no_console(setup, wait_for):
+    store, controller, calls, _, reverts = setup
+    before = store.read("ssh").text
+    outcome = controller.apply(_risky_change(store), timeout=2, description="risky")
+    assert outcome.pending.state == "armed"
+    os.kill(outcome.pending.trial_pid, signal.SIGKILL)
+    # No console from here on (nothing of the controller is called): only the files are looked at.
+    assert wait_for(lambda: not (store.dir / PENDING_NAME).exists(), timeout=30)
+    assert not pid_alive(outcome.pending.trial_pid)
+    assert _lines(reverts) == ["revert"] and _lines(calls) == ["test"]
+    assert store.read("ssh").text == before and not store.read("firewall").exists
+    last = json.loads((store.dir / LAST_REVERT_NAME).read_text())
+    assert last["change_id"] == outcome.pending.change_id and last["status"] == "succeeded"
+    assert last["reason"] == "the trial process ended unexpectedly"
+
+
+def test_the_watchdog_leaves_a_confirmed_change_alone(setup, tmp_path, wait_for):
+    store, controller, calls, _, reverts = setup
+    outcome = controller.apply(_risky_change(store), timeout=2, description="risky")
+    assert controller.confirm().ok and controller.pending() is None
+    log = tmp_path / "state" / "rebuilds" / f"revert-watchdog-{outcome.pending.change_id}.log"
+    assert wait_for(lambda: "no longer pending; nothing to do" in log.read_text(), timeout=30)
+    assert _lines(reverts) == [] and _lines(calls) == ["test", "switch"]
+    assert store.read("firewall").exists and controller.last_revert() is None
