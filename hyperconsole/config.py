@@ -79,9 +79,7 @@ def _checked(data: Any, where: str) -> _File:
     return schema.convert(data, _File, where)
 
 
-def _merge(config: Config, data: Any, where: str) -> Config:
-    if not isinstance(data, dict):
-        raise schema.problem(where, "$", "the top level must be a mapping")
+def _merge(config: Config, data: dict, where: str) -> Config:
     file = _checked(data, where)
     changes: dict[str, Any] = {
         f: getattr(file, f) for f in file.__struct_fields__
@@ -118,7 +116,7 @@ def load(files: list[Path] | None = None) -> Config:
     for path in default_files() if files is None else files:
         if not path.exists():
             continue
-        data = schema.load_yaml(path)
+        data = schema.load_mapping(path, empty_ok=True)
         if data is None:
             continue
         config = _merge(config, data, str(path))

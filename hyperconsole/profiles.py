@@ -169,10 +169,7 @@ def _check_nixos(value: Any, where: object, at: str) -> dict[str, Any]:
 
 
 def load_profile(path: Path) -> Profile:
-    data = schema.load_yaml(path)
-    if not isinstance(data, dict):
-        raise schema.problem(path, "$", "the top level must be a mapping")
-    file = schema.convert(data, _ProfileFile, path)
+    file = schema.convert(schema.load_mapping(path), _ProfileFile, path)
     if file.name != path.stem:
         raise schema.problem(path, "$.name", f"is {file.name!r} but the file is {path.name}; they must match")
     if "\n" in file.summary.strip():
@@ -182,10 +179,8 @@ def load_profile(path: Path) -> Profile:
 
 
 def load_toggles(path: Path) -> dict[str, Toggle]:
-    data = schema.load_yaml(path)
-    if not isinstance(data, dict):
-        raise schema.problem(path, "$", "the top level must be a mapping with one key 'toggles'")
-    file = schema.convert(data, _TogglesFile, path)
+    file = schema.convert(schema.load_mapping(path, expected="the top level must be a mapping with one key 'toggles'"),
+                          _TogglesFile, path)
     toggles = {}
     for name, body in file.toggles.items():
         at = f"$.toggles.{name}"

@@ -58,6 +58,17 @@ def load_yaml(path: Path) -> Any:
         loader.dispose()
 
 
+def load_mapping(path: Path, *, empty_ok: bool = False,
+                 expected: str = "the top level must be a mapping") -> dict | None:
+    """load_yaml for files whose top level is a mapping (None for an empty file if `empty_ok`)."""
+    data = load_yaml(path)
+    if data is None and empty_ok:
+        return None
+    if not isinstance(data, dict):
+        raise problem(path, "$", expected)
+    return data
+
+
 def problem(where: object, path: str, message: str, hint: str | None = None) -> ConfigError:
     """The one shape of every schema error: `<file>: at <path>: <message>`."""
     return ConfigError(f"{where}: at {path}: {message}", hint=hint)
