@@ -42,6 +42,8 @@ class Profile:
     nixos: dict[str, Any]
     console: dict[str, Any]
     source: Path
+    # What members of the operators group may change through the request unit (see OPERATOR_AREAS).
+    operators_may_change: tuple[str, ...] = ()
 
     @property
     def libvirt_access(self) -> str:
@@ -109,6 +111,8 @@ class _Console(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 _Name = Annotated[str, Meta(pattern=_NAME_PATTERN)]
+# What a profile may let operators (no sudo) change through hyperconsole's request unit.
+OPERATOR_AREAS = ("network", "profile", "rollback", "backups")
 _Line = Annotated[str, Meta(pattern=r"\S")]
 
 
@@ -117,6 +121,7 @@ class _ProfileFile(msgspec.Struct, forbid_unknown_fields=True):
     summary: _Line
     nixos: dict[str, Any]
     console: _Console = _Console()
+    operators_may_change: list[Literal[OPERATOR_AREAS]] = []  # type: ignore[valid-type]
 
 
 class _ToggleBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -175,7 +180,7 @@ def load_profile(path: Path) -> Profile:
     if "\n" in file.summary.strip():
         raise schema.problem(path, "$.summary", "must be one line of text")
     return Profile(file.name, file.summary.strip(), _check_nixos(file.nixos, path, "$.nixos"),
-                   {"libvirt": file.console.libvirt}, path)
+                   {"libvirt": file.console.libvirt}, path, tuple(dict.fromkeys(file.operators_may_change)))
 
 
 def load_toggles(path: Path) -> dict[str, Toggle]:

@@ -1,9 +1,15 @@
-# NixOS module: installs hyperconsole, imports its fragments, lets operators apply changes.
+# NixOS module: installs hyperconsole, imports its fragments, lets operators request host changes.
 #
-# Fragments are written to <nixos-dir>/hyperconsole (default /etc/nixos/hyperconsole). With a
-# classic configuration.nix this module imports that directory when it exists. Flake
+# Fragments are written to <nixos-dir>/hyperconsole (default /etc/nixos/hyperconsole), by root only.
+# With a classic configuration.nix this module imports that directory when it exists. Flake
 # configurations evaluate purely and cannot read /etc/nixos, so a flake adds
 # `./hyperconsole` to the host's modules itself (`hyperconsole nixos status` checks it).
+#
+# Operators (the operatorsGroup) change the host without sudo by handing a *request* (a small JSON
+# document describing the change as data, never Nix) to the spool directory and starting the fixed
+# root unit hyperconsole-request@<id>.service; the unit re-validates the request against what the
+# applied security profile lets operators change, renders the fragments itself and rebuilds with
+# confirm-or-revert.
 { config, lib, pkgs, ... }:
 
 let
@@ -12,15 +18,7 @@ let
   # builtins.currentSystem is absent in pure (flake) evaluation, where /etc/nixos is unreadable.
   canImportFragments = builtins ? currentSystem && builtins.pathExists (fragmentsDir + "/default.nix");
   hc = "${cfg.package}/bin/hyperconsole";
-  # A fixed root unit running one hyperconsole subcommand.
-  hcUnit = description: subcommand: {
-    inherit description;
-    path = [ config.system.build.nixos-rebuild pkgs.nix pkgs.git ];
-    serviceConfig = {
-      Type = "oneshot";
-      ExecStart = "${hc} ${subcommand}";
-    };
-  };
+  spoolDir = "/var/lib/hyperconsole/requests";
 in
 {
   imports = lib.optional canImportFragments fragmentsDir;
@@ -39,8 +37,9 @@ in
       type = lib.types.str;
       default = "hyperconsole-operators";
       description = ''
-        Members may start hyperconsole's rebuild, confirm and revert units (and nothing else
-        through systemd), so an operator without sudo can still apply changes.
+        Members may hand host-change requests to hyperconsole's request unit (and start nothing
+        else through systemd). What they may change is listed in the applied security profile
+        (`operators_may_change`); the unit refuses everything else.
       '';
     };
   };
@@ -50,14 +49,31 @@ in
 
     users.groups.${cfg.operatorsGroup} = { };
 
-    # Operators write fragments without root: group-writable, setgid so new files stay in the group.
-    systemd.tmpfiles.rules = [ "d /etc/nixos/hyperconsole 2775 root ${cfg.operatorsGroup} -" ];
+    # Tells the console that the request unit exists, where the spool is and which group may use it.
+    environment.etc."hyperconsole/privileged.json".text = builtins.toJSON {
+      spool = spoolDir;
+      group = cfg.operatorsGroup;
+      unit = "hyperconsole-request@";
+    };
 
-    # Fixed units the operators group may start: the action is the instance name and only these
-    # actions exist, so starting a unit cannot run anything but hyperconsole itself.
-    systemd.services."hyperconsole-rebuild@" = hcUnit "hyperconsole rebuild (%i)" "rebuild %i";
-    systemd.services.hyperconsole-confirm = hcUnit "hyperconsole: confirm the trial configuration" "confirm";
-    systemd.services.hyperconsole-revert = hcUnit "hyperconsole: revert the trial configuration now" "revert";
+    systemd.tmpfiles.rules = [
+      # Only root writes fragments: a fragment can hold any NixOS option.
+      "d /etc/nixos/hyperconsole 0755 root root -"
+      "d /var/lib/hyperconsole 0755 root root -"
+      # Operators create request files here (each owned by its writer) but cannot list the
+      # directory, nor remove or replace another's file (sticky).
+      "d ${spoolDir} 1730 root ${cfg.operatorsGroup} -"
+    ];
+
+    # One fixed root unit per request; the instance name is the request id.
+    systemd.services."hyperconsole-request@" = {
+      description = "hyperconsole: apply the operator's host-change request %i";
+      path = [ config.system.build.nixos-rebuild pkgs.nix pkgs.git ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${hc} privileged run %i";
+      };
+    };
 
     security.polkit.enable = true;
     security.polkit.extraConfig = ''
@@ -68,10 +84,9 @@ in
         }
         var unit = action.lookup("unit") || "";
         var verb = action.lookup("verb") || "";
-        // Only these fixed units: a transient unit (systemd-run) could run any command as root.
-        var allowed = /^hyperconsole-rebuild@(dry-build|test|switch|boot|rollback)\.service$/.test(unit) ||
-                      unit == "hyperconsole-confirm.service" || unit == "hyperconsole-revert.service";
-        if (allowed && verb == "start") {
+        // Only the request unit with a well-formed id: a transient unit (systemd-run) or any other
+        // unit could run a command as root.
+        if (verb == "start" && /^hyperconsole-request@[0-9a-f]{32}\.service$/.test(unit)) {
           return polkit.Result.YES;
         }
         return polkit.Result.NOT_HANDLED;

@@ -81,8 +81,10 @@ def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
         nixos_commands = None
     if nixos_commands is not None:
         nixos_commands.register(subparsers, sub_common)
-    from hyperconsole.cli import net as netcommands
+    from hyperconsole.cli import net as netcommands, privileged
+
     netcommands.register(subparsers, sub_common)
+    privileged.register(subparsers, sub_common)
     return parser
 
 

@@ -18,7 +18,8 @@ from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.host import interfaces as interfaces_mod
 from hyperconsole.host import netconfig, netplan
-from hyperconsole.cli.nixos import apply_changeset, ask_to_apply, confirm_timeout_arg, guarded
+from hyperconsole.changes import requests
+from hyperconsole.cli.nixos import apply_changeset, ask_to_apply, confirm_timeout_arg, guarded, make_submitter
 from hyperconsole.nixos.store import FragmentStore
 from hyperconsole.sanitize import visible
 
@@ -44,31 +45,22 @@ def read_vm_nics(config: Config) -> list[tuple[str, str]]:
                                 [(net.bridge, net.vms) for net in overview.networks])
 
 
-def _apply_change(args: argparse.Namespace, config: Config, edit: netplan.Edit) -> int:
-    store = FragmentStore(config.nixos_dir)
-    planned = netplan.plan(store, edit, vm_nics=read_vm_nics(config),
-                           move_address=getattr(args, "move_address", False))
-    changeset = planned.changeset
-    if changeset.is_empty:
-        print(f"network.nix already says this ({planned.change.description}); nothing to change")
+def _apply_change(args: argparse.Namespace, config: Config, change: requests.Change) -> int:
+    submitter = make_submitter(args, config)
+    prepared = requests.prepare(change, FragmentStore(config.nixos_dir), vm_nics=read_vm_nics(config),
+                                requested_timeout=args.confirm_timeout, configured_timeout=config.confirm_timeout)
+    if prepared.changeset.is_empty:
+        print(f"network.nix already says this ({prepared.plan.change.description}); nothing to change")
         return 0
-    timeout = planned.timeout(args.confirm_timeout, config.confirm_timeout)
-    print(changeset.diff(), end="")
-    for warning in planned.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if planned.change.stranded:
-        print(f"hint: --move-address moves the addressing of {', '.join(planned.change.stranded)} to the bridge",
-              file=sys.stderr)
-    if planned.impact.bridges_changed:
-        print(f"bridges changed: {', '.join(planned.impact.bridges_changed)}")
-    if planned.impact.vms_on_them:
-        print(f"VMs on them: {', '.join(planned.impact.vms_on_them)}")
+    print(prepared.changeset.diff(), end="")
+    for note in prepared.notes:
+        print(note, file=sys.stderr if note.startswith(("warning:", "hint:")) else sys.stdout)
     if not ask_to_apply(args):
         return 1
-    if planned.touches_uplink and args.no_rebuild:
+    if prepared.plan.touches_uplink and args.no_rebuild:
         print("warning: not rebuilt; activate it with confirm-or-revert (`hyperconsole rebuild test` does not revert by itself)",
               file=sys.stderr)
-    return apply_changeset(args, config, changeset, timeout)
+    return apply_changeset(args, config, submitter, change, prepared.changeset, prepared.timeout)
 
 
 # -- handlers -------------------------------------------------------------------------------------
@@ -76,45 +68,46 @@ def _apply_change(args: argparse.Namespace, config: Config, edit: netplan.Edit) 
 
 @guarded
 def cmd_bridge_add(args: argparse.Namespace, config: Config) -> int:
-    return _apply_change(args, config, lambda cfg, ex: netconfig.add_bridge(cfg, args.name, args.iface or [], rstp=args.rstp, existing=ex))
+    return _apply_change(args, config, requests.BridgeAdd(args.name, tuple(args.iface or ()), rstp=args.rstp,
+                                                          move_address=args.move_address))
 
 
 @guarded
 def cmd_bridge_remove(args: argparse.Namespace, config: Config) -> int:
-    return _apply_change(args, config, lambda cfg, ex: netconfig.remove_bridge(cfg, args.name, existing=ex))
+    return _apply_change(args, config, requests.BridgeRemove(args.name))
 
 
 @guarded
 def cmd_vlan_add(args: argparse.Namespace, config: Config) -> int:
-    return _apply_change(args, config, lambda cfg, ex: netconfig.add_vlan(cfg, args.name, args.id, args.parent, existing=ex))
+    return _apply_change(args, config, requests.VlanAdd(args.name, args.id, args.parent))
 
 
 @guarded
 def cmd_vlan_remove(args: argparse.Namespace, config: Config) -> int:
-    return _apply_change(args, config, lambda cfg, ex: netconfig.remove_vlan(cfg, args.name, existing=ex))
+    return _apply_change(args, config, requests.VlanRemove(args.name))
 
 
 @guarded
 def cmd_addr_set(args: argparse.Namespace, config: Config) -> int:
-    return _apply_change(args, config, lambda cfg, ex: netconfig.set_address(
-        cfg, args.iface, dhcp=args.dhcp, address=args.address, gateway=args.gateway, existing=ex))
+    return _apply_change(args, config, requests.AddressSet(args.iface, dhcp=args.dhcp, address=args.address,
+                                                           gateway=args.gateway))
 
 
 @guarded
 def cmd_mtu(args: argparse.Namespace, config: Config) -> int:
-    return _apply_change(args, config, lambda cfg, ex: netconfig.set_mtu(cfg, args.iface, args.mtu, existing=ex))
+    return _apply_change(args, config, requests.MtuSet(args.iface, args.mtu))
 
 
 @guarded
 def cmd_firewall(args: argparse.Namespace, config: Config) -> int:
-    return _apply_change(args, config, lambda cfg, ex: netconfig.change_firewall_ports(
-        cfg, args.iface, open_tcp=args.allow_tcp or (), open_udp=args.allow_udp or (),
-        close_tcp=args.remove_tcp or (), close_udp=args.remove_udp or (), existing=ex))
+    return _apply_change(args, config, requests.FirewallChange(
+        args.iface, open_tcp=tuple(args.allow_tcp or ()), open_udp=tuple(args.allow_udp or ()),
+        close_tcp=tuple(args.remove_tcp or ()), close_udp=tuple(args.remove_udp or ())))
 
 
 @guarded
 def cmd_dns(args: argparse.Namespace, config: Config) -> int:
-    return _apply_change(args, config, lambda cfg, ex: netconfig.set_nameservers(cfg, args.server or [], existing=ex))
+    return _apply_change(args, config, requests.DnsSet(tuple(args.server or ())))
 
 
 def _rate(value: float | None) -> str:

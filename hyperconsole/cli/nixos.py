@@ -29,6 +29,8 @@ from hyperconsole.nixos.rebuild import (
     ACTIONS, RebuildLine, RebuildResult, diff_generations, find_generation, list_generations,
     rollback_argvs,
 )
+from hyperconsole.changes import requests
+from hyperconsole.changes.submit import Direct, Privileged, submitter_for
 from hyperconsole.nixos.revert import ApplyOutcome, ConfirmOrRevert, NoPendingChange, controller_for
 from hyperconsole.nixos.store import FRAGMENTS_SUBDIR, ChangeSet, FragmentStore
 
@@ -80,6 +82,20 @@ def _is_demo(args: argparse.Namespace) -> bool:
 
 def make_controller(args: argparse.Namespace, config: Config) -> ConfirmOrRevert:
     return controller_for(config, demo=_is_demo(args))
+
+
+def make_submitter(args: argparse.Namespace, config: Config) -> Direct | Privileged:
+    """Who carries out host changes for this command: this process (root), or the root request
+    unit for an operator; refused in one line when neither can."""
+    submitter = submitter_for(config, demo=_is_demo(args))
+    if submitter.unavailable:
+        raise HyperconsoleError(submitter.unavailable)
+    return submitter
+
+
+def _print_handover(submitter: Direct | Privileged) -> None:
+    if submitter.privileged:
+        print(f"handing the change to the root request unit ({submitter.marker.unit}<id>.service); following it")
 
 
 def _interactive() -> bool:
@@ -156,11 +172,14 @@ def ask_to_apply(args: argparse.Namespace) -> bool:
     return False
 
 
-def apply_changeset(args: argparse.Namespace, config: Config, changeset: ChangeSet, timeout: int) -> int:
-    """Write and activate a change through ConfirmOrRevert and report the outcome: what `profile
-    apply` and the `net` commands share once the operator has agreed."""
-    outcome = make_controller(args, config).apply(
-        changeset, timeout=timeout, description=changeset.message.removeprefix("hyperconsole: "),
+def apply_changeset(args: argparse.Namespace, config: Config, submitter: Direct | Privileged,
+                    change: requests.Change, changeset: ChangeSet, timeout: int) -> int:
+    """Write and activate a change with confirm-or-revert (here as root, or through the request
+    unit, which renders it again itself) and report the outcome: what `profile apply` and the
+    `net` commands share once the operator has agreed."""
+    _print_handover(submitter)
+    outcome = submitter.apply(
+        change, changeset, timeout=timeout, description=changeset.message.removeprefix("hyperconsole: "),
         rebuild=not args.no_rebuild, on_line=_print_line,
     )
     return _report_apply_outcome(args, config, outcome)
@@ -197,17 +216,17 @@ def _report_apply_outcome(args: argparse.Namespace, config: Config, outcome: App
 
 @guarded
 def cmd_profile_apply(args: argparse.Namespace, config: Config) -> int:
-    catalog = profiles_mod.load_catalog()
-    store = FragmentStore(config.nixos_dir)
-    changeset = profiles_mod.prepare_profile_change(store, catalog, args.name, args.toggle or ())
-    if changeset.is_empty:
+    submitter = make_submitter(args, config)
+    change = requests.ProfileApply(args.name, tuple(args.toggle or ()))
+    prepared = requests.prepare(change, FragmentStore(config.nixos_dir), requested_timeout=args.confirm_timeout,
+                                configured_timeout=config.confirm_timeout)
+    if prepared.changeset.is_empty:
         print(f"profile {args.name} with these toggles is already written; nothing to change")
         return 0
-    print(changeset.diff(), end="")
+    print(prepared.changeset.diff(), end="")
     if not ask_to_apply(args):
         return 1
-    timeout = config.confirm_timeout if args.confirm_timeout is None else args.confirm_timeout
-    return apply_changeset(args, config, changeset, timeout)
+    return apply_changeset(args, config, submitter, change, prepared.changeset, prepared.timeout)
 
 
 # -- rebuild / confirm / generations / rollback --------------------------------------------------
@@ -224,8 +243,9 @@ def cmd_rebuild(args: argparse.Namespace, config: Config) -> int:
 
 
 def _confirm(args: argparse.Namespace, config: Config) -> int:
-    controller = make_controller(args, config)
-    result = controller.confirm(on_line=_print_line)
+    submitter = make_submitter(args, config)
+    _print_handover(submitter)
+    result = submitter.confirm(on_line=_print_line)
     if not result.ok:
         _report_failure(result)
         print("the trial configuration stays active but is not permanent; fix and run `hyperconsole rebuild switch`", file=sys.stderr)
@@ -241,7 +261,9 @@ def cmd_confirm(args: argparse.Namespace, config: Config) -> int:
 
 @guarded
 def cmd_revert(args: argparse.Namespace, config: Config) -> int:
-    outcome = make_controller(args, config).revert_now(reason="reverted by the operator", on_line=_print_line)
+    submitter = make_submitter(args, config)
+    _print_handover(submitter)
+    outcome = submitter.revert_now(reason="reverted by the operator", on_line=_print_line)
     if outcome is None:
         raise NoPendingChange("nothing is waiting for confirmation")
     if outcome.warning:
@@ -279,14 +301,13 @@ def cmd_generations(args: argparse.Namespace, config: Config) -> int:
 
 @guarded
 def cmd_rollback(args: argparse.Namespace, config: Config) -> int:
-    controller = make_controller(args, config)
-    controller.refuse_if_pending()
+    submitter = make_submitter(args, config)
+    make_controller(args, config).refuse_if_pending()
     if args.generation is not None:
         profiles_dir, booted = _profiles_dirs(args)
         find_generation(list_generations(profiles_dir, booted), args.generation)
-    runner = controller.runner
-    for argv in rollback_argvs(config.rebuild_command, Path(config.nixos_dir), args.generation):
-        result = runner.run_argv(argv, "rollback", on_line=_print_line)
+    _print_handover(submitter)
+    for result in submitter.rollback(args.generation, on_line=_print_line):
         if not result.ok:
             _report_failure(result)
             return 1
