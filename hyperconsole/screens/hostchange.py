@@ -11,6 +11,8 @@ from textual import work
 from textual.widgets import Log, Static
 
 from hyperconsole import resources
+from hyperconsole.changes.requests import Change
+from hyperconsole.changes.submit import Direct, Privileged, submitter_for
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone
 from hyperconsole.nixos.rebuild import RebuildLine, RebuildResult
@@ -55,6 +57,12 @@ class HostChangePane(PaneScreen):
         return controller_for(self.hc.config, demo=self.hc.view.demo)
 
     @property
+    def submitter(self) -> Direct | Privileged:
+        """Who carries out the change: this process (root) or, for an operator without root, the
+        request unit; Unavailable refuses with the one line why."""
+        return submitter_for(self.hc.config, demo=self.hc.view.demo)
+
+    @property
     def pending(self) -> PendingChange | None:
         return self.hc.view.pending
 
@@ -91,7 +99,7 @@ class HostChangePane(PaneScreen):
         """Called on the worker thread for each rebuild output line."""
         self.app.call_from_thread(self.query_one("#rebuild-log", Log).write_line, f"{line.elapsed:6.1f}s  {visible(line.text)}")
 
-    def ask_apply(self, question: str, changeset: ChangeSet, timeout: int, description: str,
+    def ask_apply(self, question: str, change: Change, changeset: ChangeSet, timeout: int, description: str,
                   extra: str = "") -> None:
         if changeset.is_empty:
             self.notify("nothing to apply: the fragment already says this")
@@ -104,15 +112,16 @@ class HostChangePane(PaneScreen):
                 self.query_one("#rebuild-log", Log).clear()
                 label = "apply " + description
                 task = self.hc.begin_task(label, fragment_names(changeset.previous_texts()))
-                self.apply(changeset, timeout, description, label, task)
+                self.apply(change, changeset, timeout, description, label, task)
 
         self.app.push_screen(ConfirmDialog(question, "\n".join(filter(None, [extra, how]))), answered)
 
     @work(thread=True, exclusive=True, group="host-change", exit_on_error=False, description="apply host change")
-    def apply(self, changeset: ChangeSet, timeout: int, description: str, label: str, task: str) -> None:
+    def apply(self, change: Change, changeset: ChangeSet, timeout: int, description: str, label: str,
+              task: str) -> None:
         try:
-            outcome = self.controller.apply(changeset, timeout=timeout, description=description,
-                                            on_line=self.log_line)
+            outcome = self.submitter.apply(change, changeset, timeout=timeout, description=description,
+                                           on_line=self.log_line)
         except HyperconsoleError as exc:
             self.app.post_message(ActionDone(label, error=str(exc), task=task))
         else:
@@ -146,7 +155,7 @@ class HostChangePane(PaneScreen):
     @work(thread=True, exclusive=True, group="host-change", exit_on_error=False, description="keep trial change")
     def _keep(self, label: str, task: str) -> None:
         try:
-            result = self.controller.confirm(on_line=self.log_line)
+            result = self.submitter.confirm(on_line=self.log_line)
         except HyperconsoleError as exc:
             self.app.post_message(ActionDone(label, error=str(exc), task=task))
         else:
@@ -176,7 +185,7 @@ class HostChangePane(PaneScreen):
     @work(thread=True, exclusive=True, group="host-change", exit_on_error=False, description="revert trial change")
     def _undo(self, change_id: str, label: str, task: str) -> None:
         try:
-            outcome = self.controller.revert_now(change_id, reason="reverted by the operator", on_line=self.log_line)
+            outcome = self.submitter.revert_now(change_id, reason="reverted by the operator", on_line=self.log_line)
         except HyperconsoleError as exc:
             self.app.post_message(ActionDone(label, error=str(exc), task=task))
         else:

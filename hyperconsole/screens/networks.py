@@ -16,7 +16,8 @@ from textual.widgets import Log, Static
 from hyperconsole import names, presenters, resources
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host import interfaces as interfaces_mod
-from hyperconsole.host import netconfig, netplan
+from hyperconsole.changes import requests
+from hyperconsole.host import netplan
 from hyperconsole.resources import HostView, Targets
 from hyperconsole.sanitize import visible
 from hyperconsole.screens.hostchange import HostChangePane
@@ -127,21 +128,21 @@ class NetworksScreen(HostChangePane):
 
     # -- host changes (network.nix) ---------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="net-plan", exit_on_error=False, description="plan network change")
-    def plan(self, edit: netplan.Edit, move_address: bool = False) -> None:
+    def plan(self, change: requests.Change) -> None:
         overview = self.overview
         pairs = [] if overview is None else netplan.vm_nic_pairs(
             overview.usage.by_bridge, [(n.bridge, n.vms) for n in overview.networks])
         try:
             # The host is read afresh: the uplink decision must not rest on a table that went stale.
-            planned = netplan.plan(self.controller.store, edit, vm_nics=pairs,
-                                   move_address=move_address)
-            timeout = planned.timeout(None, self.hc.config.confirm_timeout)
+            prepared = requests.prepare(change, self.controller.store, vm_nics=pairs, requested_timeout=None,
+                                        configured_timeout=self.hc.config.confirm_timeout)
+            planned, timeout = prepared.plan, prepared.timeout
         except HyperconsoleError as exc:
             self.app.call_from_thread(self.notify, str(exc), title="not changed", severity="error", markup=False)
             return
-        self.app.call_from_thread(self._ask, planned, timeout)
+        self.app.call_from_thread(self._ask, change, planned, timeout)
 
-    def _ask(self, planned: netplan.NetworkPlan, timeout: int) -> None:
+    def _ask(self, change: requests.Change, planned: netplan.NetworkPlan, timeout: int) -> None:
         notes = []  # the plan's warnings say when the change reaches the uplink
         if planned.impact.bridges_changed:
             notes.append("Bridges changed: " + ", ".join(planned.impact.bridges_changed))
@@ -149,7 +150,7 @@ class NetworksScreen(HostChangePane):
             notes.append("VMs on them: " + ", ".join(planned.impact.vms_on_them))
         notes += [f"warning: {w}" for w in planned.warnings]
         notes.append(planned.changeset.diff())
-        self.ask_apply(planned.change.description.capitalize() + "?", planned.changeset, timeout,
+        self.ask_apply(planned.change.description.capitalize() + "?", change, planned.changeset, timeout,
                        planned.change.description, extra="\n".join(notes))
 
     def _existing_iface(self) -> str:
@@ -160,8 +161,7 @@ class NetworksScreen(HostChangePane):
 
     def act_networks_bridge(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
-            self.plan(lambda cfg, ex: netconfig.add_bridge(cfg, v["name"], v["members"], rstp=v["rstp"], existing=ex),
-                      move_address=v["move"])
+            self.plan(requests.BridgeAdd(v["name"], tuple(v["members"]), rstp=v["rstp"], move_address=v["move"]))
 
         self.ask_form("New bridge (network.nix)", [
             Field("name", "Name", "br0", parse=interface),
@@ -172,7 +172,7 @@ class NetworksScreen(HostChangePane):
 
     def act_networks_vlan(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
-            self.plan(lambda cfg, ex: netconfig.add_vlan(cfg, v["name"], v["id"], v["iface"], existing=ex))
+            self.plan(requests.VlanAdd(v["name"], v["id"], v["iface"]))
 
         parent = self._existing_iface()
         self.ask_form("New VLAN (network.nix)", [
@@ -184,11 +184,9 @@ class NetworksScreen(HostChangePane):
     def act_networks_address(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
             if v["address"] == "dhcp":
-                edit = lambda cfg, ex: netconfig.set_address(cfg, v["iface"], dhcp=True, existing=ex)  # noqa: E731
+                self.plan(requests.AddressSet(v["iface"], dhcp=True))
             else:
-                edit = lambda cfg, ex: netconfig.set_address(cfg, v["iface"], address=v["address"],  # noqa: E731
-                                                             gateway=v["gateway"], existing=ex)
-            self.plan(edit)
+                self.plan(requests.AddressSet(v["iface"], address=v["address"], gateway=v["gateway"]))
 
         def address(text: str) -> str:
             text = text.strip()
@@ -202,7 +200,7 @@ class NetworksScreen(HostChangePane):
 
     def act_networks_mtu(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
-            self.plan(lambda cfg, ex: netconfig.set_mtu(cfg, v["iface"], v["mtu"], existing=ex))
+            self.plan(requests.MtuSet(v["iface"], v["mtu"]))
 
         self.ask_form("MTU (network.nix)", [
             self._iface_field(), Field("mtu", "MTU", "1500", parse=lambda t: names.whole_number(t, "MTU", 68, 65535)),
@@ -210,7 +208,7 @@ class NetworksScreen(HostChangePane):
 
     def act_networks_firewall(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
-            self.plan(lambda cfg, ex: netconfig.set_firewall_ports(cfg, v["iface"], tcp=v["tcp"], udp=v["udp"], existing=ex))
+            self.plan(requests.FirewallSet(v["iface"], tuple(v["tcp"]), tuple(v["udp"])))
 
         self.ask_form("Firewall ports open on an interface (network.nix)", [
             self._iface_field(), Field("tcp", "TCP ports", "", parse=parse_ports),
@@ -219,7 +217,7 @@ class NetworksScreen(HostChangePane):
 
     def act_networks_dns(self, _targets: Targets) -> None:
         def then(v: dict[str, Any]) -> None:
-            self.plan(lambda cfg, ex: netconfig.set_nameservers(cfg, v["servers"], existing=ex))
+            self.plan(requests.DnsSet(tuple(v["servers"])))
 
         self.ask_form("DNS servers (network.nix)", [
             Field("servers", "Nameservers", "", parse=lambda t: t.replace(",", " ").split()),
@@ -285,9 +283,9 @@ class NetworksScreen(HostChangePane):
         info = targets.items[0].info
         name = info.name
         if info.kind == "bridge":
-            self.plan(lambda cfg, ex: netconfig.remove_bridge(cfg, name, existing=ex))
+            self.plan(requests.BridgeRemove(name))
         elif info.kind == "vlan":
-            self.plan(lambda cfg, ex: netconfig.remove_vlan(cfg, name, existing=ex))
+            self.plan(requests.VlanRemove(name))
         else:
             self.notify(f"{name} is a {info.kind} interface: only bridges and VLANs are removed here",
                         severity="warning", markup=False)

@@ -15,6 +15,7 @@ from textual.widgets import Log, OptionList, SelectionList, Static
 from textual.widgets.option_list import Option
 
 from hyperconsole import profiles, resources
+from hyperconsole.changes import requests
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.nixos.revert import default_confirm_timeout
 from hyperconsole.nixos.store import ChangeSet
@@ -168,7 +169,8 @@ class SecurityScreen(HostChangePane):
             return
         timeout = default_confirm_timeout(changeset, self.hc.config.confirm_timeout)
         description = f"security profile {name}" + (f" + {', '.join(toggles)}" if toggles else "")
-        self.ask_apply(f"Apply security profile {name}?", changeset, timeout, description)
+        self.ask_apply(f"Apply security profile {name}?", requests.ProfileApply(name, tuple(toggles)), changeset,
+                       timeout, description)
 
     def render_data(self, kinds: frozenset[str]) -> None:
         """Nothing from libvirt here; profile data is read on mount and after each action."""
