@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.console import Group
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -21,6 +22,7 @@ from hyperconsole.nixos.revert import default_confirm_timeout
 from hyperconsole.nixos.store import ChangeSet
 from hyperconsole.sanitize import visible, visible_lines
 from hyperconsole.screens.hostchange import HostChangePane
+from hyperconsole.setup import guard
 from hyperconsole.widgets.sidediff import side_by_side, unified
 
 
@@ -41,6 +43,7 @@ class SecurityScreen(HostChangePane):
         super().__init__()
         self.state: SecurityState | None = None
         self.changeset: ChangeSet | None = None
+        self.refusal = ""  # why the previewed change may not be applied (lock-out guard)
         self._filled = False
 
     def compose_body(self) -> ComposeResult:
@@ -135,21 +138,31 @@ class SecurityScreen(HostChangePane):
 
     @work(thread=True, exclusive=True, group="security-preview", exit_on_error=False, description="diff profile")
     def _prepare(self, name: str, toggles: tuple[str, ...]) -> None:
+        store = self.controller.store
         try:
-            changeset = profiles.prepare_profile_change(self.controller.store, self.state.catalog, name, toggles)
+            changeset = profiles.prepare_profile_change(store, self.state.catalog, name, toggles)
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._show_diff, None, str(exc))
             return
-        self.app.call_from_thread(self._show_diff, changeset, "")
+        try:
+            guard.check_changeset(store, changeset)
+            refusal = ""
+        except HyperconsoleError as exc:
+            refusal = str(exc)
+        self.app.call_from_thread(self._show_diff, changeset, refusal)
 
     def _show_diff(self, changeset: ChangeSet | None, error: str) -> None:
+        """The change as a diff; `error` is why it cannot be made (with a changeset: the lock-out
+        guard's refusal, shown above the diff, and `a` says it instead of applying)."""
         self.changeset = changeset
+        self.refusal = error if changeset is not None else ""
         wide, narrow = self.query_one("#sec-diff", Static), self.query_one("#sec-diff-unified", Static)
         if changeset is not None and not changeset.is_empty:
             change = next(c for c in changeset.changes if c.changed)
             titles = {"old_title": f"{change.name}.nix now", "new_title": "after apply"}
-            wide.update(side_by_side(change.old_text, change.new_text, **titles))
-            narrow.update(unified(change.old_text, change.new_text, **titles))
+            refusal = Text(visible_lines(self.refusal) + "\n\n", "bold red") if self.refusal else Text()
+            wide.update(Group(refusal, side_by_side(change.old_text, change.new_text, **titles)))
+            narrow.update(Group(refusal, unified(change.old_text, change.new_text, **titles)))
             return
         if changeset is None:
             message = Text(error, "red")
@@ -166,6 +179,9 @@ class SecurityScreen(HostChangePane):
         name, toggles = self.selection()
         changeset = self.changeset
         if name is None or changeset is None:
+            return
+        if self.refusal:
+            self.notify(self.refusal, severity="error")
             return
         timeout = default_confirm_timeout(changeset, self.hc.config.confirm_timeout)
         description = f"security profile {name}" + (f" + {', '.join(toggles)}" if toggles else "")

@@ -281,6 +281,8 @@ def build_pool_xml(spec: NewPoolSpec) -> str:
         model = _PoolXml(spec.kind, spec.name, spec.device, vg, "lvm2", f"/dev/{vg}")
     elif spec.kind == "fs":
         model = _PoolXml(spec.kind, spec.name, spec.device, "", spec.fs_format or "auto", spec.path)
+    elif spec.kind == "zfs":  # `vg` names the dataset; libvirt finds its volumes under /dev/zvol
+        model = _PoolXml(spec.kind, spec.name, vg=spec.vg)
     else:
         model = _PoolXml(spec.kind, spec.name, path=spec.path)
     return xmlmodel.build(model, "pool")

@@ -1,0 +1,87 @@
+"""Applying a setup plan: the fragments import, a dry-build, then activation on trial.
+
+1. When the configuration does not import the fragments yet (and the answers allow it), the
+   import is added to configuration.nix (nixos/imports.py: checked by nix-instantiate first).
+2. The password hash goes to its root-only file (hashedPasswordFile).
+3. dry-build: the fragments are written, the rebuild command evaluates and builds the system
+   without activating it, and the files are put back as they were, pass or fail. A failure ends
+   here: nothing was activated and the fragment files are unchanged.
+4. The same change goes through ConfirmOrRevert.apply: `test` on trial, reverted by itself unless
+   `hyperconsole confirm` keeps it (over SSH, from a new login: the proof the host is reachable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from hyperconsole import safefs
+from hyperconsole.errors import HyperconsoleError
+from hyperconsole.nixos.imports import add_fragments_import, imports_fragments
+from hyperconsole.nixos.rebuild import RebuildLine, RebuildResult
+from hyperconsole.nixos.revert import ApplyOutcome, ConfirmOrRevert
+from hyperconsole.setup.fragments import Plan
+from hyperconsole.setup.secrets import write_password_file
+
+DESCRIPTION = "setup wizard"
+
+
+class DryBuildFailed(HyperconsoleError):
+    """The dry-build refused the fragments; nothing was activated, the files are as before."""
+
+    def __init__(self, result: RebuildResult) -> None:
+        super().__init__(f"dry-build {result.status}: nothing was activated and the fragment files are as before",
+                         hint=f"log {result.log_path}" if result.log_path else None)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class SetupOutcome:
+    import_added: str | None  # how the import was checked, when it was added
+    dry_build: RebuildResult
+    apply: ApplyOutcome
+
+
+def configuration_imports(nixos_dir: Path) -> bool | None:
+    """Whether configuration.nix or flake.nix mention ./hyperconsole (None: neither exists)."""
+    seen = None
+    for name in ("configuration.nix", "flake.nix"):
+        data = safefs.read_bytes(nixos_dir / name)
+        if data is not None:
+            seen = bool(seen) or imports_fragments(data.decode("utf-8", "replace"))
+    return seen
+
+
+def confirm_command(nixos_dir: Path, *, demo: bool = False) -> str:
+    """The exact command that keeps the trial, as the operator types it in a new session."""
+    if demo:
+        return "hyperconsole confirm --demo"
+    return "hyperconsole confirm" + ("" if str(nixos_dir) == "/etc/nixos" else f" --nixos-dir {nixos_dir}")
+
+
+def apply(plan: Plan, controller: ConfirmOrRevert, *, timeout: int, add_import: bool = True,
+          on_line: Callable[[RebuildLine], None] | None = None) -> SetupOutcome:
+    store = controller.store
+    controller.refuse_if_pending()
+    if plan.trial_required and timeout <= 0:
+        raise HyperconsoleError("this change reaches the network and SSH: it must be activated on trial",
+                                hint="use a confirm timeout above 0")
+    if plan.changeset.is_empty:
+        raise HyperconsoleError("the fragments already say this; nothing to apply")
+    added = None
+    if add_import and configuration_imports(store.nixos_dir) is False:
+        _, added = add_fragments_import(store.nixos_dir, store)
+    if plan.password is not None:
+        path, crypt_text = plan.password
+        write_password_file(path.parent, path.stem, crypt_text)
+    undo = plan.changeset.previous_texts()
+    store.commit(plan.changeset)
+    try:
+        dry = controller.runner.run("dry-build", on_line=on_line)
+    finally:
+        store.commit(store.prepare_texts(undo, message="hyperconsole: setup wizard (after dry-build)"), check_hashes=False)
+    if not dry.ok:
+        raise DryBuildFailed(dry)
+    outcome = controller.apply(plan.changeset, timeout=timeout, description=DESCRIPTION, on_line=on_line)
+    return SetupOutcome(added, dry, outcome)
