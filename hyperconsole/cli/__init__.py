@@ -85,6 +85,9 @@ def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
 
     netcommands.register(subparsers, sub_common)
     privileged.register(subparsers, sub_common)
+    from hyperconsole.cli import setup as setupcommands
+
+    setupcommands.register(subparsers, sub_common)
     return parser
 
 

@@ -21,7 +21,6 @@ files rendered from models. UEFI guests need no option: current NixOS ships QEMU
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,22 +205,6 @@ def impact_lines(answers: A.Answers, facts: HostFacts) -> list[str]:
         lines.append(f"security profile {answers.security.profile}"
                      + (f" + {', '.join(answers.security.toggles)}" if answers.security.toggles else ""))
     return lines
-
-
-def conflicts(answers: A.Answers) -> list[tuple[str, str]]:
-    """Rules that span steps."""
-    out = []
-    net = answers.network
-    if answers.virtualisation.default_network and net.mode == "static" and net.address:
-        try:
-            overlap = ipaddress.ip_interface(net.address).network.overlaps(ipaddress.ip_network("192.168.122.0/24"))
-        except (ValueError, TypeError):
-            overlap = False
-        if overlap:
-            out.append(("$.virtualisation.default_network",
-                        f"the management address {net.address} overlaps libvirt's NAT network 192.168.122.0/24; "
-                        "turn default_network off or use another subnet"))
-    return out
 
 
 def plan(answers: A.Answers, facts: HostFacts, store: FragmentStore, secrets_dir: Path) -> Plan:

@@ -115,7 +115,7 @@ def nics(interfaces: Sequence[InterfaceInfo] | None) -> Check:
     parts = []
     for nic in sorted(physical, key=lambda i: (i.carrier is not True, i.name)):
         link = "link" if nic.carrier else "no link"
-        speed = f" {nic.speed_mbps} Mb/s" if nic.speed_mbps and nic.speed_mbps > 0 else ""
+        speed = f" {nic.speed_mbps} Mb/s" if nic.carrier and nic.speed_mbps and nic.speed_mbps > 0 else ""
         parts.append(f"{nic.name} ({link}{speed})")
     up = [i for i in physical if i.carrier]
     return Check("nics", "Network interfaces", PASS if up else FAIL,

@@ -1,7 +1,8 @@
 """Applying a setup plan: the fragments import, a dry-build, then activation on trial.
 
 1. When the configuration does not import the fragments yet (and the answers allow it), the
-   import is added to configuration.nix (nixos/imports.py: checked by nix-instantiate first).
+   import is added to configuration.nix (nixos/imports.py: checked by nix-instantiate first);
+   a failed dry-build takes it out again.
 2. The password hash goes to its root-only file (hashedPasswordFile).
 3. dry-build: the fragments are written, the rebuild command evaluates and builds the system
    without activating it, and the files are put back as they were, pass or fail. A failure ends
@@ -12,6 +13,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -69,8 +72,10 @@ def apply(plan: Plan, controller: ConfirmOrRevert, *, timeout: int, add_import: 
                                 hint="use a confirm timeout above 0")
     if plan.changeset.is_empty:
         raise HyperconsoleError("the fragments already say this; nothing to apply")
-    added = None
-    if add_import and configuration_imports(store.nixos_dir) is False:
+    added, configuration = None, store.nixos_dir / "configuration.nix"
+    before = safefs.read_bytes(configuration)
+    flake = (store.nixos_dir / "flake.nix").exists()  # never edited: the operator adds the module
+    if add_import and not flake and configuration_imports(store.nixos_dir) is False:
         _, added = add_fragments_import(store.nixos_dir, store)
     if plan.password is not None:
         path, crypt_text = plan.password
@@ -82,6 +87,8 @@ def apply(plan: Plan, controller: ConfirmOrRevert, *, timeout: int, add_import: 
     finally:
         store.commit(store.prepare_texts(undo, message="hyperconsole: setup wizard (after dry-build)"), check_hashes=False)
     if not dry.ok:
+        if added is not None and before is not None:  # the import goes too: nothing stays changed
+            safefs.atomic_write(configuration, before, mode=stat.S_IMODE(os.lstat(configuration).st_mode))
         raise DryBuildFailed(dry)
     outcome = controller.apply(plan.changeset, timeout=timeout, description=DESCRIPTION, on_line=on_line)
     return SetupOutcome(added, dry, outcome)

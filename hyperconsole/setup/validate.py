@@ -300,6 +300,23 @@ def check_step(step: str, answers: A.Answers, facts: HostFacts) -> list[tuple[st
     return list(check(getattr(answers, step), facts)) if check else []
 
 
+def check_across(answers: A.Answers) -> list[tuple[str, str]]:
+    """Rules that span steps."""
+    out = []
+    net = answers.network
+    if answers.virtualisation.default_network and net.mode == "static" and net.address:
+        try:
+            overlap = ipaddress.ip_interface(net.address).network.overlaps(ipaddress.ip_network("192.168.122.0/24"))
+        except (ValueError, TypeError):
+            overlap = False
+        if overlap:
+            out.append(("$.virtualisation.default_network",
+                        f"the management address {net.address} overlaps libvirt's NAT network 192.168.122.0/24; "
+                        "turn default_network off or use another subnet"))
+    return out
+
+
 def check_all(answers: A.Answers, facts: HostFacts) -> list[tuple[str, str]]:
-    """Every problem of every step, in step order."""
-    return [p for step in A.STEPS for p in check_step(step, answers, facts)]
+    """Every problem of every step, in step order, then those that span steps."""
+    found = [p for step in A.STEPS for p in check_step(step, answers, facts)]
+    return found + (check_across(answers) if not found else [])
