@@ -143,3 +143,106 @@ def demo_app(host_sampler: HostSampler | None = None, refresh: float = 3600.0, *
     demo.prepare(manager)
     sampler = DomainSampler(manager, stats_source=SimulatedStats()) if simulated else None
     return HyperconsoleApp(manager, config, demo=True, host_sampler=host_sampler, sampler=sampler)
+
+
+# -- the setup wizard: its own app, on pinned host facts so the pictures depend only on our code ----
+
+SETUP_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKGEs0Fr+y+2lp2eebTuWdqO4YRkdZh//2XznIBh2y5w alice@laptop"  # the example answers' key
+
+
+def setup_app(state_dir) -> "SetupApp":
+    """The wizard as `hyperconsole setup --demo` shows it, with a fixed host: two NICs (one with
+    link), the shipped profiles, a preflight of a typical small server; answers kept in `state_dir`."""
+    from pathlib import Path
+
+    from hyperconsole import profiles
+    from hyperconsole.host.interfaces import InterfaceInfo, Uplink
+    from hyperconsole.screens.setup import SetupApp
+    from hyperconsole.setup import preflight
+    from hyperconsole.setup.guard import Session
+    from hyperconsole.setup.validate import HostFacts, timezones
+
+    def nic(name, carrier, speed):
+        return InterfaceInfo(name, 2, "physical", None, "up" if carrier else "down", carrier, speed, 1500, None, (), None)
+
+    facts = HostFacts(interfaces=(nic("eno1", True, 1000), nic("eno2", False, None)), uplink=Uplink(frozenset({"eno1"})),
+                      timezones=timezones(), catalog=profiles.load_catalog(), volume_groups=("vg0",),
+                      nested_capable=True, cpu_vendor="intel", session=Session("root", {"root": 1}),
+                      ssh_interface="eno1")
+    P = preflight
+    checks = [
+        P.Check("cpu", "CPU virtualisation", P.PASS, "Intel VT-x (vmx)"),
+        P.Check("kvm", "/dev/kvm", P.PASS, "present"),
+        P.Check("iommu", "IOMMU", P.PASS, "24 IOMMU groups: PCI passthrough possible"),
+        P.Check("ram", "Memory", P.WARN, "16.0 GiB; 32.0 GiB recommended for production"),
+        P.Check("cpus", "CPUs", P.PASS, "16 CPUs"),
+        P.Check("disk", "Free space for /var/lib/libvirt/images", P.PASS, "1.7 TiB on the filesystem of /var"),
+        P.Check("nics", "Network interfaces", P.PASS, "eno1 (link 1000 Mb/s), eno2 (no link)"),
+        P.Check("nested", "Running on bare metal", P.PASS, "not inside a VM"),
+        P.Check("nixos", "NixOS", P.PASS, "NixOS 25.05"),
+        P.Check("flake", "Configuration", P.PASS, "channels (/etc/nixos/configuration.nix)"),
+        P.Check("import", "Fragments imported", P.WARN,
+                "not yet: the wizard adds ./hyperconsole to configuration.nix on apply (answer add_import)"),
+    ]
+    return SetupApp(demo_config(), demo=True, secrets_dir=Path(state_dir) / "secrets", facts=facts, checks=checks,
+                    answers_path=Path(state_dir) / "answers.json")
+
+
+async def _setup_step(pilot, name: str) -> None:
+    from hyperconsole.screens.setup import StepForm
+
+    for _ in range(50):
+        await settle(pilot)
+        screen = pilot.app.screen
+        if isinstance(screen, StepForm) and screen.step.name == name:
+            return
+    raise AssertionError(f"the wizard never reached {name}")
+
+
+async def _setup_fill(pilot, values: dict) -> None:
+    for key, value in values.items():
+        pilot.app.screen.widget(key).value = value
+    await pilot.press("ctrl+s")
+    await settle(pilot)
+
+
+async def setup_preflight(pilot) -> None:
+    await _setup_step(pilot, "preflight")
+
+
+async def setup_identity(pilot) -> None:
+    await setup_preflight(pilot)
+    await pilot.press("ctrl+s")
+    await _setup_step(pilot, "identity")
+    await _setup_fill(pilot, {"hostname": "hv1..lab", "timezone": "Europe/Berlin", "admin": "alice", "key1": SETUP_KEY})
+
+
+async def setup_network(pilot) -> None:
+    await setup_identity(pilot)
+    await _setup_fill(pilot, {"hostname": "hv1.lab.example.com"})
+    await _setup_step(pilot, "network")
+    await _setup_fill(pilot, {"mode": "static", "address": "192.0.2.10/24", "gateway": "198.51.100.1", "dns": "192.0.2.53"})
+
+
+async def setup_review(pilot) -> None:
+    from hyperconsole.screens.setup import ReviewScreen
+
+    await setup_network(pilot)
+    await _setup_fill(pilot, {"gateway": "192.0.2.1"})
+    for step in ("storage", "virtualisation", "security", "backups"):
+        await _setup_step(pilot, step)
+        await pilot.press("ctrl+s")
+    for _ in range(50):
+        await settle(pilot)
+        if isinstance(pilot.app.screen, ReviewScreen) and pilot.app.screen.plan is not None:
+            return
+    raise AssertionError("the review never showed a plan")
+
+
+# name -> (terminal size, scene) for the wizard's pictures
+SETUP_SCENES: dict[str, tuple[tuple[int, int], Callable[..., Awaitable[None]]]] = {
+    "setup-preflight": ((80, 24), setup_preflight),
+    "setup-identity": ((80, 24), setup_identity),
+    "setup-network": ((200, 50), setup_network),
+    "setup-review": ((200, 50), setup_review),
+}

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.scenes import SCENES, SCREENSHOT_ONLY, SIZE, demo_app, settle  # noqa: E402
+from scripts.scenes import SCENES, SCREENSHOT_ONLY, SETUP_SCENES, SIZE, demo_app, settle, setup_app  # noqa: E402
 
 
 async def shoot(name: str, scene, out: Path) -> Path:
@@ -26,11 +26,26 @@ async def shoot(name: str, scene, out: Path) -> Path:
     return path
 
 
+async def shoot_setup(name: str, out: Path) -> Path:
+    import tempfile
+
+    size, scene = SETUP_SCENES[name]
+    with tempfile.TemporaryDirectory() as state:
+        app = setup_app(state)
+        async with app.run_test(size=size) as pilot:
+            await scene(pilot)
+            await settle(pilot)
+            app.save_screenshot(filename=f"{name}.svg", path=str(out))
+    return out / f"{name}.svg"
+
+
 def main() -> None:
     out = ROOT / "screenshots"
     out.mkdir(exist_ok=True)
     for name, scene in (SCENES | SCREENSHOT_ONLY).items():
         print(asyncio.run(shoot(name, scene, out)).relative_to(ROOT))
+    for name in SETUP_SCENES:
+        print(asyncio.run(shoot_setup(name, out)).relative_to(ROOT))
 
 
 if __name__ == "__main__":

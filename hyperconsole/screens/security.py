@@ -144,11 +144,12 @@ class SecurityScreen(HostChangePane):
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._show_diff, None, str(exc))
             return
-        try:
-            guard.check_changeset(store, changeset)
-            refusal = ""
-        except HyperconsoleError as exc:
-            refusal = str(exc)
+        refusal = ""
+        if not self.hc.view.demo:  # the demo activates nothing, so it cannot lock anyone out
+            try:
+                guard.check_changeset(store, changeset)
+            except HyperconsoleError as exc:
+                refusal = str(exc)
         self.app.call_from_thread(self._show_diff, changeset, refusal)
 
     def _show_diff(self, changeset: ChangeSet | None, error: str) -> None:
@@ -160,9 +161,13 @@ class SecurityScreen(HostChangePane):
         if changeset is not None and not changeset.is_empty:
             change = next(c for c in changeset.changes if c.changed)
             titles = {"old_title": f"{change.name}.nix now", "new_title": "after apply"}
-            refusal = Text(visible_lines(self.refusal) + "\n\n", "bold red") if self.refusal else Text()
-            wide.update(Group(refusal, side_by_side(change.old_text, change.new_text, **titles)))
-            narrow.update(Group(refusal, unified(change.old_text, change.new_text, **titles)))
+            wide_diff = side_by_side(change.old_text, change.new_text, **titles)
+            narrow_diff = unified(change.old_text, change.new_text, **titles)
+            if self.refusal:
+                refusal = Text(visible_lines(self.refusal) + "\n", "bold red")
+                wide_diff, narrow_diff = Group(refusal, wide_diff), Group(refusal, narrow_diff)
+            wide.update(wide_diff)
+            narrow.update(narrow_diff)
             return
         if changeset is None:
             message = Text(error, "red")

@@ -215,10 +215,17 @@ def plan(answers: A.Answers, facts: HostFacts, store: FragmentStore, secrets_dir
                                                           profiles.normalise_toggles(facts.catalog or profiles.load_catalog(),
                                                                                      answers.security.toggles))}
     changeset = store.prepare(trees, message="hyperconsole: setup wizard", meta=meta)
-    guard.check(guard.merged_options(guard.trees_after(store, changeset)), facts.session,
-                admin=answers.identity.admin.name)
+    options = guard.merged_options(guard.trees_after(store, changeset))
+    guard.check(options, facts.session, admin=answers.identity.admin.name, handover=True)
     password = None
     if answers.identity.admin.password_hash:
         password = (password_file(secrets_dir, answers.identity.admin.name), answers.identity.admin.password_hash)
-    return Plan(changeset, _paths(changeset), tuple(impact_lines(answers, facts)),
+    impact = impact_lines(answers, facts)
+    session, admin = facts.session, answers.identity.admin.name
+    if session.over_ssh and session.ssh_user != admin:
+        lost = guard.SshAccess.of(options).why_not(session.ssh_user, session)
+        if lost:
+            impact.append(f"{session.ssh_user} loses SSH login ({lost}): confirm from a new SSH login as {admin} "
+                          "with its key; if that login fails, nothing confirms and the change reverts by itself")
+    return Plan(changeset, _paths(changeset), tuple(impact),
                 default_confirm_timeout(changeset, 1) > 0, password)

@@ -164,15 +164,22 @@ class SshAccess:
         return None
 
 
-def check(options: Mapping[str, Any], session: Session, *, admin: str | None = None) -> None:
+def check(options: Mapping[str, Any], session: Session, *, admin: str | None = None,
+          handover: bool = False) -> None:
     """Raise ValidationError (one line) when `options` (every fragment merged) would lock the
-    operator out."""
+    operator out.
+
+    `handover`: the change is kept only by `hyperconsole confirm` from a new SSH login (the setup
+    wizard), so the session's user may lose SSH access when the admin user gets a key: the new
+    login is the admin's, and if it fails nothing confirms and the trial reverts by itself."""
     access = SshAccess.of(options)
     if session.over_ssh and access.enabled is False:
         raise ValidationError(f"refused: you are connected over SSH as {session.ssh_user} and this change "
                               "turns the SSH server off; nothing was changed")
     if session.over_ssh:
         reason = access.why_not(session.ssh_user, session)
+        if handover and admin and access.why_not(admin, session) is None and access.config_keys.get(admin, 0):
+            reason = None
         if reason is not None:
             raise ValidationError(f"refused: you are logged in over SSH as {session.ssh_user} and after this "
                                   f"change {session.ssh_user} could not log in ({reason}); nothing was changed",

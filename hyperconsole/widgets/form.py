@@ -19,6 +19,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Select, Static
 
@@ -43,6 +44,7 @@ class Field:
     parse: Parse = _text
     choices: tuple[tuple[str, Any], ...] = ()  # (label, value): shown as a select
     password: bool = False
+    suggest: tuple[str, ...] = ()  # searchable: typing completes to the first entry it starts (→ accepts)
 
     @property
     def is_choice(self) -> bool:
@@ -66,13 +68,14 @@ class Form(ModalScreen[Any]):
     Form .field-error.-empty { display: none; }
     Form #form-fields { height: auto; max-height: 30; }
     """
+    ESCAPE_LABEL = "cancel"  # what esc does, as the hint line says it
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="form.cancel"),
         Binding("ctrl+s", "submit", "Submit", id="form.submit"),
     ]
 
     def __init__(self, title: str, fields: Sequence[Field], *, check: Callable[[dict[str, Any]], Any] | None = None,
-                 submit: str = "apply", wide: bool = False) -> None:
+                 submit: str = "apply", wide: bool = False, intro: Any = None) -> None:
         super().__init__()
         keys = [f.key for f in fields]
         assert len(set(keys)) == len(keys), f"duplicate field keys in {keys}"
@@ -81,12 +84,15 @@ class Form(ModalScreen[Any]):
         self.check = check
         self.submit_label = submit
         self.wide = wide
+        self.intro = intro  # a renderable (already sanitised) shown above the fields
 
     # -- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide" if self.wide else "dialog"):
             # Titles name VMs, pools and interfaces as the system has them.
             yield Static(visible(self.title_text), classes="box-title", markup=False)
+            if self.intro is not None:
+                yield Static(self.intro, id="form-intro", markup=False)
             with VerticalScroll(id="form-fields"):
                 for field in self.fields:
                     with Horizontal(classes="row"):
@@ -94,7 +100,7 @@ class Form(ModalScreen[Any]):
                         yield self._widget(field)
                     yield Static("", id=f"e-{field.key}", classes="field-error -empty", markup=False)
             yield Static("", id="form-error", classes="error", markup=False)
-            yield Static(f"enter next field · ctrl+s {self.submit_label} · esc cancel", classes="hint")
+            yield Static(f"enter next field · ctrl+s {self.submit_label} · esc {self.ESCAPE_LABEL}", classes="hint")
         yield Footer()  # over the pane's, whose keys do not work while the form is open
 
     @staticmethod
@@ -102,7 +108,8 @@ class Form(ModalScreen[Any]):
         if field.is_choice:
             return Select([(visible(label), value) for label, value in field.choices], value=field.value,
                           allow_blank=False, id=f"f-{field.key}")
-        return Input(str(field.value), password=field.password, id=f"f-{field.key}")
+        suggester = SuggestFromList(field.suggest, case_sensitive=False) if field.suggest else None
+        return Input(str(field.value), password=field.password, id=f"f-{field.key}", suggester=suggester)
 
     def on_mount(self) -> None:
         if self.fields:

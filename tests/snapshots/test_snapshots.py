@@ -19,7 +19,7 @@ from hyperconsole.host import interfaces
 from hyperconsole.host.metrics import DiskUsage, HostSample
 from hyperconsole.messages import DataChanged
 from hyperconsole.virt import inventory
-from scripts.scenes import SCENES, SIZE, demo_app, settle
+from scripts.scenes import SCENES, SETUP_SCENES, SIZE, demo_app, settle, setup_app
 
 
 class PinnedHostSampler:
@@ -76,3 +76,14 @@ def test_screen_layout(name, snap_compare):
         await pilot.pause()
 
     assert snap_compare(demo_app(host_sampler=PinnedHostSampler()), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("name", list(SETUP_SCENES))
+def test_setup_wizard_layout(name, snap_compare, tmp_path):
+    size, scene = SETUP_SCENES[name]
+
+    async def run_before(pilot) -> None:
+        await scene(pilot)
+        await settle(pilot)
+
+    assert snap_compare(setup_app(tmp_path), terminal_size=size, run_before=run_before)

@@ -69,11 +69,15 @@ def test_session_reads_sudo_user_and_host_keys():
     assert guard.current_session({}).over_ssh is False
 
 
-def test_wizard_plan_refuses_headless_for_root_over_ssh(nixos_dir, tmp_path, public_key):
+def test_wizard_hands_root_over_to_the_keyed_admin_and_says_so(nixos_dir, tmp_path, public_key):
     answers = good_answers(public_key, security=A.Security("headless"))
     session = guard.Session("root", {"root": 1})
+    plan = fragments.plan(answers, facts(session=session), FragmentStore(nixos_dir), tmp_path / "secrets")
+    assert plan.impact[-1].startswith('root loses SSH login (PermitRootLogin becomes "no"): confirm from a new SSH '
+                                      "login as alice with its key")
+    # Without the wizard's new-login confirmation, the same change is refused.
     with pytest.raises(ValidationError, match="as root and after this change root could not log in"):
-        fragments.plan(answers, facts(session=session), FragmentStore(nixos_dir), tmp_path / "secrets")
+        guard.check(profiles.profile_options(profiles.load_catalog(), "headless"), session, admin="alice")
     no_key = good_answers(public_key, identity=A.Identity("hv1", "UTC", A.Admin("alice", [])))
     with pytest.raises(ValidationError, match="admin user alice has no SSH key"):
         fragments.plan(no_key, facts(), FragmentStore(nixos_dir), tmp_path / "secrets")
