@@ -1,9 +1,9 @@
 """Applying a setup plan: the fragments import, a dry-build, then activation on trial.
 
-1. When the configuration does not import the fragments yet (and the answers allow it), the
+1. The password hash goes to its root-only file (hashedPasswordFile).
+2. When the configuration does not import the fragments yet (and the answers allow it), the
    import is added to configuration.nix (nixos/imports.py: checked by nix-instantiate first);
    a failed dry-build takes it out again.
-2. The password hash goes to its root-only file (hashedPasswordFile).
 3. dry-build: the fragments are written, the rebuild command evaluates and builds the system
    without activating it, and the files are put back as they were, pass or fail. A failure ends
    here: nothing was activated and the fragment files are unchanged.
@@ -72,23 +72,31 @@ def apply(plan: Plan, controller: ConfirmOrRevert, *, timeout: int, add_import: 
                                 hint="use a confirm timeout above 0")
     if plan.changeset.is_empty:
         raise HyperconsoleError("the fragments already say this; nothing to apply")
+    if plan.password is not None:
+        path, crypt_text = plan.password
+        try:
+            write_password_file(path.parent, path.stem, crypt_text)
+        except OSError as exc:
+            raise HyperconsoleError(f"cannot write the password hash to {path}: {exc.strerror or exc}; nothing "
+                                    "else was changed", hint="run setup as root, or --secrets-dir DIR") from None
     added, configuration = None, store.nixos_dir / "configuration.nix"
     before = safefs.read_bytes(configuration)
     flake = (store.nixos_dir / "flake.nix").exists()  # never edited: the operator adds the module
     if add_import and not flake and configuration_imports(store.nixos_dir) is False:
         _, added = add_fragments_import(store.nixos_dir, store)
-    if plan.password is not None:
-        path, crypt_text = plan.password
-        write_password_file(path.parent, path.stem, crypt_text)
     undo = plan.changeset.previous_texts()
-    store.commit(plan.changeset)
     try:
-        dry = controller.runner.run("dry-build", on_line=on_line)
-    finally:
-        store.commit(store.prepare_texts(undo, message="hyperconsole: setup wizard (after dry-build)"), check_hashes=False)
-    if not dry.ok:
+        store.commit(plan.changeset)
+        try:
+            dry = controller.runner.run("dry-build", on_line=on_line)
+        finally:
+            store.commit(store.prepare_texts(undo, message="hyperconsole: setup wizard (after dry-build)"),
+                         check_hashes=False)
+        if not dry.ok:
+            raise DryBuildFailed(dry)
+    except BaseException:
         if added is not None and before is not None:  # the import goes too: nothing stays changed
             safefs.atomic_write(configuration, before, mode=stat.S_IMODE(os.lstat(configuration).st_mode))
-        raise DryBuildFailed(dry)
+        raise
     outcome = controller.apply(plan.changeset, timeout=timeout, description=DESCRIPTION, on_line=on_line)
     return SetupOutcome(added, dry, outcome)

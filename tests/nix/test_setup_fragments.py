@@ -1,9 +1,13 @@
 """Every fragment a full setup run writes parses and evaluates with the real Nix, reads back to
 what was rendered, and each option matches its type as declared in the NixOS options reference
 (looked up by path: `## virtualisation.libvirtd.onShutdown`, `## users.users.<name>.hashedPasswordFile`,
-`## environment.etc.<name>.text`, `## boot.extraModprobeConfig`, `## time.timeZone`, …)."""
+`## environment.etc.<name>.text`, `## boot.extraModprobeConfig`, `## time.timeZone`,
+`## networking.domain`, `## users.users.<name>.extraGroups`, …; the systemd unit fields from
+nixos/lib/systemd-unit-options.nix)."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -24,9 +28,9 @@ SETUP_OPTION_TYPES = {
     "users.users.*.hashedPasswordFile": "null or string",
     "environment.etc.*.text": "null or string",
     "systemd.services.*.description": "string",
-    "systemd.services.*.after": "list of string",
-    "systemd.services.*.requires": "list of string",
-    "systemd.services.*.wantedBy": "list of string",
+    "systemd.services.*.after": "list of unit name",  # listOf unitNameType (nixos/lib/systemd-lib.nix)
+    "systemd.services.*.requires": "list of unit name",
+    "systemd.services.*.wantedBy": "list of unit name",
     "systemd.services.*.script": "string",
     "systemd.services.*.serviceConfig.Type": "string",
     "systemd.services.*.serviceConfig.RemainAfterExit": "bool",
@@ -36,8 +40,10 @@ SETUP_OPTION_TYPES = {
     "virtualisation.libvirtd.qemu.swtpm.enable": "bool",
     "boot.extraModprobeConfig": "string",
 }
+_UNIT = re.compile(r"[a-zA-Z0-9@%:_.\\-]+[.](service|socket|device|mount|automount|swap|target|path|timer|scope|slice)\Z")
 SETUP_CHECKS = {
     **CHECKS,
+    "list of unit name": lambda v: isinstance(v, list) and all(isinstance(i, str) and _UNIT.match(i) for i in v),
     "one of start, ignore": lambda v: v in ("start", "ignore"),
     "one of shutdown, suspend": lambda v: v in ("shutdown", "suspend"),
 }

@@ -109,3 +109,27 @@ def test_flake_dir_is_never_edited(rig, nixos_dir, tmp_path, public_key):
     assert (nixos_dir / "flake.nix").read_text() == "{ outputs = { self }: { }; }\n"
     assert sorted(os.listdir(nixos_dir)) == ["flake.nix", "hardware-configuration.nix", "hyperconsole"]
     assert store.names() == [] and _lines(calls) == ["dry-build"]
+
+
+def test_password_file_that_cannot_be_written_stops_before_any_fragment(rig, nixos_dir, tmp_path, public_key):
+    store, controller, calls, *_ = rig
+    before = (nixos_dir / "configuration.nix").read_bytes()
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    answers = good_answers(public_key)
+    answers.identity.admin.password_hash = secrets.sha512_crypt("correct horse battery", "salt")
+    plan = fragments.plan(answers, facts(), store, blocked / "secrets")
+    with pytest.raises(Exception, match="cannot write the password hash"):
+        run.apply(plan, controller, timeout=30)
+    assert store.names() == [] and not calls.exists()
+    assert (nixos_dir / "configuration.nix").read_bytes() == before
+
+
+def test_a_rebuild_command_that_cannot_run_leaves_configuration_as_it_was(nixos_dir, tmp_path, public_key):
+    store = FragmentStore(nixos_dir)
+    runner = RebuildRunner(nixos_dir, str(tmp_path / "no-such-rebuild"), state_dir=tmp_path / "state", use_systemd=False)
+    controller = ConfirmOrRevert(store, runner, "true", state_dir=tmp_path / "state", use_systemd=False)
+    before = (nixos_dir / "configuration.nix").read_bytes()
+    with pytest.raises(Exception):
+        run.apply(_plan(store, tmp_path, public_key), controller, timeout=30)
+    assert (nixos_dir / "configuration.nix").read_bytes() == before and store.names() == []
