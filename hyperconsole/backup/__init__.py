@@ -1,0 +1,1 @@
+"""Backups: consistent VM reads into restic, retention, restore, restore tests."""
