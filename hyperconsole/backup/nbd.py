@@ -92,15 +92,25 @@ class NbdClient:
         view = memoryview(buf)
         got = 0
         while got < n:
-            k = self._sock.recv_into(view[got:], n - got)
+            try:
+                k = self._sock.recv_into(view[got:], n - got)
+            except OSError as exc:
+                raise self._lost(exc) from exc
             if k == 0:
                 raise NbdError(f"NBD export {self.export!r}: the server closed the connection")
             got += k
         return bytes(buf)
 
     def _send(self, *parts: bytes) -> None:
-        for part in parts:
-            self._sock.sendall(part)
+        try:
+            for part in parts:
+                self._sock.sendall(part)
+        except OSError as exc:
+            raise self._lost(exc) from exc
+
+    def _lost(self, exc: OSError) -> NbdError:
+        why = "no answer (timed out)" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        return NbdError(f"NBD export {self.export!r}: {why}; the server went away or stopped answering")
 
     # ------------------------------------------------------------------ handshake
     def _handshake(self) -> None:
@@ -237,7 +247,7 @@ class NbdClient:
     def close(self) -> None:
         try:
             self._request(CMD_DISC, 0, 0)
-        except OSError:
+        except (OSError, NbdError):
             pass
         finally:
             self._sock.close()

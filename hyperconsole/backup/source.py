@@ -142,9 +142,9 @@ class _Run:
         if owner is not None:  # QEMU (libvirt-qemu) creates the NBD socket and scratch files here
             os.chown(self.path, *owner)
 
-    def note_pid(self, pid: int) -> None:
-        with open(self.path / "pids", "a") as f:
-            f.write(f"{pid}\n")
+    def note(self, name: str, text: str) -> None:
+        with open(self.path / name, "a") as f:
+            f.write(f"{text}\n")
 
     def close(self) -> None:
         try:
@@ -153,50 +153,51 @@ class _Run:
             os.close(self._lock)
 
 
+def _held(path: Path) -> bool:
+    """True while a live run holds the lock of run directory `path`."""
+    try:
+        fd = os.open(path / "lock", os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False  # gone, or killed before it took the lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _stale_runs(scratch_dir: Path) -> list[Path]:
     """Run directories whose lock nobody holds (their run was killed)."""
-    out = []
     try:
         entries = sorted(scratch_dir.iterdir())
     except FileNotFoundError:
         return []
-    for path in entries:
-        if not path.name.startswith(RUN_PREFIX) or path.is_symlink() or not path.is_dir():
-            continue
-        try:
-            fd = os.open(path / "lock", os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            out.append(path)  # killed before it took the lock
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            out.append(path)
-        except BlockingIOError:
-            pass
-        finally:
-            os.close(fd)
-    return out
+    return [p for p in entries if p.name.startswith(RUN_PREFIX) and not p.is_symlink() and p.is_dir()
+            and not _held(p)]
 
 
-def cleanup(target: Target, scratch_dir: str | os.PathLike[str]) -> list[str]:
-    """End what killed runs left: libvirt backup jobs exporting into a stale run directory
-    (aborted), their qemu-nbd processes (killed), the directories (removed). Returns one line
-    per thing cleaned. Live runs (lock held) are left alone."""
-    conn, manager = split(target)
-    scratch_dir = Path(scratch_dir)
-    stale = _stale_runs(scratch_dir)
-    if not stale:
-        return []
+def _ours_and_dead(socket_path: str | None, scratch_dir: Path) -> bool:
+    """A backup job exporting into `scratch_dir` whose run is no longer alive."""
+    if not socket_path:
+        return False
+    run = Path(socket_path).parent
+    return run.parent == scratch_dir and run.name.startswith(RUN_PREFIX) and not _held(run)
+
+
+def _clean_runs(conn, scratch_dir: Path) -> list[str]:
+    """Remove killed runs' directories, after aborting their VM's job and killing their qemu-nbd."""
     done = []
-    stale_set = {str(p) for p in stale}
-    with calling(manager, "list VMs for backup cleanup"):
-        doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-    for dom in doms:
-        socket_path = _job_socket(dom)
-        if socket_path and str(Path(socket_path).parent) in stale_set:
+    for path in _stale_runs(scratch_dir):
+        vm = (path / "vm").read_text().strip() if (path / "vm").is_file() else ""
+        try:
+            dom = conn.lookupByUUIDString(vm) if vm else None
+        except libvirt.libvirtError:
+            dom = None
+        if dom is not None and _ours_and_dead(_job_socket(dom), scratch_dir):
             _end_job(dom)
             done.append(f"aborted the backup job of {dom.name()} left by a killed run")
-    for path in stale:
         for pid in _read_pids(path):
             if _is_our_qemu_nbd(pid, path):
                 try:
@@ -206,6 +207,22 @@ def cleanup(target: Target, scratch_dir: str | os.PathLike[str]) -> list[str]:
                     pass
         safefs.remove_tree(scratch_dir, path.name)
         done.append(f"removed {path}")
+    return done
+
+
+def cleanup(target: Target, scratch_dir: str | os.PathLike[str]) -> list[str]:
+    """End everything killed runs left: their directories (with their qemu-nbd processes), and
+    every libvirt backup job exporting into `scratch_dir` that no live run owns (also one whose
+    run directory is gone, e.g. after libvirtd was restarted under it). Live runs are left
+    alone. Returns one line per thing cleaned."""
+    conn, manager = split(target)
+    scratch_dir = Path(scratch_dir)
+    with calling(manager, "clean up killed backups"):
+        done = _clean_runs(conn, scratch_dir)
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            if _ours_and_dead(_job_socket(dom), scratch_dir):
+                _end_job(dom)
+                done.append(f"aborted the backup job of {dom.name()} left by a killed run")
     for line in done:
         log.info("backup cleanup: %s", line)
     return done
@@ -335,7 +352,10 @@ def _pull(stack: ExitStack, dom, live: ET.Element, run: _Run, quiesce: bool,
           notes: list[str]) -> tuple[list[NbdDisk], bool]:
     disks, skipped = _backed_up(live)
     name = dom.name()
-    if _job_socket(dom) is not None:
+    running = _job_socket(dom)
+    if _ours_and_dead(running, run.scratch_dir):
+        _end_job(dom)  # left by a run that was killed
+    elif running is not None or _job_socket(dom) is not None:
         raise BackupSourceError(f"{name} already has a backup job running", hint="wait for it or abort it")
     sock = run.path / "nbd.sock"
     xml = backup_xml(sock, [(d.target, run.path / f"{d.target}.scratch") for d in disks], skipped)
@@ -390,24 +410,26 @@ def _disk_path(conn, d: DiskInfo) -> str:
                             "disks of a shut-off VM are read")
 
 
-def serve_read_only(stack: ExitStack, run: _Run, target: str, path: str, fmt: str) -> NbdClient:
-    """Export one image read-only with qemu-nbd on a socket in the run directory and connect.
-    qemu-nbd is stopped when `stack` closes, and dies with this process if it is killed."""
-    sock = run.path / f"{target}.sock"
-    errlog = open(run.path / f"{target}.log", "wb")
+def serve(stack: ExitStack, directory: Path, export: str, path: str, fmt: str, *, read_only: bool,
+          on_pid=None) -> NbdClient:
+    """Export one image with qemu-nbd on a socket in `directory` and connect to it. qemu-nbd
+    stops when `stack` closes (the client first), and dies with this process if it is killed."""
+    sock = directory / f"{export}.sock"
+    errlog = open(directory / f"{export}.log", "wb")
     stack.callback(errlog.close)
     proc = subprocess.Popen(
-        ["qemu-nbd", "--read-only", "--persistent", "--shared=4", f"--socket={sock}",
-         f"--format={fmt}", f"--export-name={target}", "--", path],
+        ["qemu-nbd", *(["--read-only", "--shared=4"] if read_only else ["--shared=1"]), "--persistent",
+         f"--socket={sock}", f"--format={fmt}", f"--export-name={export}", "--", path],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog,
         preexec_fn=_die_with_parent)
-    run.note_pid(proc.pid)
+    if on_pid is not None:
+        on_pid(proc.pid)
     stack.callback(_stop, proc)
     try:
-        client = _connect(sock, target, alive=lambda: proc.poll() is None)
+        client = _connect(sock, export, alive=lambda: proc.poll() is None)
     except NbdError as exc:
-        err = (run.path / f"{target}.log").read_text(errors="replace").strip().splitlines()
-        raise BackupSourceError(f"cannot export disk {target} ({path}): "
+        err = (directory / f"{export}.log").read_text(errors="replace").strip().splitlines()
+        raise BackupSourceError(f"cannot open disk {export} ({path}): "
                                 f"{err[-1] if err else verrors.one_line(exc)}") from exc
     stack.callback(client.close)
     return client
@@ -415,7 +437,8 @@ def serve_read_only(stack: ExitStack, run: _Run, target: str, path: str, fmt: st
 
 def _shutoff(stack: ExitStack, conn, root: ET.Element, run: _Run) -> list[NbdDisk]:
     disks, _skipped = _backed_up(root)
-    return [NbdDisk(d.target, serve_read_only(stack, run, d.target, _disk_path(conn, d), d.format or "raw"))
+    return [NbdDisk(d.target, serve(stack, run.path, d.target, _disk_path(conn, d), d.format or "raw",
+                                    read_only=True, on_pid=lambda pid: run.note("pids", str(pid))))
             for d in disks]
 
 
@@ -454,7 +477,7 @@ def open_vm(target: Target, name: str, *, quiesce: bool, scratch_dir: str | os.P
     scratch_dir = Path(scratch_dir)
     with calling(manager, f"read {name} for backup"):
         _local(conn)
-        cleanup(conn, scratch_dir)
+        _clean_runs(conn, scratch_dir)
         dom = lookup(conn, manager, name)
         xml = dom.XMLDesc(XML_INACTIVE_SECURE)
         state = state_of(dom)
@@ -464,6 +487,7 @@ def open_vm(target: Target, name: str, *, quiesce: bool, scratch_dir: str | os.P
     with ExitStack() as stack:
         run = _Run(scratch_dir, _dac_owner(live) if state.is_active else None)
         stack.callback(run.close)
+        run.note("vm", dom.UUIDString())
         with calling(manager, f"back up {name}"):
             if state.is_active:
                 disks, quiesced = _pull(stack, dom, live, run, quiesce, notes)

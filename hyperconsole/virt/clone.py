@@ -31,14 +31,14 @@ class CloneResult:
         return f"created {self.name} (copied {', '.join(self.volumes) or 'no disks'})"
 
 
-def _clone_volume_name(old_vol: str, old_name: str, new_name: str, target: str) -> str:
+def clone_volume_name(old_vol: str, old_name: str, new_name: str, target: str) -> str:
     if old_name and old_name in old_vol:
         return old_vol.replace(old_name, new_name, 1)
     ext = old_vol.rpartition(".")[2] if "." in old_vol else ""
     return f"{new_name}-{target}.{ext}" if ext else f"{new_name}-{target}"
 
 
-def _fresh_identity(root: ET.Element, new_name: str) -> None:
+def fresh_identity(root: ET.Element, new_name: str) -> None:
     """What must differ between a VM and its clone: name, UUID, the SMBIOS system UUID (libvirt
     takes a domain's UUID from it when <uuid> is absent, so a copied one collides), MACs and tap
     names, fixed display ports, and the NVRAM file (a UEFI clone starts from a fresh store)."""
@@ -96,7 +96,7 @@ def clone(target: Target, ident: str, new_name: str) -> CloneResult:
             for d in plan:
                 assert d.vol is not None and d.pool is not None
                 source = read_volume(d.pool.name(), d.vol)
-                vol_name = free_name(d.pool, _clone_volume_name(source.name, name, new_name, d.disk.target))
+                vol_name = free_name(d.pool, clone_volume_name(source.name, name, new_name, d.disk.target))
                 new_vol = d.pool.createXMLFrom(build_volume_xml(vol_name, source.capacity, source.format or "raw"),
                                                d.vol, 0)
                 created.append(new_vol)
@@ -109,7 +109,7 @@ def clone(target: Target, ident: str, new_name: str) -> CloneResult:
                     src.set("dev", new_vol.path())
                 else:
                     src.set("file", new_vol.path())
-        _fresh_identity(root, new_name)
+        fresh_identity(root, new_name)
         with calling(manager, f"define clone {new_name}"):
             new_dom = conn.defineXML(xmlmodel.to_string(root))
             return CloneResult(new_dom.UUIDString(), new_dom.name(), tuple(copied))
