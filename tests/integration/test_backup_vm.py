@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from hyperconsole.backup import source
-from hyperconsole.backup.source import BackupSourceError, open_vm
+from hyperconsole.backup.restore import RestoreError, VmRestorer, boot_check
+from hyperconsole.backup.source import open_vm
+from hyperconsole.errors import ValidationError
 
 libvirt = pytest.importorskip("libvirt")
 pytestmark = pytest.mark.integration
@@ -239,3 +241,155 @@ def test_libvirtd_restarted_mid_backup(tiny_vm, libvirtd, scratch):
         assert _no_job(c2, name)
     finally:
         c2.close()
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def _capture(vm) -> dict[str, tuple[int, list[tuple[int, bytes]]]]:
+    """target -> (virtual size, [(offset, data)] of the data extents): a hand-built archive."""
+    out = {}
+    for disk in vm.disks:
+        chunks = [(e.offset, disk.read(e.offset, e.length)) for e in disk.extents() if e.data]
+        out[disk.target] = (disk.virtual_size, chunks)
+    return out
+
+
+def _restore(conn, xml, nvram, captured, **kw) -> str:
+    with VmRestorer(conn, xml, nvram, **kw) as r:
+        for target, (size, chunks) in captured.items():
+            w = r.disk(target, size)
+            for off, data in chunks:
+                w.write(off, data)
+            w.close()
+            assert w.bytes_written == sum(len(d) for _, d in chunks)
+        return r.finish()
+
+
+def _vol_names(conn, pool: str) -> set[str]:
+    p = conn.storagePoolLookupByName(pool)
+    p.refresh(0)
+    return set(p.listVolumes())
+
+
+def _delete_vm(conn, name: str) -> None:
+    from hyperconsole.virt.lifecycle import delete
+    delete(conn, name, remove_storage=True)
+
+
+def test_restore_running_backup_as_new_vm_is_byte_identical(tiny_vm, conn, scratch, hcit_pool):
+    name = tiny_vm()
+    original = _disk_path(conn, name)
+    _write_pattern(original)
+    dom = conn.lookupByName(name)
+    dom.create()
+    with open_vm(conn, name, quiesce=False, scratch_dir=scratch) as vm:
+        xml, nvram, captured = vm.xml, vm.nvram, _capture(vm)
+    new = f"{name}-r"
+    try:
+        assert _restore(conn, xml, nvram, captured, as_name=new, pool=None, in_place=False,
+                        strip_nics=True) == new
+        restored = conn.lookupByName(new)
+        assert restored.UUIDString() != dom.UUIDString() and not restored.isActive()
+        path = _disk_path(conn, new)
+        assert path.startswith(str(hcit_pool[1])) and path != original
+        r = subprocess.run(["qemu-img", "compare", "-U", original, path], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        info = subprocess.run(["qemu-img", "info", "--output=json", path], capture_output=True, text=True,
+                              timeout=60)
+        import json
+        meta = json.loads(info.stdout)
+        assert meta["format"] == "qcow2" and meta["virtual-size"] == 16 * MiB
+        assert meta["actual-size"] < 4 * MiB  # holes were not written
+    finally:
+        _delete_vm(conn, new)
+
+
+def test_restore_in_place_replaces_disks_only_after_writing(tiny_vm, conn, scratch, hcit_pool):
+    name = tiny_vm()
+    _write_pattern(_disk_path(conn, name))
+    dom = conn.lookupByName(name)
+    uuid = dom.UUIDString()
+    with open_vm(conn, name, quiesce=False, scratch_dir=scratch) as vm:
+        xml, captured = vm.xml, _capture(vm)
+    old = _disk_path(conn, name)
+    _write_pattern(old, [(1 * MiB, 64 * 1024, 0x77), (5 * MiB, 1 * MiB, 0x42)])  # damage after the backup
+    dom.create()
+    with pytest.raises(ValidationError, match="is running"):
+        VmRestorer(conn, xml, None, as_name=None, pool=None, in_place=True)
+    dom.destroy()
+    # a restore that fails half-way leaves the original alone, and no new volume behind
+    before = _vol_names(conn, hcit_pool[0])
+    with pytest.raises(RuntimeError):
+        with VmRestorer(conn, xml, None, as_name=None, pool=None, in_place=True) as r:
+            r.disk("vda", 16 * MiB).write(0, b"x" * 4096)
+            raise RuntimeError("archive ended early")
+    assert _vol_names(conn, hcit_pool[0]) == before and _disk_path(conn, name) == old
+    assert _restore(conn, xml, None, captured, as_name=None, pool=None, in_place=True) == name
+    dom = conn.lookupByName(name)
+    assert dom.UUIDString() == uuid
+    assert _disk_path(conn, name) != old and not os.path.exists(old)
+    with open_vm(conn, name, quiesce=False, scratch_dir=scratch) as vm:
+        assert _read_all(vm.disks[0])[0] == _expected()
+    _delete_vm(conn, name)
+
+
+def test_restore_refuses_up_front(tiny_vm, conn, hcit_pool):
+    name = tiny_vm()
+    other = tiny_vm()
+    xml = conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+    before = _vol_names(conn, hcit_pool[0])
+    with pytest.raises(ValidationError, match="already exists"):
+        VmRestorer(conn, xml, None, as_name=other, pool=None, in_place=False)
+    with pytest.raises(ValidationError, match="no storage pool named 'hcit-nope'"):
+        VmRestorer(conn, xml, None, as_name=f"{name}-x", pool="hcit-nope", in_place=False)
+    with pytest.raises(ValidationError, match="needs .* free"):
+        VmRestorer(conn, xml, None, as_name=f"{name}-x", pool=None, in_place=False, sizes={"vda": 1 << 50})
+    with VmRestorer(conn, xml, None, as_name=f"{name}-x", pool=None, in_place=False) as r:
+        with pytest.raises(ValidationError, match="needs .* free"):
+            r.disk("vda", 1 << 50)
+    assert _vol_names(conn, hcit_pool[0]) == before
+    with pytest.raises(libvirt.libvirtError):
+        conn.lookupByName(f"{name}-x")
+
+
+# --------------------------------------------------------------------------- boot check
+
+
+def _boot_sector() -> bytes:
+    """A 16-bit boot sector that writes 'hc-alive' to COM1 about once a second, forever."""
+    code = bytes.fromhex(
+        "31c0"      # xor ax, ax
+        "8ed8"      # mov ds, ax
+        "baf803"    # mov dx, 0x3f8
+        "be1b7c"    # outer: mov si, 0x7c1b (msg)
+        "ac"        # inner: lodsb
+        "84c0"      # test al, al
+        "7403"      # jz delay
+        "ee"        # out dx, al
+        "ebf8"      # jmp inner
+        "b91200"    # delay: mov cx, 18 (timer ticks)
+        "fb"        # sti
+        "f4"        # hlt
+        "e2fc"      # loop sti
+        "ebec"      # jmp outer
+    ) + b"hc-alive\r\n\0"
+    return code.ljust(510, b"\0") + b"\x55\xaa"
+
+
+def test_boot_check_sees_serial_output(tiny_vm, conn, tmp_path):
+    name = tiny_vm()
+    raw = tmp_path / "boot.raw"
+    raw.write_bytes(_boot_sector().ljust(16 * MiB, b"\0"))
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), _disk_path(conn, name)],
+                   check=True, capture_output=True, timeout=60)
+    seconds = boot_check(conn, name, timeout=60)
+    assert 0 < seconds < 60
+    assert conn.lookupByName(name).isActive()
+
+
+def test_boot_check_times_out_on_a_silent_vm(tiny_vm, conn):
+    name = tiny_vm()  # nothing bootable: SeaBIOS prints nothing on the serial port
+    with pytest.raises(RestoreError, match="no sign of life on its serial console within 3 s"):
+        boot_check(conn, name, timeout=3)
