@@ -127,7 +127,7 @@ class VmRestorer:
         self._planned.clear()
         self._created: list[libvirt.virStorageVol] = []
         self._writers: dict[str, tuple[VolumeWriter, libvirt.virStorageVol]] = {}
-        self._dir = Path(tempfile.mkdtemp(prefix="hc-restore-"))
+        self._dir: Path | None = None  # qemu-nbd sockets, made with the first disk
         self._defined: libvirt.virDomain | None = None
         self._done = False
 
@@ -141,7 +141,7 @@ class VmRestorer:
         if pname not in self._free:
             with calling(self._manager, f"read pool {pname}"):
                 pool.refresh(0)
-                capacity, available = pool.info()[1], pool.info()[3]
+                _state, capacity, _allocation, available = pool.info()
             self._free[pname] = available if capacity > 0 else 1 << 62
         self._planned[pname] = self._planned.get(pname, 0) + size
         if self._planned[pname] > self._free[pname]:
@@ -162,6 +162,8 @@ class VmRestorer:
             vol = pool.createXML(build_volume_xml(vol_name, virtual_size, fmt), 0)
             self._created.append(vol)
             path = vol.path()
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="hc-restore-"))
         writer = VolumeWriter(target, path, fmt, self._dir)
         self._writers[target] = (writer, vol)
         return writer
@@ -191,35 +193,49 @@ class VmRestorer:
         missing = sorted(set(self._disks) - set(self._writers))
         if missing:
             raise RestoreError(f"the backup holds no data for disk {', '.join(missing)} of {self.original}")
-        self._point_disks()
         root = self._root
-        if self._strip_nics:
-            devices = root.find("devices")
-            for nic in root.findall("devices/interface"):
-                devices.remove(nic)
-        old_vols = []
-        if self._in_place:
-            found = find(self._manager, f"look up {self.name}", lambda: self._conn.lookupByName(self.name),
-                         libvirt.VIR_ERR_NO_DOMAIN)
-            if found is not None:
-                if state_of(found).is_active:
-                    raise RestoreError(f"{self.name} was started during the restore; nothing was replaced")
-                current = xmlmodel.parse(found.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), "domain")
-                old_vols = [dv.vol for dv in disk_volumes(self._conn, current)
-                            if dv.vol is not None and dv.disk.target in self._disks and not dv.disk.shared]
-        else:
+        with calling(self._manager, f"restore {self.name}"):
+            self._point_disks()
+            if self._strip_nics:
+                devices = root.find("devices")
+                for nic in root.findall("devices/interface"):
+                    devices.remove(nic)
+            old_vols = self._replaced_volumes() if self._in_place else []
+        if not self._in_place:
+            nvram_el = root.find("os/nvram")
             fresh_identity(root, self.name)
+            if self._nvram is not None and nvram_el is not None and (nvram_el.text or "").strip():
+                # a new variable store beside the original's, holding the backed-up variables
+                nvram_el.text = str(Path(nvram_el.text.strip()).with_name(f"{self.name}_VARS.fd"))
+                root.find("os").append(nvram_el)
         with calling(self._manager, f"define {self.name}"):
             dom = self._conn.defineXML(xmlmodel.to_string(root))
-        if not self._in_place:
+        if self._in_place:
+            self._done = True  # the VM now uses the new volumes: they stay whatever follows
+            problems = delete_quietly(old_vols)
+            if problems:
+                log.error("restore of %s: old disks not removed: %s", self.name, "; ".join(problems))
+        else:
             self._defined = dom
         if self._nvram is not None:
-            self._write_nvram(dom)
+            try:
+                self._write_nvram(dom)
+            except OSError as exc:
+                raise RestoreError(f"cannot write the NVRAM of {self.name}: {exc.strerror or exc}") from exc
         self._done = True
-        problems = delete_quietly(old_vols)
-        if problems:
-            log.error("restore of %s: old disks not removed: %s", self.name, "; ".join(problems))
         return self.name
+
+    def _replaced_volumes(self) -> list[libvirt.virStorageVol]:
+        """The current definition's volumes that the restored disks replace (checked shut off)."""
+        found = find(self._manager, f"look up {self.name}", lambda: self._conn.lookupByName(self.name),
+                     libvirt.VIR_ERR_NO_DOMAIN)
+        if found is None:
+            return []
+        if state_of(found).is_active:
+            raise RestoreError(f"{self.name} was started during the restore; nothing was replaced")
+        current = xmlmodel.parse(found.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), "domain")
+        return [dv.vol for dv in disk_volumes(self._conn, current)
+                if dv.vol is not None and dv.disk.target in self._disks and not dv.disk.shared]
 
     def _write_nvram(self, dom: libvirt.virDomain) -> None:
         with calling(self._manager, f"read {self.name}"):
@@ -249,7 +265,8 @@ class VmRestorer:
                 if problems:
                     log.error("restore of %s: could not remove new volumes: %s", self.name, "; ".join(problems))
         finally:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- boot check

@@ -359,9 +359,11 @@ def _pull(stack: ExitStack, dom, live: ET.Element, run: _Run, quiesce: bool,
         raise BackupSourceError(f"{name} already has a backup job running", hint="wait for it or abort it")
     sock = run.path / "nbd.sock"
     xml = backup_xml(sock, [(d.target, run.path / f"{d.target}.scratch") for d in disks], skipped)
-    quiesced = quiesce and _freeze(dom, live, notes)
     if not quiesce:
         notes.append("not quiesced: not asked to")
+    elif state_of(dom) == DomainState.PAUSED:
+        notes.append("not quiesced: the VM is paused")  # a paused guest's agent cannot answer
+    quiesced = quiesce and state_of(dom) != DomainState.PAUSED and _freeze(dom, live, notes)
     try:
         try:
             dom.backupBegin(xml, None, 0)

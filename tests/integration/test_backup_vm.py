@@ -393,3 +393,44 @@ def test_boot_check_times_out_on_a_silent_vm(tiny_vm, conn):
     name = tiny_vm()  # nothing bootable: SeaBIOS prints nothing on the serial port
     with pytest.raises(RestoreError, match="no sign of life on its serial console within 3 s"):
         boot_check(conn, name, timeout=3)
+
+
+def test_paused_vm_is_read_as_running_and_not_quiesced(tiny_vm, conn, scratch):
+    name = tiny_vm()
+    _write_pattern(_disk_path(conn, name))
+    dom = conn.lookupByName(name)
+    dom.create()
+    dom.suspend()
+    with open_vm(conn, name, quiesce=True, scratch_dir=scratch) as vm:
+        assert vm.state == "paused" and not vm.quiesced and "paused" in " ".join(vm.notes)
+        assert _read_all(vm.disks[0])[0] == _expected()
+    assert _no_job(conn, name) and dom.info()[0] == libvirt.VIR_DOMAIN_PAUSED
+
+
+def test_nvram_backed_up_and_restored_into_a_new_store(tiny_vm, conn, scratch, hcit_pool):
+    """A UEFI-style VM (pflash loader + NVRAM file; never started here, so no firmware needed):
+    the NVRAM bytes are in the backup, and a restore as a new VM gets its own store with them."""
+    import xml.etree.ElementTree as ET
+    name = tiny_vm()
+    base = hcit_pool[1].parent
+    (base / "code.fd").write_bytes(b"\0" * 65536)
+    nv = base / f"{name}_VARS.fd"
+    nv.write_bytes(b"saved-variables" * 100)
+    root = ET.fromstring(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    os_el = root.find("os")
+    ET.SubElement(os_el, "loader", readonly="yes", type="pflash").text = str(base / "code.fd")
+    ET.SubElement(os_el, "nvram").text = str(nv)
+    ET.SubElement(ET.SubElement(root, "features"), "acpi")
+    conn.defineXML(ET.tostring(root, encoding="unicode"))
+    with open_vm(conn, name, quiesce=False, scratch_dir=scratch) as vm:
+        assert vm.nvram == nv.read_bytes()
+        xml, captured = vm.xml, _capture(vm)
+    new = f"{name}-r"
+    try:
+        _restore(conn, xml, vm.nvram, captured, as_name=new, pool=None, in_place=False)
+        path = ET.fromstring(conn.lookupByName(new).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).findtext("os/nvram")
+        assert path == str(base / f"{new}_VARS.fd")
+        assert Path(path).read_bytes() == nv.read_bytes()
+    finally:
+        _delete_vm(conn, new)
+    assert not (base / f"{new}_VARS.fd").exists()
