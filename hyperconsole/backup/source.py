@@ -20,6 +20,7 @@ import ctypes
 import fcntl
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -141,6 +142,12 @@ class _Run:
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         if owner is not None:  # QEMU (libvirt-qemu) creates the NBD socket and scratch files here
             os.chown(self.path, *owner)
+            blocked = _unreachable(scratch_dir, *owner)
+            if blocked is not None:
+                self.close()
+                raise BackupSourceError(f"QEMU (uid {owner[0]}) cannot reach the scratch directory "
+                                        f"{scratch_dir}: {blocked} is not searchable by it",
+                                        hint="use a scratch directory whose parents are mode 0711 or 0755")
 
     def note(self, name: str, text: str) -> None:
         with open(self.path / name, "a") as f:
@@ -151,6 +158,23 @@ class _Run:
             safefs.remove_tree(self.scratch_dir, self.path.name)
         finally:
             os.close(self._lock)
+
+
+def _unreachable(path: Path, uid: int, gid: int) -> Path | None:
+    """The first directory from / to `path` that user uid:gid (with its supplementary groups)
+    cannot search, or None."""
+    try:
+        groups = set(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    except KeyError:
+        groups = {gid}
+    if uid == 0:
+        return None
+    for folder in [*reversed(path.resolve().parents), path.resolve()]:
+        st = os.stat(folder)
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid in groups else 0o001
+        if not st.st_mode & bit:
+            return folder
+    return None
 
 
 def _held(path: Path) -> bool:
@@ -178,12 +202,13 @@ def _stale_runs(scratch_dir: Path) -> list[Path]:
             and not _held(p)]
 
 
-def _ours_and_dead(socket_path: str | None, scratch_dir: Path) -> bool:
-    """A backup job exporting into `scratch_dir` whose run is no longer alive."""
+def _ours_and_dead(socket_path: str | None) -> bool:
+    """A backup job exporting into one of our run directories (whatever scratch directory held
+    it) whose run is no longer alive: the directory is gone or its lock is free."""
     if not socket_path:
         return False
     run = Path(socket_path).parent
-    return run.parent == scratch_dir and run.name.startswith(RUN_PREFIX) and not _held(run)
+    return run.name.startswith(RUN_PREFIX) and not _held(run)
 
 
 def _clean_runs(conn, scratch_dir: Path) -> list[str]:
@@ -195,7 +220,7 @@ def _clean_runs(conn, scratch_dir: Path) -> list[str]:
             dom = conn.lookupByUUIDString(vm) if vm else None
         except libvirt.libvirtError:
             dom = None
-        if dom is not None and _ours_and_dead(_job_socket(dom), scratch_dir):
+        if dom is not None and _ours_and_dead(_job_socket(dom)):
             _end_job(dom)
             done.append(f"aborted the backup job of {dom.name()} left by a killed run")
         for pid in _read_pids(path):
@@ -211,16 +236,16 @@ def _clean_runs(conn, scratch_dir: Path) -> list[str]:
 
 
 def cleanup(target: Target, scratch_dir: str | os.PathLike[str]) -> list[str]:
-    """End everything killed runs left: their directories (with their qemu-nbd processes), and
-    every libvirt backup job exporting into `scratch_dir` that no live run owns (also one whose
-    run directory is gone, e.g. after libvirtd was restarted under it). Live runs are left
-    alone. Returns one line per thing cleaned."""
+    """End everything killed runs left: their directories in `scratch_dir` (with their qemu-nbd
+    processes), and every libvirt backup job exporting into a run directory that no live run
+    holds (also one whose directory is gone, e.g. removed with its scratch directory). Live runs
+    are left alone. Returns one line per thing cleaned."""
     conn, manager = split(target)
     scratch_dir = Path(scratch_dir)
     with calling(manager, "clean up killed backups"):
         done = _clean_runs(conn, scratch_dir)
         for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-            if _ours_and_dead(_job_socket(dom), scratch_dir):
+            if _ours_and_dead(_job_socket(dom)):
                 _end_job(dom)
                 done.append(f"aborted the backup job of {dom.name()} left by a killed run")
     for line in done:
@@ -353,7 +378,7 @@ def _pull(stack: ExitStack, dom, live: ET.Element, run: _Run, quiesce: bool,
     disks, skipped = _backed_up(live)
     name = dom.name()
     running = _job_socket(dom)
-    if _ours_and_dead(running, run.scratch_dir):
+    if _ours_and_dead(running):
         _end_job(dom)  # left by a run that was killed
     elif running is not None or _job_socket(dom) is not None:
         raise BackupSourceError(f"{name} already has a backup job running", hint="wait for it or abort it")

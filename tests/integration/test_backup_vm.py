@@ -16,7 +16,7 @@ import pytest
 
 from hyperconsole.backup import source
 from hyperconsole.backup.restore import RestoreError, VmRestorer, boot_check
-from hyperconsole.backup.source import open_vm
+from hyperconsole.backup.source import BackupSourceError, open_vm
 from hyperconsole.errors import ValidationError
 
 libvirt = pytest.importorskip("libvirt")
@@ -173,7 +173,7 @@ def test_vm_shut_down_mid_backup(tiny_vm, conn, scratch):
 
 _READER = textwrap.dedent("""
     import sys, time, libvirt
-    from hyperconsole.backup.source import open_vm
+    from hyperconsole.backup.source import BackupSourceError, open_vm
     conn = libvirt.open("qemu:///system")
     with open_vm(conn, sys.argv[1], quiesce=False, scratch_dir=sys.argv[2]) as vm:
         vm.disks[0].read(1024 * 1024, 65536)
@@ -209,14 +209,33 @@ def test_reader_killed_mid_backup_then_cleaned(tiny_vm, conn, scratch, running):
     assert dom.isActive() == running
     if running:  # still on its own disk, not an overlay
         assert _disk_path(conn, name).endswith(f"{name}.qcow2")
-    # and again, cleaned by the next open_vm instead of an explicit call
+    # and again, cleaned by the next open_vm instead of an explicit call — even one given another
+    # scratch directory (a runner gives each VM a fresh one, and removes a killed run's)
     _kill_reader(name, scratch)
-    with open_vm(conn, name, quiesce=False, scratch_dir=scratch) as vm:
-        assert len(list(scratch.iterdir())) == 1
-        assert _read_all(vm.disks[0])[0] == _expected()
-    assert _no_job(conn, name) and list(scratch.iterdir()) == []
+    for where in (scratch, scratch.parent / "next"):
+        with open_vm(conn, name, quiesce=False, scratch_dir=where) as vm:
+            assert len(list(where.iterdir())) == 1
+            assert _read_all(vm.disks[0])[0] == _expected()
+        assert _no_job(conn, name) and list(where.iterdir()) == []
+        _kill_reader(name, scratch)
+    with open_vm(conn, name, quiesce=False, scratch_dir=scratch.parent / "next"):
+        pass
+    assert _no_job(conn, name)
+    source.cleanup(conn, scratch)
+    assert list(scratch.iterdir()) == []
     if not running:
         dom.create()  # no qemu-nbd left holding the image
+
+
+def test_scratch_directory_qemu_cannot_reach_is_refused(tiny_vm, conn, scratch):
+    name = tiny_vm()
+    conn.lookupByName(name).create()
+    hidden = scratch.parent / "private"
+    hidden.mkdir(mode=0o700)
+    with pytest.raises(BackupSourceError, match="cannot reach the scratch directory .* is not searchable"):
+        with open_vm(conn, name, quiesce=False, scratch_dir=hidden / "scratch"):
+            pass
+    assert _no_job(conn, name) and list((hidden / "scratch").iterdir()) == []
 
 
 def test_libvirtd_restarted_mid_backup(tiny_vm, libvirtd, scratch):
