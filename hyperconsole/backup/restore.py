@@ -28,7 +28,7 @@ import libvirt_qemu
 
 from hyperconsole import names, safefs
 from hyperconsole.backup.nbd import MAX_REQUEST
-from hyperconsole.backup.source import AGENT_CHANNEL, _backed_up, serve
+from hyperconsole.backup.source import backed_up_disks, has_agent, serve
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.virt import errors as verrors
 from hyperconsole.virt import xmlmodel
@@ -115,7 +115,7 @@ class VmRestorer:
         else:
             self.name = names.vm_name(as_name)
             name_free(conn, manager, self.name)
-        disks, _skipped = _backed_up(self._root)
+        disks, _skipped = backed_up_disks(self._root)
         elements = {parse_disk(el).target: el for el in self._root.findall("devices/disk")}
         self._disks = {d.target: (d, elements[d.target]) for d in disks}
         chosen = active_pool(conn, manager, names.pool_name(pool)) if pool else None
@@ -280,8 +280,7 @@ def boot_check(target: Target, name: str, timeout: float) -> float:
     conn, manager = split(target)
     dom = lookup(conn, manager, name)
     with calling(manager, f"start {name}"):
-        agent = any(t.get("name") == AGENT_CHANNEL
-                    for t in xmlmodel.parse(dom.XMLDesc(0), "domain").findall("devices/channel/target"))
+        agent = has_agent(xmlmodel.parse(dom.XMLDesc(0), "domain"))
         t0 = time.monotonic()
         dom.create()
     stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)

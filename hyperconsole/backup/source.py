@@ -312,13 +312,13 @@ def backup_xml(socket_path: Path, disks: list[tuple[str, Path]], skipped: list[s
     return xmlmodel.to_string(root)
 
 
-def _has_agent(root: ET.Element) -> bool:
+def has_agent(root: ET.Element) -> bool:
     return any(t.get("name") == AGENT_CHANNEL for t in root.findall("devices/channel/target"))
 
 
 def _freeze(dom: libvirt.virDomain, root: ET.Element, notes: list[str]) -> bool:
     """Freeze the guest's file systems when an agent channel is configured and answers."""
-    if not _has_agent(root):
+    if not has_agent(root):
         notes.append("not quiesced: no guest agent channel")
         return False
     try:
@@ -346,7 +346,7 @@ def _dac_owner(live: ET.Element) -> tuple[int, int] | None:
     return None
 
 
-def _backed_up(root: ET.Element) -> tuple[list[DiskInfo], list[str]]:
+def backed_up_disks(root: ET.Element) -> tuple[list[DiskInfo], list[str]]:
     """(disks to back up, targets skipped): cdroms, floppies, read-only, shareable and empty
     disks are not the VM's own data."""
     keep: list[DiskInfo] = []
@@ -375,7 +375,7 @@ def _connect(path: Path, export: str, alive=lambda: True) -> NbdClient:
 
 def _pull(stack: ExitStack, dom, live: ET.Element, run: _Run, quiesce: bool,
           notes: list[str]) -> tuple[list[NbdDisk], bool]:
-    disks, skipped = _backed_up(live)
+    disks, skipped = backed_up_disks(live)
     name = dom.name()
     running = _job_socket(dom)
     if _ours_and_dead(running):
@@ -463,7 +463,7 @@ def serve(stack: ExitStack, directory: Path, export: str, path: str, fmt: str, *
 
 
 def _shutoff(stack: ExitStack, conn, root: ET.Element, run: _Run) -> list[NbdDisk]:
-    disks, _skipped = _backed_up(root)
+    disks, _skipped = backed_up_disks(root)
     return [NbdDisk(d.target, serve(stack, run.path, d.target, _disk_path(conn, d), d.format or "raw",
                                     read_only=True, on_pid=lambda pid: run.note("pids", str(pid))))
             for d in disks]
