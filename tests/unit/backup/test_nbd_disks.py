@@ -3,6 +3,7 @@ against a real qemu-nbd on local images; no libvirt needed."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -19,6 +20,8 @@ from hyperconsole.backup.source import Extent, NbdDisk, backup_xml, serve
 MiB = 1024**2
 
 if not shutil.which("qemu-nbd") or not shutil.which("qemu-io"):
+    if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
+        pytest.fail("qemu-utils (qemu-nbd, qemu-io) not installed (CI=true)", pytrace=False)
     pytest.skip("qemu-utils (qemu-nbd, qemu-io) not installed", allow_module_level=True)
 
 
