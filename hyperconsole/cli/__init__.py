@@ -81,10 +81,11 @@ def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
         nixos_commands = None
     if nixos_commands is not None:
         nixos_commands.register(subparsers, sub_common)
-    from hyperconsole.cli import net as netcommands, privileged
+    from hyperconsole.cli import doctor as doctor_command, net as netcommands, privileged
 
     netcommands.register(subparsers, sub_common)
     privileged.register(subparsers, sub_common)
+    doctor_command.register(subparsers, sub_common)
     from hyperconsole.cli import setup as setupcommands
 
     setupcommands.register(subparsers, sub_common)

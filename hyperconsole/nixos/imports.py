@@ -1,6 +1,6 @@
 """Whether the host's configuration imports the fragments, and adding the import to
 configuration.nix (checked with the real nix-instantiate before the file is replaced). Used by
-`nixos status --add-import` and by the setup wizard's preflight."""
+`nixos status --add-import`, the setup wizard's preflight and the doctor (check and fix)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,17 @@ from hyperconsole.nixos import nixeval
 from hyperconsole.nixos.store import FRAGMENTS_SUBDIR, FragmentStore
 
 _IMPORT_RE = re.compile(r"(?<![\w/.-])\./hyperconsole(?:/default\.nix)?(?![\w/.-])")
+CONFIG_FILES = ("configuration.nix", "flake.nix")
+
+
+def importing_files(nixos_dir: Path) -> dict[str, bool]:
+    """{file name: imports ./hyperconsole} for the configuration files the NixOS dir has."""
+    found = {}
+    for name in CONFIG_FILES:
+        path = nixos_dir / name
+        if path.is_file():
+            found[name] = imports_fragments(path.read_text(encoding="utf-8", errors="replace"))
+    return found
 
 
 def imports_fragments(text: str) -> bool:

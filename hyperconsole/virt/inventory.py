@@ -182,3 +182,13 @@ def domain_names(target: Target) -> list[str]:
         return sorted(d.name() for d in conn.listAllDomains(0))
     except libvirt.libvirtError as exc:
         raise fail(manager, "list VMs", exc) from exc
+
+
+def autostart_shut_off(target: Target) -> list[str]:
+    """Names of VMs set to start with the host that are not running now, sorted. Raises VirtError."""
+    conn, manager = split(target)
+    flags = libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART | libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE
+    try:
+        return sorted(d.name() for d in conn.listAllDomains(flags))
+    except libvirt.libvirtError as exc:
+        raise fail(manager, "list VMs", exc) from exc
