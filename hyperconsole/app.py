@@ -118,6 +118,7 @@ class HyperconsoleApp(App):
         "networks": _lazy("networks", "NetworksScreen"),
         "storage": _lazy("storage", "StorageScreen"),
         "security": _lazy("security", "SecurityScreen"),
+        "doctor": _lazy("doctor", "DoctorScreen"),
     }
     DEFAULT_MODE = "vms"
     COMMANDS = App.COMMANDS | {ActionsProvider}
@@ -127,6 +128,7 @@ class HyperconsoleApp(App):
         Binding("3", "switch_mode('networks')", "Networks", id="app.networks"),
         Binding("4", "switch_mode('storage')", "Storage", id="app.storage"),
         Binding("6", "switch_mode('security')", "Security", id="app.security"),
+        Binding("7", "switch_mode('doctor')", "Doctor", id="app.doctor"),
         Binding("l", "tasks", "Task log", id="app.tasks"),
         Binding("colon", "jump", "Go to pane", id="app.jump"),
         # Priority, so `?` works inside dialogs too (they list their own keys); not while typing.
@@ -137,7 +139,7 @@ class HyperconsoleApp(App):
 
     def __init__(self, manager: ConnectionManager, config: Config, *, demo: bool = False,
                  host_sampler: HostSampler | None = None, sampler: DomainSampler | None = None,
-                 first_tick: Tick | None = None) -> None:
+                 first_tick: Tick | None = None, doctor_checks: tuple | None = None) -> None:
         if config.keymap:
             # Before anything starts, so a typo in the keymap is one line, not a silent no-op.
             check_keymap(config, binding_ids())
@@ -147,6 +149,7 @@ class HyperconsoleApp(App):
         self.sampler = sampler or DomainSampler(manager)
         self._first_tick = first_tick
         self.host_sampler = host_sampler or HostSampler()
+        self.doctor_checks = doctor_checks  # pane 7 runs these instead of the doctor's whole registry
         self.view = ViewState(uri=manager.uri, demo=demo, readonly=manager.readonly,
                               readonly_reason=manager.readonly_reason, connection=manager.state,
                               simulated=self.sampler.simulated)

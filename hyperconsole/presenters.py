@@ -11,11 +11,12 @@ import humanize
 from rich.text import Text
 
 from hyperconsole.names import human_size
-from hyperconsole.sanitize import visible
+from hyperconsole.sanitize import visible, visible_lines
 from hyperconsole.tasklog import Result, Task
 from hyperconsole.virt.models import DomainInfo, DomainState
 
 if TYPE_CHECKING:  # the VM list starts without importing the other kinds' modules
+    from hyperconsole.doctor.model import Result as CheckResult
     from hyperconsole.virt.snapshots import SnapshotInfo
     from hyperconsole.virt.volumes import VolumeInfo
 
@@ -232,6 +233,31 @@ def result_text(task: Task) -> Text:
 def task_cells(task: Task) -> dict[str, Text]:
     return {"started": plain(clock(task.started)), "ended": plain(clock(task.ended)), "result": result_text(task),
             "task": plain(task.label), "target": plain(task.target)}
+
+
+CHECK_STYLES = {"pass": "green", "warn": "bold yellow", "fail": "bold red", "skip": "dim"}
+
+
+def check_cells(result: "CheckResult") -> dict[str, Text]:
+    status = result.status.value
+    return {"status": Text(status.upper(), CHECK_STYLES[status]), "check": plain(result.id),
+            "why": plain(result.why), "hint": plain(result.hint)}
+
+
+def check_text(result: "CheckResult", *, full: bool) -> Text:
+    """Everything a check said, for the pane's detail box; `full` adds its detail lines."""
+    text = Text()
+    text.append_text(check_cells(result)["status"])
+    text.append(f"  {visible(result.id)}", "bold")
+    text.append(f"  {visible(result.what)}   ({result.seconds:.2f} s)\n", "dim")
+    text.append(visible_lines(result.why))
+    if result.hint:
+        text.append("\nhint: " + visible_lines(result.hint), "italic")
+    if result.fix is not None:
+        text.append(f"\nf fixes it: {visible(result.fix.label)} (touches {visible(result.fix.touches)})", "cyan")
+    if result.detail:
+        text.append("\n" + visible_lines(result.detail) if full else "\nenter shows the details", "" if full else "dim")
+    return text
 
 
 def short_uri(uri: str) -> str:

@@ -171,6 +171,18 @@ def _snapshots(manager: Any, uuid: str) -> Any:
     return snapshots.list_snapshots(manager, uuid)
 
 
+def _checks(manager: Any, config: Any, checks: Any) -> Any:
+    """Every check of `checks` (the doctor's registry, or a subset), libvirt ones on the app's own
+    connection; each under its own deadline, so this returns within the longest timeout."""
+    from hyperconsole import doctor
+
+    ctx = doctor.Context(config, manager=manager)
+    try:
+        return doctor.run_checks(checks, ctx)
+    finally:
+        ctx.close()
+
+
 T, C, N = Scope.TARGETS, Scope.CURSOR, Scope.NONE
 
 # -- VMs -------------------------------------------------------------------------------------------
@@ -346,6 +358,25 @@ TASKS = Kind(
     sort="started", selectable=False, fed_by="the app's task log (app.tasks), as jobs begin and end",
 )
 
+# -- the doctor (pane 7) -----------------------------------------------------------------------------
+_SEVERITY = {"fail": 0, "warn": 1, "skip": 2, "pass": 3}
+CHECKS = Kind(
+    "checks", "Doctor", "check", "checks", key=lambda r: r.id,
+    columns=(
+        _col("status", "Status", 6, lambda r: (_SEVERITY[r.status.value], r.id)),
+        _col("check", "Check", 24, lambda r: r.id),
+        _col("why", "Why", 60, lambda r: r.why.casefold(), flex=True),
+        _col("hint", "Hint", 40, lambda r: r.hint.casefold(), priority=1),
+    ),
+    cells=presenters.check_cells, search=lambda r: f"{r.id} {r.status.value} {r.why} {r.hint}", load=_checks,
+    sort="", selectable=False,  # in the registry's order (by area) until a column is picked
+    actions=(
+        Action("checks.details", "enter", "Details", False),
+        Action("checks.rerun", "r", "Re-run", False, N),
+        Action("checks.fix", "f", "Fix", True, confirm=True),
+    ),
+)
+
 # -- host changes (Networks and Security panes) ----------------------------------------------------
 HOST_CHANGE = (
     Action("host.keep", "k", "Keep trial", True, N),
@@ -356,7 +387,7 @@ SECURITY = (
     Action("security.reload", "R", "Reload", False, N),
 )
 
-KINDS: dict[str, Kind] = {k.name: k for k in (VMS, POOLS, VOLUMES, INTERFACES, NETWORKS, SNAPSHOTS, TASKS)}
+KINDS: dict[str, Kind] = {k.name: k for k in (VMS, POOLS, VOLUMES, INTERFACES, NETWORKS, SNAPSHOTS, TASKS, CHECKS)}
 ACTIONS: dict[str, Action] = {
     a.id: a for group in (*(k.actions for k in KINDS.values()), STORAGE, NETWORKS_PANE, HOST_CHANGE, SECURITY)
     for a in group

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CORE_PACKAGES = ("hyperconsole.virt", "hyperconsole.host", "hyperconsole.nixos")
+CORE_PACKAGES = ("hyperconsole.virt", "hyperconsole.host", "hyperconsole.nixos", "hyperconsole.doctor")
 CORE_MODULES = ("hyperconsole.config", "hyperconsole.profiles", "hyperconsole.errors", "hyperconsole.paths",
                 "hyperconsole.names", "hyperconsole.sanitize", "hyperconsole.safefs", "hyperconsole.schema")
 FORBIDDEN_IN_CORE = ("textual", "rich", "argparse", "hyperconsole.cli", "hyperconsole.demo",
