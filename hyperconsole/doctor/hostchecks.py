@@ -189,7 +189,7 @@ def generations(ctx: Context) -> Outcome:
 
 
 def systemd_running(ctx: Context) -> bool:
-    return Path("/run/systemd/system").is_dir()
+    return ctx.systemd if ctx.systemd is not None else Path("/run/systemd/system").is_dir()
 
 
 def _pid1(ctx: Context) -> str:

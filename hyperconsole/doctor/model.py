@@ -129,6 +129,7 @@ class Context:
         self.sys = Path("/sys")
         self.dev = Path("/dev")
         self.netns: str | None = None  # the network namespace whose interfaces count as the host's
+        self.systemd: bool | None = None  # whether systemd runs; None: look (/run/systemd/system)
         self.euid = os.geteuid()
         self._manager = manager
         self._own_manager = manager is None

@@ -155,6 +155,8 @@ def vm_nics(ctx: Context) -> Outcome:
                 problems.append(f"{', '.join(vms)}: bridge {bridge} does not exist on this host")
             elif link.kind != "bridge":
                 problems.append(f"{', '.join(vms)}: {bridge} is a {link.kind} interface, not a bridge")
+            elif link.carrier is None:
+                problems.append(f"{', '.join(vms)}: bridge {bridge} is down")
             elif link.carrier is False:
                 problems.append(f"{', '.join(vms)}: bridge {bridge} has no carrier (no member port is up)")
     problems.extend(f"cannot read VM {p}" for p in usage.problems)
