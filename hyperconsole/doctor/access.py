@@ -27,11 +27,13 @@ def add_to_group(user: str, group: str) -> str:
 
 
 def polkit_allows(ctx: Context, action: str = LIBVIRT_ACTION) -> bool | None:
-    """polkit's answer for this process (pkcheck, no interaction); None without pkcheck."""
+    """polkit's answer for this process (pkcheck, no interaction): True (0, or 2: after
+    authenticating), False (1: not authorised); None without pkcheck or when polkit cannot be
+    asked (its other exit codes: no polkitd, an error)."""
     if not ctx.which("pkcheck"):
         return None
     done = ctx.command(["pkcheck", "--action-id", action, "--process", str(os.getpid())], timeout=5.0)
-    return done.returncode == 0
+    return {0: True, 2: True, 1: False}.get(done.returncode)
 
 
 def explain_no_write(ctx: Context) -> str:

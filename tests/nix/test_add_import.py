@@ -51,7 +51,8 @@ def test_fresh_configuration_gets_an_import_that_evaluates(nix, fresh_host, caps
     assert "+    ./hyperconsole" in out
     index = fresh_host / "hyperconsole" / "default.nix"
     assert index.is_file()
-    assert nix.eval_file(index) == {"imports": []}
+    assert nix.eval_file(index) == {
+        "imports": [], "environment": {"etc": {"hyperconsole/applied-fragments.json": {"text": "{}"}}}}
     assert imported_modules(nix, fresh_host) == ["set", "lambda"]
     assert out.rstrip().endswith("(checked with nix-instantiate --parse and --eval)")
     assert nix.parse_file(fresh_host / "configuration.nix").returncode == 0
