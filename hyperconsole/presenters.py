@@ -249,7 +249,7 @@ def check_text(result: "CheckResult", *, full: bool) -> Text:
     text = Text()
     text.append_text(check_cells(result)["status"])
     text.append(f"  {visible(result.id)}", "bold")
-    text.append(f"  {visible(result.what)}   ({result.seconds:.2f} s)\n", "dim")
+    text.append(f"  {visible(result.what)}\n", "dim")
     text.append(visible_lines(result.why))
     if result.hint:
         text.append("\nhint: " + visible_lines(result.hint), "italic")

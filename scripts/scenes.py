@@ -98,6 +98,55 @@ async def help_(pilot) -> None:
     await settle(pilot)
 
 
+def doctor_sample() -> tuple:
+    """What pane 7 shows in pictures: a headless host with a few typical problems, as fixed
+    outcomes (the real checks read this machine, whose answers differ from one run to the next).
+    They still go through the doctor's runner; the network fix is the real one."""
+    from hyperconsole.doctor import CHECKS, virtchecks
+    from hyperconsole.doctor.model import Check, Outcome, Status
+
+    def fixed(status: Status, why: str, hint: str = "", fix=None, detail: str = ""):
+        return lambda ctx: Outcome(status, why, hint, fix, detail)
+
+    p, w, f, s = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP
+    rows = [
+        ("virt.cpu", fixed(p, "the CPU has hardware virtualisation (vmx)")),
+        ("virt.kvm", fixed(p, "/dev/kvm is there (crw-rw----, group kvm)")),
+        ("virt.vhost-net", fixed(w, "/dev/vhost-net does not exist: VM network traffic goes through QEMU's "
+                                    "userspace (slower)", 'boot.kernelModules = [ "vhost_net" ];')),
+        ("virt.iommu", fixed(p, "IOMMU enabled (24 groups): PCI passthrough possible")),
+        ("host.root-space", fixed(p, "root file system (/): 61.2 GiB free of 98.0 GiB (62 %)")),
+        ("host.failed-units", fixed(f, "1 failed systemd unit: restic-backups-web-01.service",
+                                    "journalctl -b -u <unit> says why; systemctl reset-failed <unit> once dealt with",
+                                    detail="restic-backups-web-01.service  restic backup web-01")),
+        ("host.time", fixed(p, "the clock is synchronised (timedatectl)")),
+        ("libvirt.connection", fixed(p, "libvirt 10.0.0, QEMU 8.2.2 on hv-demo, read-write")),
+        ("libvirt.default-network", fixed(f, "network default is not active: VMs on it cannot start (web-01)",
+                                          "also set it to start with the host (a in pane 3)",
+                                          virtchecks._start_network("default"))),
+        ("libvirt.pool-space", fixed(w, "low space: fast: 9.5 GiB free of 100.0 GiB (9 %)",
+                                     "grow the file system, or delete volumes (pane 4)",
+                                     detail="default: 402.1 GiB free of 500.0 GiB (80 %)\nfast: 9.5 GiB free of "
+                                            "100.0 GiB (9 %)")),
+        ("nixos.drift", fixed(w, "fragments differ from the running system (changed: network)",
+                              "`hyperconsole rebuild switch` applies them")),
+        ("nixos.trial", fixed(p, "no host change on trial")),
+        ("nixos.ssh", fixed(s, "needs root: sshd -T reads the host keys", "run `sudo hyperconsole doctor` to include it")),
+        ("access.user", fixed(p, "operator (groups: hyperconsole-operators, operator): may manage libvirt")),
+    ]
+    what = {c.id: c.what for c in CHECKS}
+    return tuple(Check(check_id, what[check_id], run) for check_id, run in rows)
+
+
+async def doctor(pilot) -> None:
+    app = pilot.app
+    app.doctor_checks = doctor_sample()
+    await pilot.press("7")
+    await settle(pilot)
+    app.screen.view.move_to("libvirt.default-network")
+    await settle(pilot)
+
+
 SCENES: dict[str, Callable[..., Awaitable[None]]] = {
     "vms": vms,
     "dashboard": dashboard,
@@ -110,6 +159,7 @@ SCENES: dict[str, Callable[..., Awaitable[None]]] = {
     "help": help_,
     "filtered": filtered,
     "narrow": narrow,
+    "doctor": doctor,
 }
 
 

@@ -28,7 +28,7 @@ from scripts.scenes import demo_app, settle
 KEYS = sorted(({a.key for a in resources.ACTIONS.values()}
                | {b.key for b in ResourceView.BINDINGS} | {"enter", "home", "end", "tab"}) - {"escape"})
 ANSWERS = ("y", "enter", "ctrl+s")  # confirm a question, submit a form
-PANES = ("1", "2", "3", "4", "6")
+PANES = ("1", "2", "3", "4", "6", "7")
 
 
 def libvirt_state(conn: libvirt.virConnect) -> dict:
