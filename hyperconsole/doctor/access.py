@@ -64,4 +64,28 @@ def user_access(ctx: Context) -> Outcome:
                 add_to_group(ctx.user, OPERATORS_GROUP))
 
 
-CHECKS = (Check("access.user", "your groups and polkit rights", user_access),)
+def host_changes(ctx: Context) -> Outcome:
+    """How this user's host changes (network, profile, trials) are carried out: by this process
+    (root, or a NixOS dir it may write), through the root request unit the NixOS module installs
+    (members of its group), or not at all: the choice `changes.submit.submitter_for` makes."""
+    from hyperconsole.changes import submit
+
+    submitter = submit.submitter_for(ctx.config)
+    if submitter.unavailable:
+        return fail(submitter.unavailable, "enable programs.hyperconsole in the NixOS configuration, or run as root")
+    marker = getattr(submitter, "marker", None)
+    if marker is None:
+        who = "root" if ctx.root else f"{ctx.user} may write {ctx.config.nixos_dir}"
+        return ok(f"{who}: host changes are applied directly (rebuild with confirm-or-revert)")
+    if marker.group in ctx.groups():
+        return ok(f"host changes go to the root unit {marker.unit}<id>.service (you are in {marker.group}; "
+                  "it re-checks each request against the profile)")
+    return fail(f"host changes are refused: you are not in {marker.group}, the group the request unit serves",
+                add_to_group(ctx.user, marker.group))
+
+
+CHECKS = (
+    Check("access.user", "your groups and polkit rights", user_access),
+    Check("access.host-changes", "how your host changes are carried out (directly, the request unit, or not)",
+          host_changes),
+)

@@ -25,3 +25,7 @@ def test_recorded_pkcheck_without_polkitd_is_no_answer(make_ctx, bindir):
 
 def test_root(make_ctx):
     assert run_one(make_ctx(euid=0), "access.user").why.startswith("running as root")
+
+
+def test_host_changes_as_root(make_ctx):
+    assert run_one(make_ctx(), "access.host-changes").why.startswith("root: host changes are applied directly")

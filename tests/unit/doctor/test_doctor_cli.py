@@ -72,7 +72,7 @@ def test_text_output_has_a_summary_with_counts(nixos, capsys):
     code, out, _ = run(["doctor", "--nixos-dir", str(nixos), "--only", "nixos", "access"], capsys)
     assert code in (0, 1, 2)
     last = out.rstrip().splitlines()[-1]
-    assert last.startswith("6 checks: ") and " pass, " in last and " skip" in last
+    assert last.startswith("7 checks: ") and " pass, " in last and " skip" in last
 
 
 def test_list_checks_and_unknown_names(capsys):
@@ -173,3 +173,33 @@ def test_without_root_a_root_only_check_says_so(unprivileged_user):
     assert done.returncode == 0, done.stderr
     assert "SKIP  nixos.ssh  needs root: sshd -T reads the host keys" in done.stdout
     assert "run as root for the checks marked SKIP that need it" in done.stdout
+
+
+def test_host_changes_of_an_unprivileged_user(unprivileged_user):
+    """No request unit: refused, and said why; with the unit's marker naming a group the user is
+    not in: refused, with what to ask an admin; with the user's own group: through the unit."""
+    import grp
+
+    user, work = unprivileged_user
+    marker = work / "privileged.json"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work / "home"), "PYTHONPATH": HERE,
+           "HYPERCONSOLE_PRIVILEGED": str(marker)}
+    (work / "nixos").mkdir()
+
+    def doctor_says():
+        done = subprocess.run([sys.executable, "-c", AS_USER, str(user.pw_uid), str(user.pw_gid), "doctor", "--json",
+                               "--nixos-dir", str(work / "nixos"), "--only", "access.host-changes"],
+                              capture_output=True, text=True, env=env, cwd=str(work), timeout=120)
+        assert "Traceback" not in done.stderr, done.stderr
+        (check,) = report.decode(done.stdout).checks
+        return check
+
+    check = doctor_says()
+    assert check.status == "fail" and "request unit is not installed" in check.why
+    marker.write_text(json.dumps({"spool": str(work / "spool"), "group": "root"}))
+    marker.chmod(0o644)
+    check = doctor_says()
+    assert check.status == "fail" and check.why.startswith("host changes are refused: you are not in root")
+    marker.write_text(json.dumps({"spool": str(work / "spool"), "group": grp.getgrgid(user.pw_gid).gr_name}))
+    check = doctor_says()
+    assert check.status == "pass" and "hyperconsole-request@<id>.service" in check.why
