@@ -25,16 +25,19 @@ EVENT_THREAD = "libvirt-events"
 
 
 class LibvirtCalls:
-    """What the binding saw while counting: `seen` is a Counter of "virClass.method"."""
+    """What the binding saw while counting: `seen` is a Counter of "virClass.method", `made` the
+    calls that reach the daemon in order, with their arguments (after self)."""
 
     def __init__(self) -> None:
         self.seen: Counter[str] = Counter()
+        self.made: list[tuple[str, tuple]] = []
         self._lock = threading.Lock()
         self._depth = threading.local()
 
     def clear(self) -> None:
         with self._lock:
             self.seen.clear()
+            self.made.clear()
 
     @property
     def remote(self) -> Counter[str]:
@@ -54,6 +57,8 @@ class LibvirtCalls:
             if depth == 0 and threading.current_thread().name != EVENT_THREAD:
                 with self._lock:
                     self.seen[key] += 1
+                    if name not in LOCAL:
+                        self.made.append((key, args[1:]))
             self._depth.n = depth + 1
             try:
                 return method(*args, **kwargs)

@@ -17,7 +17,6 @@ from hyperconsole.virt.models import DomainInfo, DomainState
 from hyperconsole.widgets.resource_view import ResourceView
 
 
-
 def virt(module: str):
     """A VM operation module, imported with the first action rather than at start-up: they pull
     in every resource kind, and the first row should not wait for them."""
@@ -36,6 +35,13 @@ class VmsScreen(PaneScreen):
     @property
     def view(self) -> ResourceView:
         return self.query_one("#vms", ResourceView)
+
+    def on_resource_view_viewport_changed(self, message: ResourceView.ViewportChanged) -> None:
+        """The sampler samples every tick the rows on screen (or all, sorted on a rate column);
+        the others at its slower cadence. The last viewport stays in force while other panes are
+        shown: they need the counts, which lifecycle events keep exact."""
+        if message.view is self.view:
+            self.hc.sampler.set_interest(message.keys, message.sort_column)
 
     def render_data(self, kinds: frozenset[str]) -> None:
         if not kinds & {"all", "domains"}:

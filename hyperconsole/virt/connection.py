@@ -181,6 +181,12 @@ class ConnectionManager:
         except libvirt.libvirtError as exc:
             log.debug("lifecycle events not available: %s", errors.one_line(exc))
 
+    @property
+    def has_events(self) -> bool:
+        """Lifecycle events are registered on the current connection (a sampler may then rely on
+        them for state changes between its samples)."""
+        return bool(self._callback_ids)
+
     def _on_lifecycle(self, _conn, dom, event, detail, _opaque) -> None:
         try:
             self._emit(LifecycleEvent(dom.UUIDString(), dom.name(), event, detail))

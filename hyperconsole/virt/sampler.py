@@ -1,5 +1,13 @@
-"""DomainSampler: one getAllDomainStats per tick (it lists every domain with its stats; a driver
-without bulk stats gets listAllDomains plus per-domain info), rates from two samples.
+"""DomainSampler: one bulk stats call per tick, rates from two samples.
+
+What a tick asks for follows what the operator sees (`set_interest`): the rows on screen are
+sampled every tick with one `domainListGetStats`; every domain — the whole inventory, with every
+rate — every SLOW_TICKS ticks with one `getAllDomainStats` (a driver without bulk stats gets
+listAllDomains plus per-domain info). Counts stay exact in between because state changes arrive
+as lifecycle events: a domain with an event is sampled on the next tick, and a domain defined or
+undefined makes that tick a full one. Sorted on a rate column, or with nobody saying what is
+shown, every tick is a full one. A row not sampled in a tick keeps its last figures (its rates
+are the averages since the sample before); on its next sample its rates cover the whole gap.
 
 Facts that change only when a domain is (re)defined — vCPUs, memory, autostart, persistence,
 managed save — are fetched once per domain and again only when it is marked dirty (lifecycle
@@ -21,7 +29,7 @@ import threading
 import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol
+from typing import Callable, Collection, Protocol
 
 import libvirt
 
@@ -29,14 +37,21 @@ from hyperconsole.virt import errors
 from hyperconsole.virt.connection import ConnectionManager
 from hyperconsole.virt.models import DomainInfo, DomainState, InventoryDiff
 
+# Only what the VM list shows. No VCPU or BALLOON group: in the QEMU driver each is a monitor
+# round trip per domain, and vCPUs and memory come with the static facts (refetched on events).
 STATS_GROUPS = (
     libvirt.VIR_DOMAIN_STATS_STATE
     | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
-    | libvirt.VIR_DOMAIN_STATS_BALLOON
-    | libvirt.VIR_DOMAIN_STATS_VCPU
     | libvirt.VIR_DOMAIN_STATS_INTERFACE
     | libvirt.VIR_DOMAIN_STATS_BLOCK
 )
+# A full tick (every domain) at least this often while only some rows are of interest.
+SLOW_TICKS = 5
+# VM list columns whose sort order depends on figures only a sample brings (resources.VMS):
+# sorted on one of them, every domain is sampled every tick so the order is right.
+RATE_COLUMNS = frozenset({"cpu", "disk", "net"})
+# Events after which the inventory itself may differ: the next tick lists every domain.
+INVENTORY_EVENTS = frozenset({libvirt.VIR_DOMAIN_EVENT_DEFINED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED})
 NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
 _NOWAIT_REFUSED = (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED)
 
@@ -154,7 +169,7 @@ class CallThread:
 
 def _sum(stats: dict, prefix: str, count_key: str, field: str) -> int | None:
     count = stats.get(count_key)
-    if count is None:
+    if not count:  # not asked, or no such device (a VM without a NIC has no net rate, not 0)
         return None
     total = 0
     for i in range(int(count)):
@@ -196,6 +211,19 @@ class DomainSampler:
         self._generation = -1
         self._flags = NOWAIT
         self.bulk_stats: bool | None = None  # None until probed
+        self._interest: frozenset[str] | None = None  # None: every domain is of interest
+        self._sort_column: str | None = None
+        self._touched: set[str] = set()  # domains with an event since the last tick
+        self._full_next = False  # the first tick is a full one anyway (it probes bulk stats)
+        self._since_full = 0
+        self._doms: dict[str, object] = {}  # virDomain by UUID, from the last full tick
+
+    def set_interest(self, keys: Collection[str] | None, sort_column: str | None = None) -> None:
+        """The UUIDs whose rows are on screen and the column the list is sorted on (None: every
+        domain is shown). Thread-safe; a domain that comes into view is sampled on the next tick."""
+        with self._lock:
+            self._interest = None if keys is None else frozenset(keys)
+            self._sort_column = sort_column
 
     @property
     def simulated(self) -> bool:
@@ -210,9 +238,29 @@ class DomainSampler:
                 self._dirty.add(uuid)
 
     def note_event(self, uuid: str, event: int) -> None:
-        """A lifecycle event: refetch static facts only when the event can have changed them."""
+        """A lifecycle event: the domain is sampled on the next tick (every domain after a define
+        or undefine); its static facts are refetched when the event can have changed them."""
+        with self._lock:
+            self._touched.add(uuid)
+            if event in INVENTORY_EVENTS:
+                self._full_next = True
         if event in STATIC_CHANGING_EVENTS:
             self.mark_dirty(uuid)
+
+    def _plan(self, dirty: set[str], dirty_all: bool) -> dict[str, object] | None:
+        """The domains this tick samples ({uuid: virDomain}), or None for every domain."""
+        with self._lock:
+            interest, sort_column = self._interest, self._sort_column
+            touched, self._touched = self._touched, set()
+            full, self._full_next = self._full_next, False
+        self._since_full += 1
+        if (full or dirty_all or interest is None or sort_column in RATE_COLUMNS
+                or self._since_full >= SLOW_TICKS or not self.manager.has_events):
+            return None
+        wanted = interest | touched | dirty
+        if not wanted <= self._doms.keys():
+            return None  # a domain not seen in a full tick yet
+        return {uuid: self._doms[uuid] for uuid in wanted}
 
     @property
     def domains(self) -> dict[str, DomainInfo]:
@@ -291,14 +339,23 @@ class DomainSampler:
             dirty, self._dirty = self._dirty, set()
             dirty_all, self._dirty_all = self._dirty_all, False
 
-        fresh, silent = self._collect(conn)
+        wanted = self._plan(dirty, dirty_all) if self.bulk_stats else None
+        fresh, silent = self._collect(conn, wanted)
         now = self._clock()
         if silent is None:  # not even the list answered: every row is as old as its sample
             silent = dict.fromkeys(self._previous)
+            wanted = None
+        if wanted is None:
+            self._since_full = 0
+            self._doms = {uuid: dom for uuid, dom, _stats in fresh}
+            self._doms.update((uuid, dom) for uuid, dom in silent.items() if dom is not None)
         new = [(uuid, dom) for uuid, dom, _stats in fresh if dirty_all or uuid in dirty or uuid not in self._static]
         if new:
             silent.update(self._refresh_static(conn, new))
-        current: dict[str, DomainInfo] = {}
+        # Rows not sampled this tick stay as they are (a sampled one that did not come back was
+        # undefined meanwhile; its event makes the next tick a full one).
+        current: dict[str, DomainInfo] = (
+            {} if wanted is None else {uuid: row for uuid, row in self._previous.items() if uuid not in wanted})
         for uuid, _dom, stats in fresh:
             static = self._static.get(uuid)
             if static is None or uuid in silent:
@@ -354,25 +411,29 @@ class DomainSampler:
         static = self._static.get(uuid)
         return static.name if static is not None else dom.name()
 
-    def _collect(self, conn: libvirt.virConnect) -> _Collected:
-        """The domains that answered and those that did not (None when not even the list came back)."""
+    def _collect(self, conn: libvirt.virConnect, wanted: dict[str, object] | None) -> _Collected:
+        """The domains that answered and those that did not (None when not even the list came
+        back); `wanted`: the domains to sample, None for every domain (then listed afresh)."""
         stuck = self._stuck_domains()
         if self.bulk_stats is not False:
             try:
-                return self._bulk(conn, stuck)
+                return self._bulk(conn, stuck, wanted)
             except _Stuck:
                 pass
         return self._one_by_one(conn, stuck)
 
-    def _bulk(self, conn: libvirt.virConnect, stuck: set[str]) -> _Collected:
-        if not stuck:
+    def _bulk(self, conn: libvirt.virConnect, stuck: set[str], wanted: dict[str, object] | None) -> _Collected:
+        if wanted is not None:
+            listed = list(wanted.items())
+        elif not stuck:
             # getAllDomainStats lists every domain, active or not, with its stats: one call is
             # the whole inventory.
             pairs = self._call("getAllDomainStats", self._all_stats, conn, timeout=self.deadline)
             if pairs is not None:
                 return [(dom.UUIDString(), dom, stats) for dom, stats in pairs], {}
             return self._one_by_one(conn, stuck)  # the driver has no bulk stats
-        listed = self._list(conn)
+        else:
+            listed = self._list(conn)
         others = [dom for uuid, dom in listed if uuid not in stuck]
         pairs = self._call("domainListGetStats", self._stats_of, conn, others, timeout=self.deadline)
         fresh = [(dom.UUIDString(), dom, stats) for dom, stats in pairs]

@@ -10,7 +10,7 @@ import pytest
 
 from hyperconsole.virt.connection import ConnectionManager
 from hyperconsole.virt.models import DomainState
-from hyperconsole.virt.sampler import DomainSampler, _Counters
+from hyperconsole.virt.sampler import SLOW_TICKS, STATS_GROUPS, DomainSampler, _Counters
 from tests.fixtures import build_host_xml, domain_xml, test_uri
 
 
@@ -267,3 +267,118 @@ def test_when_every_domain_hangs_the_tick_still_ends_within_its_budget(tmp_path,
     assert 1 <= len(asked) < 6
     assert tick.domains.keys() == first.domains.keys()
     assert all(d.stale_seconds is not None for d in tick.domains.values())
+
+
+# -- what a tick samples follows what is on screen ----------------------------------------------------
+def _names(sampler: DomainSampler) -> dict[str, str]:
+    return {d.name: d.uuid for d in sampler.domains.values()}
+
+
+def _sampled(libvirt_calls) -> list[str]:
+    """Names of the domains a steady tick's one call asked about, after checking it is one call
+    for the list's stat groups."""
+    (call, args), = libvirt_calls.made
+    assert call == "virConnect.domainListGetStats" and args[1] == STATS_GROUPS, libvirt_calls.made
+    return sorted(d.name() for d in args[0])
+
+
+def test_stat_groups_are_those_the_list_shows():
+    # vCPUs and memory come with the static facts: no VCPU or BALLOON group, each a monitor
+    # round trip per domain in the QEMU driver.
+    assert STATS_GROUPS == (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+                            | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
+
+
+def test_rows_on_screen_every_tick_every_domain_every_slow_tick(tmp_path, libvirt_calls):
+    manager = _manager(tmp_path, *[domain_xml(f"vm{i:02d}", "running") for i in range(20)])
+    sampler = DomainSampler(manager)
+    sampler.tick()
+    uuid = _names(sampler)
+    sampler.set_interest([uuid["vm00"], uuid["vm01"], uuid["vm02"]], "name")
+    for _ in range(SLOW_TICKS - 1):
+        before = sampler.domains
+        libvirt_calls.clear()
+        tick = sampler.tick()
+        assert _sampled(libvirt_calls) == ["vm00", "vm01", "vm02"]
+        assert len(tick.domains) == 20 and tick.diff.empty
+        assert tick.domains[uuid["vm10"]] is before[uuid["vm10"]]  # not sampled: kept as it was
+    libvirt_calls.clear()
+    sampler.tick()
+    assert [call for call, _args in libvirt_calls.made] == ["virConnect.getAllDomainStats"]
+    assert libvirt_calls.made[0][1][0] == STATS_GROUPS
+
+
+def test_sorted_on_a_rate_column_or_shown_whole_every_domain_every_tick(tmp_path, libvirt_calls):
+    manager = _manager(tmp_path, *[domain_xml(f"vm{i}", "running") for i in range(5)])
+    sampler = DomainSampler(manager)
+    sampler.tick()
+    for keys, column in ((list(_names(sampler).values())[:2], "cpu"), ([], "disk"), (None, None)):
+        sampler.set_interest(keys, column)
+        libvirt_calls.clear()
+        sampler.tick()
+        assert libvirt_calls.remote == {"virConnect.getAllDomainStats": 1}, (keys, column)
+
+
+def test_a_domain_scrolled_into_view_is_sampled_on_the_next_tick(tmp_path, libvirt_calls):
+    manager = _manager(tmp_path, *[domain_xml(f"vm{i}", "running") for i in range(6)])
+    sampler = DomainSampler(manager)
+    sampler.tick()
+    uuid = _names(sampler)
+    sampler.set_interest([uuid["vm0"]], "state")
+    sampler.tick()
+    manager.conn.lookupByName("vm4").suspend()  # off screen, and no event told us
+    assert sampler.tick().domains[uuid["vm4"]].state is DomainState.RUNNING
+    sampler.set_interest([uuid["vm3"], uuid["vm4"]], "state")
+    libvirt_calls.clear()
+    tick = sampler.tick()
+    assert _sampled(libvirt_calls) == ["vm3", "vm4"]
+    assert tick.domains[uuid["vm4"]].state is DomainState.PAUSED and tick.diff.changed == {uuid["vm4"]}
+
+
+def test_counts_stay_exact_through_events(tmp_path, libvirt_calls):
+    """Off-screen domains change state: their events get them sampled on the next tick; a define
+    or undefine makes that tick a full one."""
+    manager = _manager(tmp_path, *[domain_xml(f"vm{i}", "running") for i in range(6)])
+    sampler = DomainSampler(manager)
+    sampler.tick()
+    uuid = _names(sampler)
+    sampler.set_interest([uuid["vm0"]], None)
+    sampler.tick()
+    manager.conn.lookupByName("vm5").suspend()
+    sampler.note_event(uuid["vm5"], libvirt.VIR_DOMAIN_EVENT_SUSPENDED)
+    libvirt_calls.clear()
+    tick = sampler.tick()
+    assert _sampled(libvirt_calls) == ["vm0", "vm5"]
+    assert sorted(d.state.label for d in tick.domains.values()) == ["paused"] + ["running"] * 5
+
+    manager.conn.lookupByName("vm4").destroy()
+    manager.conn.lookupByName("vm4").undefine()
+    manager.conn.defineXML(domain_xml("new", "shutoff"))
+    sampler.note_event(uuid["vm4"], libvirt.VIR_DOMAIN_EVENT_UNDEFINED)
+    libvirt_calls.clear()
+    tick = sampler.tick()
+    assert libvirt_calls.remote["virConnect.getAllDomainStats"] == 1, libvirt_calls.remote
+    assert {d.name for d in tick.domains.values()} == {"vm0", "vm1", "vm2", "vm3", "vm5", "new"}
+    assert tick.diff.removed == {uuid["vm4"]} and len(tick.diff.added) == 1
+
+
+def test_nothing_on_screen_and_no_event_asks_nothing(tmp_path, libvirt_calls):
+    manager = _manager(tmp_path, *[domain_xml(f"vm{i}", "running") for i in range(3)])
+    sampler = DomainSampler(manager)
+    sampler.tick()
+    sampler.set_interest([], "name")
+    libvirt_calls.clear()
+    assert len(sampler.tick().domains) == 3
+    assert libvirt_calls.remote == {}
+
+
+def test_a_vm_without_a_nic_has_no_net_rate():
+    sampler = DomainSampler(manager=None)  # _build needs no connection
+    from hyperconsole.virt.sampler import _Static
+
+    static = _Static("vm", 1, 1024, 1024, False, True, False)
+    sampler._build("u", static, {"state.state": 1, "cpu.time": 0, "net.count": 0, "block.count": 0}, 10.0)
+    info = sampler._build("u", static, {"state.state": 1, "cpu.time": 10**9, "net.count": 0,
+                                        "block.count": 0}, 12.0)
+    assert info.cpu_percent == pytest.approx(50.0)
+    assert info.net_rx_bps is None and info.disk_read_bps is None
