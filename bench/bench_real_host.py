@@ -90,7 +90,7 @@ def start_vms(daemon, base: Path, count: int) -> None:
         conn.close()
 
 
-def measure_console(libvirtd: psutil.Process, seconds: float) -> dict:
+def measure_console(libvirtd: psutil.Process, seconds: float, profile: str | None = None) -> dict:
     t0 = time.perf_counter()
     proc, master = spawn(URI)
     try:
@@ -98,10 +98,18 @@ def measure_console(libvirtd: psutil.Process, seconds: float) -> dict:
         start = time.perf_counter() - t0 if painted else float("nan")
         drain(master, None, 5)  # start-up settles (static facts, first rates)
         console = psutil.Process(proc.pid)
+        profiler = None
+        if profile:  # py-spy samples the console over its window (it costs the console nothing)
+            profiler = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "-p", str(proc.pid), "-d",
+                                         str(int(seconds)), "-r", "50", "-f", "speedscope" if profile.endswith(
+                                             ".json") else "flamegraph", "-o", profile, "--threads"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # The pty is read all along, or a full buffer would stall the app and flatter its figure.
         window = Window({"client": console, "libvirtd": libvirtd}).run(
             seconds, wait=lambda s: drain(master, None, s))
         rss = _status_mib(proc.pid, "VmHWM")
+        if profiler is not None:
+            profiler.wait(30)
     finally:
         stop(proc, master)
     return {"start": start, "window": window, "rss": rss}
@@ -216,6 +224,8 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--no-virt-manager", action="store_true")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy profile of the console's window (.svg or "
+                        ".json); py-spy must be on PATH (pip install py-spy, outside the project)")
     args = parser.parse_args()
     reason = unusable()
     if reason:
@@ -242,7 +252,7 @@ def run(args: argparse.Namespace) -> None:
         time.sleep(10)  # the guests reach their idle loop
         libvirtd = psutil.Process(daemon.proc.pid)
         idle = Window({"libvirtd": libvirtd}).run(args.seconds)
-        ours = measure_console(libvirtd, args.seconds)
+        ours = measure_console(libvirtd, args.seconds, args.profile)
         theirs = ({"skipped": "--no-virt-manager"} if args.no_virt_manager
                   else measure_virt_manager(libvirtd, args.seconds))
         ticks = asyncio.run(measure_ticks(URI, ticks=10))

@@ -38,10 +38,12 @@ class VmsScreen(PaneScreen):
 
     def on_resource_view_viewport_changed(self, message: ResourceView.ViewportChanged) -> None:
         """The sampler samples every tick the rows on screen (or all, sorted on a rate column);
-        the others at its slower cadence. The last viewport stays in force while other panes are
-        shown: they need the counts, which lifecycle events keep exact."""
+        the others at its slower cadence. Rows that came into view are sampled at once rather
+        than at the next refresh. The last viewport stays in force while other panes are shown:
+        they need the counts, which lifecycle events keep exact."""
         if message.view is self.view:
             self.hc.sampler.set_interest(message.keys, message.sort_column)
+            self.hc.poll_domains()
 
     def render_data(self, kinds: frozenset[str]) -> None:
         if not kinds & {"all", "domains"}:

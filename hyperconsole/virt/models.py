@@ -54,9 +54,10 @@ class ConnectionState(enum.Enum):
     ACTIVE = "active"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DomainInfo:
-    """One row of the VM table: identity, state, configured size and live rates."""
+    """One row of the VM table: identity, state, configured size and live rates (slots: one
+    compact record per VM, thousands of them)."""
 
     uuid: str
     name: str

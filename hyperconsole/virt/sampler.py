@@ -39,12 +39,12 @@ from hyperconsole.virt.models import DomainInfo, DomainState, InventoryDiff
 
 # Only what the VM list shows. No VCPU or BALLOON group: in the QEMU driver each is a monitor
 # round trip per domain, and vCPUs and memory come with the static facts (refetched on events).
-STATS_GROUPS = (
-    libvirt.VIR_DOMAIN_STATS_STATE
-    | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
-    | libvirt.VIR_DOMAIN_STATS_INTERFACE
-    | libvirt.VIR_DOMAIN_STATS_BLOCK
-)
+FAST_GROUPS = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_INTERFACE
+STATS_GROUPS = FAST_GROUPS | libvirt.VIR_DOMAIN_STATS_BLOCK
+# Block stats are the dearest group (two monitor round trips per domain, about twice the daemon
+# CPU of all the others together): asked every BLOCK_TICKS ticks, so a disk rate is the average
+# over that many refreshes; every tick when sorted on disk, at once for rows that came into view.
+BLOCK_TICKS = 3
 # A full tick (every domain) at least this often while only some rows are of interest.
 SLOW_TICKS = 5
 # VM list columns whose sort order depends on figures only a sample brings (resources.VMS):
@@ -84,7 +84,7 @@ class StuckCall:
         return f"{self.call} stuck for {self.seconds:.0f} s"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Static:
     name: str  # a rename is a (re)define, which marks the domain dirty
     vcpus: int
@@ -95,7 +95,7 @@ class _Static:
     managed_save: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Counters:
     at: float
     cpu_ns: int | None
@@ -103,6 +103,7 @@ class _Counters:
     wr: int | None
     rx: int | None
     tx: int | None
+    block_at: float | None = None  # rd/wr are from this sample (block stats come less often)
 
 
 @dataclass(frozen=True)
@@ -216,13 +217,18 @@ class DomainSampler:
         self._touched: set[str] = set()  # domains with an event since the last tick
         self._full_next = False  # the first tick is a full one anyway (it probes bulk stats)
         self._since_full = 0
+        self._ticks = 0
+        self._block_next = True
         self._doms: dict[str, object] = {}  # virDomain by UUID, from the last full tick
 
     def set_interest(self, keys: Collection[str] | None, sort_column: str | None = None) -> None:
         """The UUIDs whose rows are on screen and the column the list is sorted on (None: every
         domain is shown). Thread-safe; a domain that comes into view is sampled on the next tick."""
+        interest = None if keys is None else frozenset(keys)
         with self._lock:
-            self._interest = None if keys is None else frozenset(keys)
+            if interest is None or self._interest is None or not interest <= self._interest:
+                self._block_next = True  # rows that came into view get every figure at once
+            self._interest = interest
             self._sort_column = sort_column
 
     @property
@@ -247,20 +253,24 @@ class DomainSampler:
         if event in STATIC_CHANGING_EVENTS:
             self.mark_dirty(uuid)
 
-    def _plan(self, dirty: set[str], dirty_all: bool) -> dict[str, object] | None:
-        """The domains this tick samples ({uuid: virDomain}), or None for every domain."""
+    def _plan(self, dirty: set[str], dirty_all: bool) -> tuple[dict[str, object] | None, int]:
+        """The domains this tick samples ({uuid: virDomain}, or None for every domain) and the
+        stat groups it asks for."""
         with self._lock:
             interest, sort_column = self._interest, self._sort_column
             touched, self._touched = self._touched, set()
             full, self._full_next = self._full_next, False
+            block, self._block_next = self._block_next, False
         self._since_full += 1
+        self._ticks += 1
+        groups = STATS_GROUPS if block or sort_column == "disk" or self._ticks % BLOCK_TICKS == 0 else FAST_GROUPS
         if (full or dirty_all or interest is None or sort_column in RATE_COLUMNS
                 or self._since_full >= SLOW_TICKS or not self.manager.has_events):
-            return None
+            return None, groups
         wanted = interest | touched | dirty
         if not wanted <= self._doms.keys():
-            return None  # a domain not seen in a full tick yet
-        return {uuid: self._doms[uuid] for uuid in wanted}
+            return None, groups  # a domain not seen in a full tick yet
+        return {uuid: self._doms[uuid] for uuid in wanted}, groups
 
     @property
     def domains(self) -> dict[str, DomainInfo]:
@@ -339,8 +349,8 @@ class DomainSampler:
             dirty, self._dirty = self._dirty, set()
             dirty_all, self._dirty_all = self._dirty_all, False
 
-        wanted = self._plan(dirty, dirty_all) if self.bulk_stats else None
-        fresh, silent = self._collect(conn, wanted)
+        wanted, groups = self._plan(dirty, dirty_all) if self.bulk_stats else (None, STATS_GROUPS)
+        fresh, silent = self._collect(conn, wanted, groups)
         now = self._clock()
         if silent is None:  # not even the list answered: every row is as old as its sample
             silent = dict.fromkeys(self._previous)
@@ -373,15 +383,19 @@ class DomainSampler:
             with self._lock:
                 self._dirty |= unanswered  # asked again once they answer
 
-        for gone in set(self._sampled_at) - set(current):
-            for known in (self._static, self._counters, self._built_from, self._sampled_at):
-                known.pop(gone, None)
         previous = self._previous
+        # A tick that sampled a few domains compares only those: its cost follows the screen,
+        # not the inventory.
+        asked = (previous.keys() | current.keys() if wanted is None
+                 else wanted.keys() | silent.keys() | {uuid for uuid, _dom, _stats in fresh})
+        for gone in [k for k in asked if k not in current]:
+            for known in (self._static, self._counters, self._built_from, self._sampled_at, self._doms):
+                known.pop(gone, None)
         diff = InventoryDiff(
-            removed=frozenset(previous.keys() - current.keys()),
-            added=frozenset(current.keys() - previous.keys()),
-            changed=frozenset(k for k in current.keys() & previous.keys()
-                              if current[k] is not previous[k] and current[k] != previous[k]),
+            removed=frozenset(k for k in asked if k in previous and k not in current),
+            added=frozenset(k for k in asked if k in current and k not in previous),
+            changed=frozenset(k for k in asked if k in current and k in previous
+                              and current[k] is not previous[k] and current[k] != previous[k]),
         )
         self._previous = current
         return Tick(current, diff, time.perf_counter() - started, self.stuck_calls())
@@ -411,31 +425,32 @@ class DomainSampler:
         static = self._static.get(uuid)
         return static.name if static is not None else dom.name()
 
-    def _collect(self, conn: libvirt.virConnect, wanted: dict[str, object] | None) -> _Collected:
+    def _collect(self, conn: libvirt.virConnect, wanted: dict[str, object] | None, groups: int) -> _Collected:
         """The domains that answered and those that did not (None when not even the list came
         back); `wanted`: the domains to sample, None for every domain (then listed afresh)."""
         stuck = self._stuck_domains()
         if self.bulk_stats is not False:
             try:
-                return self._bulk(conn, stuck, wanted)
+                return self._bulk(conn, stuck, wanted, groups)
             except _Stuck:
                 pass
         return self._one_by_one(conn, stuck)
 
-    def _bulk(self, conn: libvirt.virConnect, stuck: set[str], wanted: dict[str, object] | None) -> _Collected:
+    def _bulk(self, conn: libvirt.virConnect, stuck: set[str], wanted: dict[str, object] | None,
+              groups: int) -> _Collected:
         if wanted is not None:
             listed = list(wanted.items())
         elif not stuck:
             # getAllDomainStats lists every domain, active or not, with its stats: one call is
             # the whole inventory.
-            pairs = self._call("getAllDomainStats", self._all_stats, conn, timeout=self.deadline)
+            pairs = self._call("getAllDomainStats", self._all_stats, conn, groups, timeout=self.deadline)
             if pairs is not None:
                 return [(dom.UUIDString(), dom, stats) for dom, stats in pairs], {}
             return self._one_by_one(conn, stuck)  # the driver has no bulk stats
         else:
             listed = self._list(conn)
         others = [dom for uuid, dom in listed if uuid not in stuck]
-        pairs = self._call("domainListGetStats", self._stats_of, conn, others, timeout=self.deadline)
+        pairs = self._call("domainListGetStats", self._stats_of, conn, others, groups, timeout=self.deadline)
         fresh = [(dom.UUIDString(), dom, stats) for dom, stats in pairs]
         return fresh, {uuid: dom for uuid, dom in listed if uuid in stuck}
 
@@ -469,10 +484,10 @@ class DomainSampler:
         return [(dom.UUIDString(), dom) for dom in doms]
 
     # -- the calls themselves (on the call thread) -------------------------------------------------
-    def _all_stats(self, conn: libvirt.virConnect) -> list | None:
+    def _all_stats(self, conn: libvirt.virConnect, groups: int) -> list | None:
         """[(virDomain, stats)] for every domain, or None where the driver has no bulk stats."""
         try:
-            result = self._with_flags(conn.getAllDomainStats)
+            result = self._with_flags(conn.getAllDomainStats, groups)
         except libvirt.libvirtError as exc:
             if errors.is_no_support(exc):
                 self.bulk_stats = False
@@ -481,16 +496,16 @@ class DomainSampler:
         self.bulk_stats = True
         return result
 
-    def _stats_of(self, conn: libvirt.virConnect, doms: list) -> list:
-        return self._with_flags(conn.domainListGetStats, doms) if doms else []
+    def _stats_of(self, conn: libvirt.virConnect, doms: list, groups: int) -> list:
+        return self._with_flags(conn.domainListGetStats, groups, doms) if doms else []
 
-    def _with_flags(self, fn: Callable, *lead) -> list:
+    def _with_flags(self, fn: Callable, groups: int, *lead) -> list:
         try:
-            return fn(*lead, STATS_GROUPS, self._flags)
+            return fn(*lead, groups, self._flags)
         except libvirt.libvirtError as exc:
             if self._flags and errors.code(exc) in _NOWAIT_REFUSED:
                 self._flags = 0  # older daemon: no NOWAIT
-                return fn(*lead, STATS_GROUPS, 0)
+                return fn(*lead, groups, 0)
             raise
 
     def _stats_of_one(self, conn: libvirt.virConnect, dom) -> dict:
@@ -571,24 +586,33 @@ class DomainSampler:
         memory = int(stats.get("balloon.current", static.memory_kib) or static.memory_kib)
         cpu_ns = stats.get("cpu.time")
         rates: dict[str, float | None] = {}
-        if cpu_ns is not None or "block.count" in stats or "net.count" in stats:
-            counters = _Counters(
-                now, cpu_ns,
-                _sum(stats, "block", "block.count", "rd.bytes"), _sum(stats, "block", "block.count", "wr.bytes"),
-                _sum(stats, "net", "net.count", "rx.bytes"), _sum(stats, "net", "net.count", "tx.bytes"),
-            )
+        block = "block.count" in stats
+        if cpu_ns is not None or block or "net.count" in stats:
             old = self._counters.get(uuid)
+            if block:
+                rd, wr = _sum(stats, "block", "block.count", "rd.bytes"), _sum(stats, "block", "block.count", "wr.bytes")
+            else:  # not asked this tick: the last block sample stays the base of the next rate
+                rd, wr = (None, None) if old is None else (old.rd, old.wr)
+            counters = _Counters(
+                now, cpu_ns, rd, wr,
+                _sum(stats, "net", "net.count", "rx.bytes"), _sum(stats, "net", "net.count", "tx.bytes"),
+                now if block else None if old is None else old.block_at,
+            )
             self._counters[uuid] = counters
             if old is not None and state.is_active:
                 seconds = now - old.at
                 cpu = _rate(counters.cpu_ns, old.cpu_ns, seconds)
                 rates = {
                     "cpu_percent": None if cpu is None else min(100.0, cpu / 1e9 / max(vcpus, 1) * 100.0),
-                    "disk_read_bps": _rate(counters.rd, old.rd, seconds),
-                    "disk_write_bps": _rate(counters.wr, old.wr, seconds),
                     "net_rx_bps": _rate(counters.rx, old.rx, seconds),
                     "net_tx_bps": _rate(counters.tx, old.tx, seconds),
                 }
+                if block and old.block_at is not None:
+                    rates["disk_read_bps"] = _rate(rd, old.rd, now - old.block_at)
+                    rates["disk_write_bps"] = _rate(wr, old.wr, now - old.block_at)
+                elif not block and previous is not None:  # the rate of the last block sample
+                    rates["disk_read_bps"] = previous.disk_read_bps
+                    rates["disk_write_bps"] = previous.disk_write_bps
         return DomainInfo(
             uuid=uuid, name=static.name, state=state, vcpus=vcpus, memory_kib=memory,
             max_memory_kib=static.max_memory_kib, autostart=static.autostart,

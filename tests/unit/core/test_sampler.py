@@ -10,7 +10,7 @@ import pytest
 
 from hyperconsole.virt.connection import ConnectionManager
 from hyperconsole.virt.models import DomainState
-from hyperconsole.virt.sampler import SLOW_TICKS, STATS_GROUPS, DomainSampler, _Counters
+from hyperconsole.virt.sampler import BLOCK_TICKS, FAST_GROUPS, SLOW_TICKS, STATS_GROUPS, DomainSampler, _Counters
 from tests.fixtures import build_host_xml, domain_xml, test_uri
 
 
@@ -85,7 +85,7 @@ def test_hostile_names_come_back_verbatim(tmp_path):
 def test_rates_from_two_samples():
     """The test driver's bulk stats carry only state, so rate arithmetic is checked directly."""
     sampler = DomainSampler(manager=None)  # _build needs no connection
-    sampler._counters = {"u": _Counters(10.0, 1_000_000_000, 0, 0, 100, 0)}
+    sampler._counters = {"u": _Counters(10.0, 1_000_000_000, 0, 0, 100, 0, block_at=10.0)}
     from hyperconsole.virt.sampler import _Static
 
     static = _Static("vm", 2, 1024, 2048, False, True, False)
@@ -278,15 +278,50 @@ def _sampled(libvirt_calls) -> list[str]:
     """Names of the domains a steady tick's one call asked about, after checking it is one call
     for the list's stat groups."""
     (call, args), = libvirt_calls.made
-    assert call == "virConnect.domainListGetStats" and args[1] == STATS_GROUPS, libvirt_calls.made
+    assert call == "virConnect.domainListGetStats" and args[1] in (FAST_GROUPS, STATS_GROUPS), libvirt_calls.made
     return sorted(d.name() for d in args[0])
+
+
+def _groups(libvirt_calls) -> int:
+    (_call, args), = libvirt_calls.made
+    return args[-2]
 
 
 def test_stat_groups_are_those_the_list_shows():
     # vCPUs and memory come with the static facts: no VCPU or BALLOON group, each a monitor
-    # round trip per domain in the QEMU driver.
-    assert STATS_GROUPS == (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
-                            | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
+    # round trip per domain in the QEMU driver; block stats less often than the others.
+    assert FAST_GROUPS == (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+                           | libvirt.VIR_DOMAIN_STATS_INTERFACE)
+    assert STATS_GROUPS == FAST_GROUPS | libvirt.VIR_DOMAIN_STATS_BLOCK
+
+
+def test_block_stats_every_few_ticks_at_once_for_rows_that_came_into_view(tmp_path, libvirt_calls):
+    manager = _manager(tmp_path, *[domain_xml(f"vm{i}", "running") for i in range(4)])
+    sampler = DomainSampler(manager)
+    libvirt_calls.clear()
+    sampler.tick()
+    assert libvirt_calls.made[0][1][0] == STATS_GROUPS  # the first tick: every figure
+    uuid = _names(sampler)
+    sampler.set_interest([uuid["vm0"], uuid["vm1"]], "name")
+    seen = []
+    for _ in range(2 * BLOCK_TICKS):
+        libvirt_calls.clear()
+        sampler.tick()
+        seen.append(_groups(libvirt_calls) == STATS_GROUPS)
+    assert seen[0] and seen.count(True) == 3  # rows came into view, then one tick in BLOCK_TICKS
+    sampler.set_interest([uuid["vm1"]], "name")  # fewer rows: nothing new to sample
+    libvirt_calls.clear()
+    sampler.tick()
+    assert _groups(libvirt_calls) == FAST_GROUPS
+    sampler.set_interest([uuid["vm1"], uuid["vm2"]], "name")
+    libvirt_calls.clear()
+    sampler.tick()
+    assert _sampled(libvirt_calls) == ["vm1", "vm2"] and _groups(libvirt_calls) == STATS_GROUPS
+    sampler.set_interest([uuid["vm1"], uuid["vm2"]], "disk")  # sorted on disk: every tick, every domain
+    for _ in range(2):
+        libvirt_calls.clear()
+        sampler.tick()
+        assert libvirt_calls.made[0][0] == "virConnect.getAllDomainStats" and _groups(libvirt_calls) == STATS_GROUPS
 
 
 def test_rows_on_screen_every_tick_every_domain_every_slow_tick(tmp_path, libvirt_calls):
@@ -305,7 +340,6 @@ def test_rows_on_screen_every_tick_every_domain_every_slow_tick(tmp_path, libvir
     libvirt_calls.clear()
     sampler.tick()
     assert [call for call, _args in libvirt_calls.made] == ["virConnect.getAllDomainStats"]
-    assert libvirt_calls.made[0][1][0] == STATS_GROUPS
 
 
 def test_sorted_on_a_rate_column_or_shown_whole_every_domain_every_tick(tmp_path, libvirt_calls):
@@ -382,3 +416,20 @@ def test_a_vm_without_a_nic_has_no_net_rate():
                                         "block.count": 0}, 12.0)
     assert info.cpu_percent == pytest.approx(50.0)
     assert info.net_rx_bps is None and info.disk_read_bps is None
+
+
+def test_a_disk_rate_covers_the_time_since_the_last_block_sample():
+    sampler = DomainSampler(manager=None)  # _build needs no connection
+    from hyperconsole.virt.sampler import _Static
+
+    static = _Static("vm", 1, 1024, 1024, False, True, False)
+    block = {"block.count": 1, "block.0.rd.bytes": 0, "block.0.wr.bytes": 0}
+    sampler._build("u", static, {"state.state": 1, "cpu.time": 0, **block}, 10.0)
+    sampler._previous["u"] = sampler._build("u", static, {"state.state": 1, "cpu.time": 10**9}, 12.0)
+    info = sampler._build("u", static, {"state.state": 1, "cpu.time": 2 * 10**9, "block.count": 1,
+                                        "block.0.rd.bytes": 6000, "block.0.wr.bytes": 600}, 16.0)
+    assert info.cpu_percent == pytest.approx(25.0)  # over the 4 s since the last tick
+    assert info.disk_read_bps == pytest.approx(1000.0) and info.disk_write_bps == pytest.approx(100.0)  # over 6 s
+    sampler._previous["u"] = info
+    kept = sampler._build("u", static, {"state.state": 1, "cpu.time": 3 * 10**9}, 18.0)
+    assert kept.disk_read_bps == pytest.approx(1000.0)  # not asked this tick: the last rate stays
