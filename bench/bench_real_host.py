@@ -101,7 +101,7 @@ def measure_console(libvirtd: psutil.Process, seconds: float, profile: str | Non
         profiler = None
         if profile:  # py-spy samples the console over its window (it costs the console nothing)
             profiler = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "-p", str(proc.pid), "-d",
-                                         str(int(seconds)), "-r", "50", "-f", "speedscope" if profile.endswith(
+                                         str(int(seconds)), "-r", "50", "--gil", "-f", "speedscope" if profile.endswith(
                                              ".json") else "flamegraph", "-o", profile, "--threads"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # The pty is read all along, or a full buffer would stall the app and flatter its figure.
@@ -227,12 +227,12 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE", help="py-spy profile of the console's window (.svg or "
                         ".json); py-spy must be on PATH (pip install py-spy, outside the project)")
     args = parser.parse_args()
-    reason = unusable()
-    if reason:
-        print(f"real-host benchmark skipped: {reason}")
-        return
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the same lock as `flock /tmp/hc-integration.lock`
+        reason = unusable()  # checked once the lock is ours: the integration tests hold it too
+        if reason:
+            print(f"real-host benchmark skipped: {reason}")
+            return
         run(args)
 
 
