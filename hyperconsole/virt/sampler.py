@@ -170,7 +170,7 @@ class CallThread:
 
 def _sum(stats: dict, prefix: str, count_key: str, field: str) -> int | None:
     count = stats.get(count_key)
-    if not count:  # not asked, or no such device (a VM without a NIC has no net rate, not 0)
+    if not count:  # not reported, or no such device (a VM without a NIC has no network rate, not 0)
         return None
     total = 0
     for i in range(int(count)):
