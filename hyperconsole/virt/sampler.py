@@ -1,12 +1,13 @@
 """DomainSampler: one bulk stats call per tick, rates from two samples.
 
 What a tick asks for follows what the operator sees (`set_interest`): the rows on screen are
-sampled every tick with one `domainListGetStats`; every domain — the whole inventory, with every
-rate — every SLOW_TICKS ticks with one `getAllDomainStats` (a driver without bulk stats gets
-listAllDomains plus per-domain info). Counts stay exact in between because state changes arrive
-as lifecycle events: a domain with an event is sampled on the next tick, and a domain defined or
-undefined makes that tick a full one. Sorted on a rate column, or with nobody saying what is
-shown, every tick is a full one. A row not sampled in a tick keeps its last figures (its rates
+sampled every tick with one `domainListGetStats`, and with them a slice of the others, so that
+every domain is sampled every SLOW_TICKS ticks without one call over thousands of them holding up
+a tick. The whole inventory comes with one `getAllDomainStats` every LIST_TICKS ticks (a driver
+without bulk stats gets listAllDomains plus per-domain info). Counts stay exact in between
+because state changes arrive as lifecycle events: a domain with an event is sampled on the next
+tick, and a domain defined or undefined makes that tick a full one. Sorted on a rate column, or
+with nobody saying what is shown, every tick is a full one. A row not sampled in a tick keeps its last figures (its rates
 are the averages since the sample before); on its next sample its rates cover the whole gap.
 
 Facts that change only when a domain is (re)defined — vCPUs, memory, autostart, persistence,
@@ -45,8 +46,11 @@ STATS_GROUPS = FAST_GROUPS | libvirt.VIR_DOMAIN_STATS_BLOCK
 # CPU of all the others together): asked every BLOCK_TICKS ticks, so a disk rate is the average
 # over that many refreshes; every tick when sorted on disk, at once for rows that came into view.
 BLOCK_TICKS = 3
-# A full tick (every domain) at least this often while only some rows are of interest.
+# While only some rows are of interest: every domain sampled once in this many ticks (a slice of
+# those off screen each tick), and the inventory listed whole at least this often (a safety net:
+# defines and undefines arrive as events, a reconnect lists everything anyway).
 SLOW_TICKS = 5
+LIST_TICKS = 30
 # VM list columns whose sort order depends on figures only a sample brings (resources.VMS):
 # sorted on one of them, every domain is sampled every tick so the order is right.
 RATE_COLUMNS = frozenset({"cpu", "disk", "net"})
@@ -220,6 +224,8 @@ class DomainSampler:
         self._ticks = 0
         self._block_next = True
         self._doms: dict[str, object] = {}  # virDomain by UUID, from the last full tick
+        self._order: list[str] = []  # the UUIDs of the last full tick, sliced tick by tick
+        self._next_slice = 0
 
     def set_interest(self, keys: Collection[str] | None, sort_column: str | None = None) -> None:
         """The UUIDs whose rows are on screen and the column the list is sorted on (None: every
@@ -265,12 +271,18 @@ class DomainSampler:
         self._ticks += 1
         groups = STATS_GROUPS if block or sort_column == "disk" or self._ticks % BLOCK_TICKS == 0 else FAST_GROUPS
         if (full or dirty_all or interest is None or sort_column in RATE_COLUMNS
-                or self._since_full >= SLOW_TICKS or not self.manager.has_events):
+                or self._since_full >= LIST_TICKS or not self.manager.has_events):
             return None, groups
         wanted = interest | touched | dirty
         if not wanted <= self._doms.keys():
             return None, groups  # a domain not seen in a full tick yet
-        return {uuid: self._doms[uuid] for uuid in wanted}, groups
+        size = -(-len(self._order) // SLOW_TICKS)
+        if self._next_slice >= len(self._order):
+            self._next_slice = 0
+        wanted = wanted.union(self._order[self._next_slice:self._next_slice + size])
+        self._next_slice += size
+        doms = self._doms
+        return {uuid: doms[uuid] for uuid in wanted if uuid in doms}, groups
 
     @property
     def domains(self) -> dict[str, DomainInfo]:
@@ -356,9 +368,10 @@ class DomainSampler:
             silent = dict.fromkeys(self._previous)
             wanted = None
         if wanted is None:
-            self._since_full = 0
+            self._since_full = self._next_slice = 0
             self._doms = {uuid: dom for uuid, dom, _stats in fresh}
             self._doms.update((uuid, dom) for uuid, dom in silent.items() if dom is not None)
+            self._order = list(self._doms)
         new = [(uuid, dom) for uuid, dom, _stats in fresh if dirty_all or uuid in dirty or uuid not in self._static]
         if new:
             silent.update(self._refresh_static(conn, new))
