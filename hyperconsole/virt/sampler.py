@@ -205,7 +205,6 @@ class DomainSampler:
         self._static: dict[str, _Static] = {}
         self._counters: dict[str, _Counters] = {}
         self._previous: dict[str, DomainInfo] = {}
-        self._built_from: dict[str, tuple[_Static, dict]] = {}
         self._sampled_at: dict[str, float] = {}
         self._dirty: set[str] = set()
         self._dirty_all = False
@@ -352,7 +351,6 @@ class DomainSampler:
             # abandoned on it end with it.
             self._generation = self.manager.generation
             self._counters.clear()
-            self._built_from.clear()
             self._calls.abandon()
             with self._lock:
                 self._abandoned.clear()
@@ -402,7 +400,7 @@ class DomainSampler:
         asked = (previous.keys() | current.keys() if wanted is None
                  else wanted.keys() | silent.keys() | {uuid for uuid, _dom, _stats in fresh})
         for gone in [k for k in asked if k not in current]:
-            for known in (self._static, self._counters, self._built_from, self._sampled_at, self._doms):
+            for known in (self._static, self._counters, self._sampled_at, self._doms):
                 known.pop(gone, None)
         diff = InventoryDiff(
             removed=frozenset(k for k in asked if k in previous and k not in current),
@@ -589,11 +587,6 @@ class DomainSampler:
 
     def _build(self, uuid: str, static: _Static, stats: dict, now: float) -> DomainInfo:
         previous = self._previous.get(uuid)
-        if ("cpu.time" not in stats and previous is not None and previous.stale_seconds is None
-                and self._built_from.get(uuid) == (static, stats)):
-            # Nothing moved and there are no counters to turn into rates: same row as last tick.
-            return previous
-        self._built_from[uuid] = (static, stats)
         state = DomainState.of(int(stats.get("state.state", 0)))
         vcpus = int(stats.get("vcpu.current", static.vcpus) or static.vcpus)
         memory = int(stats.get("balloon.current", static.memory_kib) or static.memory_kib)
@@ -626,8 +619,11 @@ class DomainSampler:
                 elif not block and previous is not None:  # the rate of the last block sample
                     rates["disk_read_bps"] = previous.disk_read_bps
                     rates["disk_write_bps"] = previous.disk_write_bps
-        return DomainInfo(
+        info = DomainInfo(
             uuid=uuid, name=static.name, state=state, vcpus=vcpus, memory_kib=memory,
             max_memory_kib=static.max_memory_kib, autostart=static.autostart,
             persistent=static.persistent, managed_save=static.managed_save, cpu_time_ns=cpu_ns, **rates,
         )
+        # Nothing moved (no counters, same facts): the same row object, which the diff skips and
+        # which keeps one record per VM rather than a copy per tick.
+        return previous if previous is not None and previous == info else info
