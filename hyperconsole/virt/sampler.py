@@ -7,8 +7,9 @@ a tick. The whole inventory comes with one `getAllDomainStats` every LIST_TICKS 
 without bulk stats gets listAllDomains plus per-domain info). Counts stay exact in between
 because state changes arrive as lifecycle events: a domain with an event is sampled on the next
 tick, and a domain defined or undefined makes that tick a full one. Sorted on a rate column, or
-with nobody saying what is shown, every tick is a full one. A row not sampled in a tick keeps its last figures (its rates
-are the averages since the sample before); on its next sample its rates cover the whole gap.
+with nobody saying what is shown, every tick is a full one. A row not sampled in a tick keeps its
+last figures (its rates are the averages since the sample before); on its next sample its rates
+cover the whole gap.
 
 Facts that change only when a domain is (re)defined — vCPUs, memory, autostart, persistence,
 managed save — are fetched once per domain and again only when it is marked dirty (lifecycle
@@ -596,7 +597,8 @@ class DomainSampler:
         if cpu_ns is not None or block or "net.count" in stats:
             old = self._counters.get(uuid)
             if block:
-                rd, wr = _sum(stats, "block", "block.count", "rd.bytes"), _sum(stats, "block", "block.count", "wr.bytes")
+                rd = _sum(stats, "block", "block.count", "rd.bytes")
+                wr = _sum(stats, "block", "block.count", "wr.bytes")
             else:  # not asked this tick: the last block sample stays the base of the next rate
                 rd, wr = (None, None) if old is None else (old.rd, old.wr)
             counters = _Counters(

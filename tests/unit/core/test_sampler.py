@@ -10,7 +10,9 @@ import pytest
 
 from hyperconsole.virt.connection import ConnectionManager
 from hyperconsole.virt.models import DomainState
-from hyperconsole.virt.sampler import BLOCK_TICKS, FAST_GROUPS, LIST_TICKS, SLOW_TICKS, STATS_GROUPS, DomainSampler, _Counters
+from hyperconsole.virt.sampler import (
+    BLOCK_TICKS, FAST_GROUPS, LIST_TICKS, SLOW_TICKS, STATS_GROUPS, DomainSampler, _Counters,
+)
 from tests.fixtures import build_host_xml, domain_xml, test_uri
 
 
