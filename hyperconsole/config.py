@@ -16,6 +16,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from hyperconsole import paths, schema
+from hyperconsole.hosts import HostSpec
 
 DEFAULT_URI = "qemu:///system"
 DEFAULT_NIXOS_DIR = "/etc/nixos"
@@ -28,6 +29,9 @@ class Config:
 
     connections: dict[str, str] = field(default_factory=lambda: {"default": DEFAULT_URI})
     default_connection: str = "default"
+    connect_all: bool = False  # open every connection as one fleet
+    # The fleet (--hosts FILE, several --connect, connect_all); empty: one host, `uri` + `nixos_dir`.
+    fleet: tuple[HostSpec, ...] = ()
     refresh: float = 2.0
     keymap: dict[str, str] = field(default_factory=dict)
     nixos_dir: str = DEFAULT_NIXOS_DIR
@@ -43,6 +47,11 @@ class Config:
     @property
     def uri(self) -> str:
         return self.connections.get(self.default_connection, DEFAULT_URI)
+
+    @property
+    def hosts(self) -> tuple[HostSpec, ...]:
+        """Every host this console acts on: the fleet, or the one configured connection."""
+        return self.fleet or (HostSpec(self.default_connection, self.uri, self.nixos_dir),)
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -60,6 +69,7 @@ class _File(msgspec.Struct, forbid_unknown_fields=True):
 
     connections: dict[str, _Text] | UnsetType = UNSET
     default_connection: _Text | UnsetType = UNSET
+    connect_all: bool | UnsetType = UNSET
     refresh: Annotated[float, Meta(ge=0.2, le=3600)] | UnsetType = UNSET
     keymap: dict[str, _Text] | UnsetType = UNSET
     nixos_dir: _Text | UnsetType = UNSET

@@ -74,6 +74,28 @@ def object_name(name: object, what: str = "VM name") -> str:
     return name
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+_SSH_DEST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?[A-Za-z0-9:][A-Za-z0-9.:-]*\Z")
+
+
+def host_name(name: object) -> str:
+    """A fleet host's name: it names its NixOS checkout `hosts/<name>/` and appears in unit and
+    log names, so 1-63 ASCII letters, digits, '_', '.', '-', starting with a letter or digit."""
+    if not isinstance(name, str) or not _HOST_NAME.match(name):
+        raise ValidationError(f"host name {repr(name)[:40]} may contain only letters, digits, '_', '.' and '-' "
+                              "(at most 63, starting with a letter or digit)")
+    return name
+
+
+def ssh_destination(dest: object) -> str:
+    """`[user@]host` as ssh and `nixos-rebuild --target-host` take it: nothing an option parser or
+    a remote shell could read as more than a destination (no leading '-', no spaces, no quotes)."""
+    if not isinstance(dest, str) or not _SSH_DEST.match(dest):
+        raise ValidationError(f"ssh destination {repr(dest)[:60]} is not [user@]host",
+                              hint="letters, digits, '.', ':', '-', '_'")
+    return dest
+
+
 def vm_name(name: object) -> str:
     return object_name(name, "VM name")
 

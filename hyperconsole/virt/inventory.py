@@ -175,6 +175,18 @@ def node_info(target: Target) -> NodeInfo:
                     mhz=mhz, hypervisor=hypervisor, libvirt_version=version, uri=uri)
 
 
+def free_memory_kib(conn: libvirt.virConnect) -> int | None:
+    """The host's free memory in KiB: the node's memory stats where the driver has them, else
+    virNodeGetFreeMemory; None when the driver does not know (the test driver says 0 for a host
+    file without NUMA cells). Raises libvirtError."""
+    try:
+        return int(conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)["free"])
+    except libvirt.libvirtError as exc:
+        if not errors.is_no_support(exc):
+            raise
+    return conn.getFreeMemory() // 1024 or None
+
+
 def domain_names(target: Target) -> list[str]:
     """Names of every domain (running or defined), sorted. Raises VirtError."""
     conn, manager = split(target)
