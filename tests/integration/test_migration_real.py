@@ -1,0 +1,228 @@
+"""Integration (tier 3): migration between two real libvirtds on this machine, through OUR code.
+
+The second libvirtd (``peer_libvirtd``) runs in its own mount + UTS namespace (``unshare``): its
+own host name, its own ``host_uuid`` (libvirtd.conf), and tmpfs-free bind mounts of its own
+directories over /run/libvirt (sockets, virtlogd), /etc/libvirt, /var/lib/libvirt,
+/var/log/libvirt and /var/cache/libvirt, plus — for storage that is *not* shared — its own
+directory over the test pool's path, so both daemons see the same path with different disks
+behind it. We reach it from outside at ``qemu:///system?socket=<workdir>/run/libvirt-sock``.
+Its qemu.conf turns cgroups off (both daemons would otherwise put a VM of the same name and id
+into the same cgroup) and does not remember owners in xattrs (both share the inode for a shared
+disk).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+libvirt = pytest.importorskip("libvirt")
+
+from hyperconsole.errors import ValidationError  # noqa: E402
+from hyperconsole.virt import migrate  # noqa: E402
+from hyperconsole.virt.connection import ConnectionManager  # noqa: E402
+
+from tests.integration.conftest import LIBVIRTD, PREFIX, VIRTLOGD, DaemonError, _remove_domain, _remove_pool, _unavailable  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+BOUND = ("/run/libvirt", "/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/var/cache/libvirt")
+MIGRATE_URI = "tcp://127.0.0.1"  # the peer's host name resolves nowhere
+
+
+class Peer:
+    def __init__(self, workdir: Path, pool_path: Path) -> None:
+        self.workdir = workdir
+        self.pool_path = pool_path
+        self.sock = workdir / "run" / "libvirt-sock"
+        self.uri = f"qemu:///system?socket={self.sock}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        w = self.workdir
+        for d in ("run", "etc", "lib", "log/qemu", "cache", "pool"):
+            (w / d).mkdir(parents=True, exist_ok=True)
+        (w / "pool").chmod(0o755)
+        (w / "libvirtd.conf").write_text(
+            f'host_uuid = "{uuid.uuid4()}"\nlog_outputs = "3:file:{w}/libvirtd.log"\nkeepalive_interval = 5\n')
+        (w / "etc" / "qemu.conf").write_text("cgroup_controllers = [ ]\nremember_owner = 0\n")
+        (w / "virtlogd.conf").write_text(f'log_outputs = "3:file:{w}/virtlogd.log"\n')
+        binds = dict(zip(BOUND, ("run", "etc", "lib", "log", "cache")))
+        script = ["set -e", "hostname hcit-peer"]
+        script += [f"mount --bind {w / src} {dst}" for dst, src in binds.items()]
+        script += [f"mount --bind {w / 'pool'} {self.pool_path}",
+                   f"{VIRTLOGD} --daemon --config {w / 'virtlogd.conf'} --pid-file {w / 'virtlogd.pid'}",
+                   f"exec {LIBVIRTD} --config {w / 'libvirtd.conf'} --pid-file {w / 'libvirtd.pid'}"]
+        self.proc = subprocess.Popen(["unshare", "--mount", "--uts", "--propagation", "private", "--",
+                                      "sh", "-c", "\n".join(script)],
+                                     stdin=subprocess.DEVNULL, stdout=open(w / "stdio", "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        last = "no attempt"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DaemonError(f"peer libvirtd exited with {self.proc.returncode}: {self.tail()}")
+            if self.sock.exists():
+                try:
+                    libvirt.open(self.uri).close()
+                    return
+                except libvirt.libvirtError as exc:
+                    last = str(exc)
+            time.sleep(0.1)
+        raise DaemonError(f"peer libvirtd did not answer ({last}): {self.tail()}")
+
+    def tail(self) -> str:
+        text = ""
+        for name in ("stdio", "libvirtd.log"):
+            try:
+                text += "\n".join((self.workdir / name).read_text(errors="replace").splitlines()[-8:])
+            except OSError:
+                pass
+        return text
+
+    def stop(self) -> list[str]:
+        problems = []
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                conn = libvirt.open(self.uri)
+                for dom in conn.listAllDomains():
+                    problems += _remove_domain(dom)
+                for pool in conn.listAllStoragePools():
+                    problems += _remove_pool(pool)
+                conn.close()
+            except libvirt.libvirtError as exc:
+                problems.append(f"peer cleanup: {exc}")
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        pidfile = self.workdir / "virtlogd.pid"
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+        return problems
+
+
+@pytest.fixture
+def peer(libvirtd, hcit_pool, tmp_path_factory):
+    if not shutil.which("unshare"):
+        _unavailable("missing unshare")
+    pool_name, pool_path = hcit_pool
+    daemon = Peer(tmp_path_factory.mktemp("peer"), pool_path)
+    try:
+        daemon.start()
+    except (DaemonError, OSError) as exc:
+        daemon.stop()
+        _unavailable(f"second libvirtd: {exc}")
+    # The same pool on the peer, at the same path; the bind mount puts other disks behind it.
+    conn = libvirt.open(daemon.uri)
+    try:
+        xml = libvirtd.connect().storagePoolLookupByName(pool_name).XMLDesc(0)
+        pool = conn.storagePoolDefineXML(xml, 0)
+        pool.create(0)
+    finally:
+        conn.close()
+    yield daemon
+    problems = daemon.stop()
+    if problems:
+        print("\npeer teardown:", *problems, sep="\n  ")
+
+
+@pytest.fixture
+def managers(libvirtd, peer):
+    source, target = ConnectionManager(libvirtd.uri), ConnectionManager(peer.uri)
+    source.connect()
+    target.connect()
+    yield source, target
+    source.close()
+    target.close()
+
+
+def test_live_migration_copies_the_disk_to_the_peer(managers, tiny_vm, hcit_pool, peer):
+    source, target = managers
+    name = tiny_vm(start=True)
+    plan = migrate.preflight(source, target, name)
+    assert plan.live and plan.copies_storage, plan  # the peer's pool dir is its own
+    seen: list[migrate.MigrationProgress] = []
+    try:
+        result = migrate.migrate(source, target, plan, on_progress=seen.append, interval=0.05,
+                                 migrate_uri=MIGRATE_URI)
+    except Exception as exc:  # say exactly what libvirt said, then try the offline path below
+        pytest.fail(f"libvirt refused live migration between the two daemons: {exc}")
+    moved = target.conn.lookupByName(name)
+    assert moved.isActive() and moved.isPersistent()
+    with pytest.raises(libvirt.libvirtError):
+        source.conn.lookupByName(name)  # undefined on the source
+    assert result.copied == (str(hcit_pool[1] / f"{name}.qcow2"),)
+    assert (peer.workdir / "pool" / f"{name}.qcow2").exists()  # the copy is the peer's own file
+    assert seen and seen[-1].phase == "completed" and seen[-1].data_total > 0
+    assert seen[-1].downtime_ms is not None
+
+
+def test_aborting_a_live_migration_keeps_the_vm_on_the_source(managers, tiny_vm):
+    source, target = managers
+    name = tiny_vm(start=True, memory_mib=256)
+    plan = migrate.preflight(source, target, name)
+    cancel = threading.Event()
+
+    def abort_when_running(progress: migrate.MigrationProgress) -> None:
+        cancel.set()
+
+    with pytest.raises(Exception, match="aborted; it keeps running on the source"):
+        # a bandwidth-limited copy, so the job is still running when the abort comes
+        source.conn.lookupByName(name).migrateSetMaxSpeed(1, 0)
+        migrate.migrate(source, target, plan, on_progress=abort_when_running, cancel=cancel, interval=0.05,
+                        migrate_uri=MIGRATE_URI)
+    assert source.conn.lookupByName(name).isActive()
+    assert name not in [d.name() for d in target.conn.listAllDomains()]
+
+
+def test_offline_migration_copies_volumes_through_the_storage_api(managers, tiny_vm, hcit_pool, peer):
+    source, target = managers
+    name = tiny_vm()
+    disk = hcit_pool[1] / f"{name}.qcow2"
+    subprocess.run(["qemu-img", "resize", "-q", str(disk), "20M"], check=True, timeout=30)
+    source.conn.storagePoolLookupByName(hcit_pool[0]).refresh(0)
+    plan = migrate.preflight(source, target, name, offline=True)
+    assert not plan.live and plan.copies_storage
+    seen: list[migrate.MigrationProgress] = []
+    result = migrate.migrate(source, target, plan, on_progress=seen.append)
+    moved = target.conn.lookupByName(name)
+    assert not moved.isActive() and moved.isPersistent()
+    assert name not in [d.name() for d in source.conn.listAllDomains()]
+    copy = peer.workdir / "pool" / f"{name}.qcow2"
+    assert copy.read_bytes() == disk.read_bytes()  # the same image, byte for byte
+    assert result.kept_on_source == (f"{hcit_pool[0]}/{name}.qcow2",)
+    assert seen[-1].phase == "completed" and any(p.phase == "copying" for p in seen)
+    target.conn.lookupByName(name).create()  # and it starts there
+    assert target.conn.lookupByName(name).isActive()
+
+
+def test_preflight_refuses_a_missing_network_on_the_real_peer(managers, libvirtd, tiny_vm):
+    source, target = managers
+    name = tiny_vm()
+    conn = libvirtd.connect()
+    try:
+        net = conn.networkDefineXML(f"<network><name>{PREFIX}isolated</name><bridge name='hcitbr9'/></network>")
+        net.create()
+        dom = conn.lookupByName(name)
+        xml = dom.XMLDesc(0).replace("</devices>", f"<interface type='network'><source network='{PREFIX}isolated'/>"
+                                                   "<model type='virtio'/></interface></devices>")
+        conn.defineXML(xml)
+        dom.create()
+    finally:
+        conn.close()
+    with pytest.raises(ValidationError, match=f"the target host has no network '{PREFIX}isolated'"):
+        migrate.preflight(source, target, name)
+    assert source.conn.lookupByName(name).isActive()
