@@ -36,6 +36,12 @@ class Config:
     keymap: dict[str, str] = field(default_factory=dict)
     nixos_dir: str = DEFAULT_NIXOS_DIR
     rebuild_command: str = "nixos-rebuild"
+    # Host changes pushed to another machine (`--host NAME` of a remote host): its ssh
+    # destination for nixos-rebuild --target-host, sudo there, and how ssh is run.
+    target_host: str | None = None
+    host_name: str | None = None  # the fleet host acted on (`--host`); names its flake configuration
+    use_remote_sudo: bool = False
+    ssh_command: str = "ssh"
     revert_command: str = DEFAULT_REVERT_COMMAND
     confirm_timeout: int = 120
     # The running system's link and the system profile (the demo has its own).
@@ -52,6 +58,12 @@ class Config:
     def hosts(self) -> tuple[HostSpec, ...]:
         """Every host this console acts on: the fleet, or the one configured connection."""
         return self.fleet or (HostSpec(self.default_connection, self.uri, self.nixos_dir),)
+
+    def for_host(self, host: HostSpec) -> "Config":
+        """This config acting on one host of the fleet: its NixOS checkout, its target."""
+        return self.replace(nixos_dir=host.nixos_dir, target_host=host.target_host, host_name=host.name,
+                            use_remote_sudo=host.use_remote_sudo,
+                            connections={**self.connections, host.name: host.uri}, default_connection=host.name)
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -74,6 +86,7 @@ class _File(msgspec.Struct, forbid_unknown_fields=True):
     keymap: dict[str, _Text] | UnsetType = UNSET
     nixos_dir: _Text | UnsetType = UNSET
     rebuild_command: _Text | UnsetType = UNSET
+    ssh_command: _Text | UnsetType = UNSET
     revert_command: _Text | UnsetType = UNSET
     confirm_timeout: Annotated[int, Meta(ge=0, le=86400)] | UnsetType = UNSET
 

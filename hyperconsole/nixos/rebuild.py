@@ -36,6 +36,7 @@ from typing import Callable, Iterator, Sequence
 from hyperconsole import paths, safefs
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos import locking
+from hyperconsole.nixos.remote import TargetHost
 
 ACTIONS = ("dry-build", "test", "switch", "boot", "rollback")
 SYSTEM_PROFILES = Path("/nix/var/nix/profiles")
@@ -147,9 +148,13 @@ def _now_stamp() -> str:
 
 
 def check_runnable(argv: Sequence[str], what: str = "--rebuild-cmd") -> None:
-    """Refuse before anything is started (or written) when the command cannot be run."""
-    if shutil.which(argv[0]) is None:
-        raise HyperconsoleError(f"cannot run {argv[0]}: no such executable", hint=f"check {what}")
+    """Refuse before anything is started (or written) when the command cannot be run (the
+    command itself, not the `env NAME=VALUE` in front of it)."""
+    words = list(argv)
+    if words and words[0] == "env":
+        words = [w for w in words[1:] if "=" not in w] or words
+    if shutil.which(words[0]) is None:
+        raise HyperconsoleError(f"cannot run {words[0]}: no such executable", hint=f"check {what}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -355,17 +360,24 @@ class RebuildRunner:
         use_systemd: bool | None = None,
         hostname: str | None = None,
         lock_path: Path | None = None,
+        target: TargetHost | None = None,
     ) -> None:
         self.nixos_dir = Path(nixos_dir)
         self.rebuild_command = rebuild_command
         self.state_dir = state_dir or paths.state_dir()
         self.use_systemd = under_systemd() if use_systemd is None else use_systemd
         self.hostname = hostname
+        self.target = target  # activate on another machine (nixos-rebuild --target-host)
         # The lock lives next to the fragments so every user rebuilding this config shares it.
         self.lock_path = lock_path or (self.nixos_dir / "hyperconsole" / LOCK_NAME)
 
     @classmethod
     def from_config(cls, config, **kwargs) -> "RebuildRunner":
+        target = getattr(config, "target_host", None)
+        if target:
+            kwargs.setdefault("target", TargetHost(target, config.use_remote_sudo, config.ssh_command))
+            # A flake's configuration is the target's, named by the host (not this machine).
+            kwargs.setdefault("hostname", config.host_name)
         return cls(config.nixos_dir, config.rebuild_command, **kwargs)
 
     @property
@@ -373,7 +385,10 @@ class RebuildRunner:
         return self.state_dir / "rebuilds"
 
     def argv(self, action: str, generation: int | None = None) -> list[str]:
-        return rebuild_argv(self.rebuild_command, self.nixos_dir, action, hostname=self.hostname, generation=generation)
+        argv = rebuild_argv(self.rebuild_command, self.nixos_dir, action, hostname=self.hostname, generation=generation)
+        if self.target is not None:
+            argv = self.target.rebuild_argv(argv, len(split_command(self.rebuild_command)))
+        return argv
 
     def lock_file(self) -> Path:
         """Beside the fragments; in our state dir when that dir cannot be written (read-only)."""

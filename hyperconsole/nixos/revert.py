@@ -49,6 +49,7 @@ from hyperconsole.nixos.rebuild import (
     CURRENT_SYSTEM, SYSTEM_PROFILES, Job, RebuildBusyError, RebuildLine, RebuildResult, RebuildRunner, check_runnable, follow,
     open_log, pid_alive, read_record, split_command, systemd_wrap, under_systemd, write_record,
 )
+from hyperconsole.nixos.remote import REMOTE_GRACE
 from hyperconsole.nixos.render import parse
 from hyperconsole.nixos.store import ChangeSet, CommitResult, FragmentStore
 
@@ -63,6 +64,7 @@ TRIAL_START_GRACE = 30.0  # a trial process has this long to write its pid into 
 POLL_INTERVAL = 0.25
 WATCHDOG_GRACE = 2.0  # the watchdog acts this long after the deadline (the trial itself acts at it)
 WATCHDOG_INTERVAL = 5.0  # it re-reads the record this often: the deadline moves once `test` is done
+REMOTE_STEP_TIMEOUT = 120.0  # arming or stopping the target's revert timer over ssh
 
 # Options whose change can cut the operator off; a new default route can strand an SSH session too.
 RISKY_OPTION_ROOTS = ("networking.firewall", "services.openssh", "users", "networking.bridges", "security",
@@ -101,6 +103,12 @@ class PendingChange:
     current_system: str = str(CURRENT_SYSTEM)  # the link naming the running system
     system_profile: str = str(SYSTEM_PROFILES / "system")  # the link naming the current generation
     activated_system: str = ""  # system_identity() once the trial was activated
+    # A change activated on another machine (nixos/remote.py): the ssh commands that arm the
+    # revert timer there before the trial, re-arm it for the window, and stop it.
+    target_host: str = ""
+    arm_argv: list[str] = field(default_factory=list)
+    rearm_argv: list[str] = field(default_factory=list)
+    disarm_argv: list[str] = field(default_factory=list)
 
     def remaining(self, now: float | None = None) -> float:
         return max(0.0, self.deadline - (time.time() if now is None else now))
@@ -168,7 +176,10 @@ def trial_argv(nixos_dir: Path, change_id: str, state_dir: Path, *, watchdog: bo
 
 def system_identity(current_system: Path, profile: Path) -> str:
     """The running system (where /run/current-system, or the demo's, points) and the profile's
-    current generation: a manual `switch` of the trial's own files changes the second only."""
+    current generation: a manual `switch` of the trial's own files changes the second only.
+    Empty for a change activated on another machine (its links are not here)."""
+    if not str(current_system) or str(current_system) == ".":
+        return ""
     running = os.path.realpath(current_system) if os.path.lexists(current_system) else ""
     try:
         generation = os.readlink(profile)
@@ -283,14 +294,24 @@ class ConfirmOrRevert:
         check_runnable(test_argv)
         now = time.time()
         test_timeout = rebuild_timeout or self.test_timeout
+        change_id = uuid.uuid4().hex[:12]
         record = PendingChange(
-            change_id=uuid.uuid4().hex[:12], description=description, created=now,
+            change_id=change_id, description=description, created=now,
             deadline=now + test_timeout + timeout, timeout=int(timeout), state="starting",
             nixos_dir=str(self.store.nixos_dir), previous_texts=changeset.previous_texts(),
             test_argv=test_argv, switch_argv=self.runner.argv("switch"), revert_argv=list(self.revert_argv),
             test_timeout=test_timeout, owner_pid=os.getpid(), current_system=str(self.current_system),
             system_profile=str(self.system_profile),
         )
+        target = self.runner.target
+        if target is not None:  # the revert must happen on the target, even with the link cut
+            record = record.replace(
+                target_host=target.dest, revert_argv=target.over_ssh(self.revert_argv),
+                current_system="", system_profile="",
+                arm_argv=target.arm_argv(change_id, 1, int(test_timeout) + timeout + REMOTE_GRACE,
+                                         self.revert_argv, description),
+                rearm_argv=target.arm_argv(change_id, 2, timeout + REMOTE_GRACE, self.revert_argv, description),
+                disarm_argv=target.disarm_argv(change_id))
         with self._locked():
             self.refuse_if_pending()
             # The record is written with the fragments, all or nothing: never a change without it.
@@ -406,6 +427,7 @@ class ConfirmOrRevert:
                 return
             if record.state == "confirming" or record.request == "confirm" and record.state == "armed":
                 if not record.jobs or record.jobs[-1]["label"] != "switch":
+                    self._disarm(record, None, "confirming")
                     self._step(record, "switch", record.switch_argv)
                 self._drop(change_id)
                 return
@@ -413,13 +435,23 @@ class ConfirmOrRevert:
             self._revert(change_id, reason=reason)
 
     def _step(self, record: PendingChange, label: str, argv: list[str], on_line=None,
-              timeout: float | None = None) -> RebuildResult:
+              timeout: float | None = None, state: str | None = None) -> RebuildResult:
         """One step of the trial as a job; the caller holds the rebuild lock for it."""
-        state = {"test": "testing", "switch": "confirming", "revert": "reverting"}[label]
+        state = state or {"test": "testing", "switch": "confirming", "revert": "reverting",
+                          "arm": "testing", "rearm": "testing"}[label]
         return self.runner.run_argv(
             argv, label, on_line=on_line, timeout=timeout, lock=False,
             on_start=lambda job: self._add_job(record.change_id, state, job),
         )
+
+    def _disarm(self, record: PendingChange, on_line, state: str) -> bool:
+        """Stop the target's revert timers (a remote change only). False when it could not."""
+        if not record.disarm_argv:
+            return True
+        try:
+            return self._step(record, "disarm", record.disarm_argv, on_line, REMOTE_STEP_TIMEOUT, state).ok
+        except HyperconsoleError:
+            return False
 
     def _add_job(self, change_id: str, state: str, job: Job) -> None:
         with self._locked():
@@ -493,6 +525,17 @@ class ConfirmOrRevert:
                 status = result.status
             except HyperconsoleError as exc:
                 status = f"files restored; the revert command did not run: {exc}"
+        if record.disarm_argv and any(job["label"] in ("arm", "rearm") for job in record.jobs):
+            if result is not None and not result.ok:
+                # The target could not be reached (or the revert failed there): its own timer
+                # is the revert now; leave it armed.
+                warning = (warning + "; " if warning else "") + (
+                    f"the revert did not complete over ssh; the revert timer on {record.target_host} reverts it "
+                    "by itself")
+            elif not self._disarm(record, on_line, "reverting"):
+                warning = (warning + "; " if warning else "") + (
+                    f"could not stop the revert timer on {record.target_host}; it re-activates the same "
+                    "(reverted) system when it fires")
         self._drop(change_id, {
             "change_id": record.change_id, "description": record.description, "reason": reason,
             "reverted_at": time.time(), "restored": commit.written, "status": status, "warning": warning,
@@ -509,6 +552,15 @@ class ConfirmOrRevert:
             say(f"change {change_id} is no longer pending")
             return 0
         show = lambda line: say(line.text)  # noqa: E731
+        if record.arm_argv:  # a remote change: its revert is armed on the target first
+            try:
+                arm = self._step(record, "arm", record.arm_argv, show, timeout=REMOTE_STEP_TIMEOUT)
+            except HyperconsoleError as exc:
+                return self._finish(change_id, f"cannot arm the revert on {record.target_host}: {exc}", say,
+                                    reactivate=False)
+            if not arm.ok:
+                return self._finish(change_id, f"cannot arm the revert on {record.target_host} ({arm.status}); "
+                                    "nothing was activated", say, reactivate=False)
         try:
             result = self._step(record, "test", record.test_argv, show, timeout=record.test_timeout)
         except HyperconsoleError as exc:
@@ -518,6 +570,15 @@ class ConfirmOrRevert:
         if record.owner_pid and not pid_alive(record.owner_pid):
             # Nobody is left to see the trial and keep it.
             return self._finish(change_id, "the console exited during the trial rebuild", say)
+        if record.rearm_argv:
+            try:
+                rearm = self._step(record, "rearm", record.rearm_argv, show, timeout=REMOTE_STEP_TIMEOUT)
+                rearmed = rearm.ok
+            except HyperconsoleError:
+                rearmed = False
+            if not rearmed:
+                say(f"warning: could not re-arm the revert on {record.target_host} for the window; "
+                    "the timer armed before the trial still reverts it, later")
         armed = self._update(change_id, state="armed", deadline=time.time() + record.timeout,
                              activated_system=system_identity(Path(record.current_system),
                                                               Path(record.system_profile)))
@@ -531,6 +592,9 @@ class ConfirmOrRevert:
                 return 0
             if record.request == "confirm":
                 say(f"{time.strftime('%H:%M:%S')} confirmed; switching")
+                if not self._disarm(record, show, "confirming"):
+                    say(f"warning: could not stop the revert timer on {record.target_host}; if the switch "
+                        "cannot reach it either, the timer reverts the change")
                 try:
                     result = self._step(record, "switch", record.switch_argv, show)
                 except HyperconsoleError as exc:
