@@ -40,6 +40,10 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="command that re-activates the previous system when a change is not confirmed")
     parser.add_argument("--demo", action="store_true", default=argparse.SUPPRESS if suppress else False,
                         help="use the shipped test-driver host and a scratch NixOS directory")
+    parser.add_argument("--hosts", metavar="FILE", type=Path, default=default,
+                        help="a fleet: a YAML file naming each host's URI, NixOS checkout and target host")
+    parser.add_argument("--host", metavar="NAME", default=default,
+                        help="the fleet host a host change acts on (its NixOS checkout, pushed with --target-host)")
 
 
 def _add_tui(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -47,8 +51,8 @@ def _add_tui(parser: argparse.ArgumentParser, suppress: bool) -> None:
     def default(value):
         return argparse.SUPPRESS if suppress else value
 
-    parser.add_argument("--connect", "-c", metavar="URI", default=default(None),
-                        help="libvirt URI (default qemu:///system)")
+    parser.add_argument("--connect", "-c", metavar="URI", action="append", default=default(None),
+                        help="libvirt URI (default qemu:///system); repeat it to open several hosts")
     parser.add_argument("--readonly", action="store_true", default=default(False),
                         help="open read-only; hide every mutating action")
     parser.add_argument("--refresh", type=_refresh, metavar="SECONDS", default=default(None),
@@ -89,6 +93,9 @@ def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
     from hyperconsole.cli import setup as setupcommands
 
     setupcommands.register(subparsers, sub_common)
+    from hyperconsole.cli import fleet as fleetcommands
+
+    fleetcommands.register(subparsers, sub_common)
     return parser
 
 
@@ -109,7 +116,7 @@ def resolve(args: argparse.Namespace) -> Config:
     if args.refresh is not None:
         changes["refresh"] = args.refresh
     if args.connect:
-        changes["connections"] = {**config.connections, "cli": args.connect}
+        changes["connections"] = {**config.connections, "cli": args.connect[0]}
         changes["default_connection"] = "cli"
     if args.demo:
         from hyperconsole.demo.libvirt import demo_uri
@@ -124,11 +131,36 @@ def resolve(args: argparse.Namespace) -> Config:
     if args.revert_cmd:
         changes["revert_command"] = args.revert_cmd
     config = config.replace(**changes)
+    config = _with_fleet(args, config)
     if args.demo:
         from hyperconsole.demo import nixos as demo
 
         # Scratch NixOS dir and a rebuild that really evaluates the fragments with nix-instantiate.
         config = demo.demo_config(config)
+    return config
+
+
+def _with_fleet(args: argparse.Namespace, config: Config) -> Config:
+    """The fleet from --hosts FILE, several --connect, or connect_all; `--host NAME` then points
+    the host changes at that host's checkout and target."""
+    from hyperconsole import hosts
+
+    if getattr(args, "hosts", None):
+        fleet = hosts.load_hosts(args.hosts, config.nixos_dir)
+    elif args.connect and len(args.connect) > 1:
+        fleet = hosts.from_uris(args.connect, config.nixos_dir)
+    elif config.connect_all and not args.connect and not args.demo:
+        fleet = hosts.from_connections(config.connections, config.nixos_dir, where=", ".join(config.sources) or "config")
+    else:
+        fleet = ()
+    if fleet:
+        # The console's own connection is the fleet's first host (the default one if it is in it).
+        first = next((h for h in fleet if h.name == config.default_connection), fleet[0])
+        config = config.replace(fleet=fleet, connections={**config.connections, first.name: first.uri},
+                                default_connection=first.name)
+    name = getattr(args, "host", None)
+    if name:
+        config = config.for_host(hosts.find(config.hosts, name))
     return config
 
 
@@ -267,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
-    for key, value in (("demo", False), ("nixos_dir", None), ("rebuild_cmd", None), ("revert_cmd", None)):
+    for key, value in (("demo", False), ("nixos_dir", None), ("rebuild_cmd", None), ("revert_cmd", None),
+                       ("hosts", None), ("host", None), ("connect", None), ("refresh", None), ("config", None)):
         if not hasattr(args, key):
             setattr(args, key, value)
     _setup_logging()

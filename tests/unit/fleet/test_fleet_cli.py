@@ -1,0 +1,90 @@
+"""`hyperconsole fleet status` and `vm migrate` over test-driver hosts, and `--host` on host changes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from hyperconsole.cli import main, parse_args, resolve
+from tests.fixtures import build_host_xml, domain_xml, network_xml, pool_xml, test_uri, volume_xml
+
+IMAGES = "/var/lib/libvirt/images"
+
+
+def host(domains=(), memory_mib=64 * 1024, networks=()):
+    return build_host_xml(domains=list(domains), memory_mib=memory_mib, networks=list(networks),
+                          pools=[pool_xml("default", IMAGES, volumes=[volume_xml("db.qcow2", path=f"{IMAGES}/db.qcow2")])])
+
+
+@pytest.fixture
+def hosts_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    a = test_uri(tmp_path, host([domain_xml("web", vcpus=12, memory_mib=2048, nics=["default"]),
+                                 domain_xml("db", state="shutoff", disks=[f"{IMAGES}/db.qcow2"]),
+                                 domain_xml("w2", vcpus=8)], networks=[network_xml("default", mode=None)]), "a.xml")
+    b = test_uri(tmp_path, host(memory_mib=4096), "b.xml")
+    path = tmp_path / "hosts.yaml"
+    path.write_text(f"hosts:\n  a: {{uri: '{a}'}}\n  b: {{uri: '{b}'}}\n"
+                    f"  gone: {{uri: 'test://{tmp_path}/missing.xml'}}\n"
+                    f"  far: {{uri: '{b}', target_host: root@far.example, nixos_dir: far}}\n")
+    return path
+
+
+def test_fleet_status_text(hosts_file, capsys):
+    assert main(["--hosts", str(hosts_file), "fleet", "status"]) == 1  # one host is unreachable
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["HOST", "STATE", "CPU"]
+    row_a = next(line for line in out if line.startswith("a "))
+    assert "20/16" in row_a and "2 running, 1 shut off" in row_a
+    assert "  warning: a is overcommitted: vCPUs 20/16 (1.2x)" in out
+    gone = next(line for line in out if line.startswith("gone"))
+    assert "unreachable" in gone and "no such file" in gone
+
+
+def test_fleet_status_json(hosts_file, capsys):
+    main(["--hosts", str(hosts_file), "fleet", "status", "--json"])
+    data = {h["name"]: h for h in json.loads(capsys.readouterr().out)}
+    assert data["a"]["vms"] == {"running": 2, "shut off": 1}
+    assert data["a"]["vcpus_running"] == 20 and data["a"]["overcommit"] == ["vCPUs 20/16 (1.2x)"]
+    assert data["b"]["state"] == "connected" and data["b"]["vms"] == {}
+    assert data["gone"]["state"] == "unreachable"
+
+
+def test_vm_migrate_refuses_with_one_line(hosts_file, capsys):
+    assert main(["--hosts", str(hosts_file), "vm", "migrate", "web", "--to", "b"]) == 1
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: the target host has no network 'default' \(NIC [0-9a-f:]{17}\)\n", err), err
+
+
+def test_vm_migrate_offline_moves_the_definition(hosts_file, capsys, tmp_path):
+    # b has the pool with db.qcow2 at the same path: shared storage, nothing to copy.
+    assert main(["--hosts", str(hosts_file), "vm", "migrate", "db", "--to", "b", "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert "migrating db offline from a to b, storage shared" in out and "db is now defined on b" in out
+
+
+def test_vm_migrate_names_unknown_hosts(hosts_file, capsys):
+    assert main(["--hosts", str(hosts_file), "vm", "migrate", "web", "--to", "nowhere"]) == 1
+    assert "no host named 'nowhere'" in capsys.readouterr().err
+
+
+def test_host_flag_points_host_changes_at_the_checkout(hosts_file, tmp_path):
+    config = resolve(parse_args(["--hosts", str(hosts_file), "rebuild", "test", "--host", "far"]))
+    assert config.nixos_dir == str(tmp_path / "far") and config.target_host == "root@far.example"
+    assert config.host_name == "far" and [h.name for h in config.fleet] == ["a", "b", "gone", "far"]
+    from hyperconsole.nixos.rebuild import RebuildRunner
+
+    argv = RebuildRunner.from_config(config, use_systemd=False).argv("test")
+    assert argv[2:] == ["nixos-rebuild", "--target-host", "root@far.example", "test"]
+    local = resolve(parse_args(["--hosts", str(hosts_file), "net", "show", "--host", "a"]))
+    assert local.target_host is None
+
+
+def test_several_connect_make_a_fleet(tmp_path):
+    config = resolve(parse_args(["--connect", "qemu:///system", "--connect", "qemu+ssh://root@b.example/system",
+                                 "fleet", "status"]))
+    assert [(h.name, h.target_host) for h in config.fleet] == [("local", None), ("b", "root@b.example")]
+    assert config.uri == "qemu:///system"
