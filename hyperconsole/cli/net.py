@@ -47,7 +47,13 @@ def read_vm_nics(config: Config) -> list[tuple[str, str]]:
 
 def _apply_change(args: argparse.Namespace, config: Config, change: requests.Change) -> int:
     submitter = make_submitter(args, config)
-    prepared = requests.prepare(change, FragmentStore(config.nixos_dir), vm_nics=read_vm_nics(config),
+    host = None
+    if config.target_host:
+        # Another machine's interfaces are not read from here: every interface may be its uplink,
+        # so the change always goes through confirm-or-revert (armed on that machine).
+        reason = f"{config.host_name or config.target_host} is another machine"
+        host = interfaces_mod.HostNetwork(uplink=interfaces_mod.Uplink(known=False, reason=reason), error=reason)
+    prepared = requests.prepare(change, FragmentStore(config.nixos_dir), vm_nics=read_vm_nics(config), host=host,
                                 requested_timeout=args.confirm_timeout, configured_timeout=config.confirm_timeout)
     if prepared.changeset.is_empty:
         print(f"network.nix already says this ({prepared.plan.change.description}); nothing to change")
@@ -116,6 +122,9 @@ def _rate(value: float | None) -> str:
 
 @guarded
 def cmd_show(args: argparse.Namespace, config: Config) -> int:
+    if config.target_host:
+        raise HyperconsoleError(f"net show reads this machine's interfaces, not {config.host_name or config.target_host}'s",
+                                hint=f"run it there: ssh {config.target_host} hyperconsole net show")
     host = interfaces_mod.read_host(args.netns)
     if host.error:
         raise HyperconsoleError(host.error)

@@ -272,7 +272,10 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _profiles_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+def _profiles_dirs(args: argparse.Namespace, config: Config) -> tuple[Path, Path]:
+    if config.target_host:
+        raise HyperconsoleError(f"the generations of {config.host_name or config.target_host} are on that machine",
+                                hint=f"run it there: ssh {config.target_host} hyperconsole generations")
     if _is_demo(args):
         return demo.demo_profiles_dir(), demo.demo_booted_link()
     from hyperconsole.nixos.rebuild import BOOTED_SYSTEM, SYSTEM_PROFILES
@@ -282,7 +285,7 @@ def _profiles_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
 
 @guarded
 def cmd_generations(args: argparse.Namespace, config: Config) -> int:
-    profiles_dir, booted = _profiles_dirs(args)
+    profiles_dir, booted = _profiles_dirs(args, config)
     generations = list_generations(profiles_dir, booted)
     if args.diff:
         a, b = (find_generation(generations, n) for n in args.diff)
@@ -301,7 +304,7 @@ def cmd_rollback(args: argparse.Namespace, config: Config) -> int:
     submitter = make_submitter(args, config)
     make_controller(args, config).refuse_if_pending()
     if args.generation is not None:
-        profiles_dir, booted = _profiles_dirs(args)
+        profiles_dir, booted = _profiles_dirs(args, config)
         find_generation(list_generations(profiles_dir, booted), args.generation)
     _print_handover(submitter)
     for result in submitter.rollback(args.generation, on_line=_print_line):

@@ -174,6 +174,10 @@ def _plan_disks(sconn, dconn, details, copy_storage: bool | None) -> tuple[DiskP
         except libvirt.libvirtError:
             pool, volume = "", ""
         shared = _exists(lambda: dconn.storageVolLookupByPath(path), libvirt.VIR_ERR_NO_STORAGE_VOL)
+        if shared and volume and dconn.storageVolLookupByPath(path).info()[1] != vol.info()[1]:
+            # Same path, different size: the target's own file, not shared storage.
+            raise ValidationError(f"the target host has its own file at {path} (another size); the storage is not shared",
+                                  hint="remove or rename it there, then migrate again (its data is copied)")
         if not shared and copy_storage is False:
             raise ValidationError(f"the target host does not see disk {disk.target} ({path})",
                                   hint="allow copying the storage, or share the pool")
@@ -323,6 +327,13 @@ def _migrate_live(source, target, plan, on_progress, cancel, interval, migrate_u
                 on_progress(MigrationProgress.from_stats(stats))
     error = outcome.get("error")
     if error is not None:
+        _remove_copies(dconn, plan)
+        if verrors.code(error) == libvirt.VIR_ERR_MIGRATE_UNSAFE:
+            # A file at the disk's path on the target that is not the same storage (libvirt checks
+            # on the source whether the file system is shared): never written over.
+            paths = ", ".join(d.path for d in plan.disks if d.shared)
+            raise ValidationError(f"the target host has its own file at {paths}; the storage is not shared",
+                                  hint="remove or rename it there, then migrate again (its data is copied)") from error
         if aborted:
             raise VirtError(f"migration of {plan.vm} aborted; it keeps running on the source") from error
         raise fail(smanager, f"migrate {plan.vm}", error) from error
@@ -336,6 +347,20 @@ def _migrate_live(source, target, plan, on_progress, cancel, interval, migrate_u
     if final is not None and on_progress is not None:
         on_progress(final)
     return MigrationResult(plan.vm, True, tuple(d.path for d in plan.disks if not d.shared), final)
+
+
+def _remove_copies(dconn: libvirt.virConnect, plan: MigrationPlan) -> None:
+    """After a failed or aborted live migration: the volumes libvirt created on the target for
+    the disks it was copying (they did not exist there before) go again."""
+    for disk in plan.disks:
+        if disk.shared:
+            continue
+        try:
+            vol = dconn.storageVolLookupByPath(disk.path)
+            vol.storagePoolLookupByVolume().refresh(0)
+            dconn.storageVolLookupByPath(disk.path).delete(0)
+        except libvirt.libvirtError:
+            pass
 
 
 def _copy_volume(sconn, dconn, disk: DiskPlan, on_bytes: Callable[[int, int], None],

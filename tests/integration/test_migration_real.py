@@ -188,6 +188,20 @@ def test_aborting_a_live_migration_keeps_the_vm_on_the_source(managers, tiny_vm)
     assert name not in [d.name() for d in target.conn.listAllDomains()]
 
 
+def test_a_file_of_the_targets_own_at_the_disks_path_is_never_written_over(managers, tiny_vm, hcit_pool, peer):
+    source, target = managers
+    name = tiny_vm(start=True)
+    stray = peer.workdir / "pool" / f"{name}.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(stray), "16M"], check=True, timeout=30)
+    target.conn.storagePoolLookupByName(hcit_pool[0]).refresh(0)
+    before = stray.read_bytes()
+    plan = migrate.preflight(source, target, name)  # same path, same size: it may be shared storage
+    assert not plan.copies_storage
+    with pytest.raises(ValidationError, match=f"the target host has its own file at {hcit_pool[1]}/{name}.qcow2"):
+        migrate.migrate(source, target, plan, migrate_uri=MIGRATE_URI)  # libvirt knows it is not
+    assert stray.read_bytes() == before and source.conn.lookupByName(name).isActive()
+
+
 def test_offline_migration_copies_volumes_through_the_storage_api(managers, tiny_vm, hcit_pool, peer):
     source, target = managers
     name = tiny_vm()
@@ -226,3 +240,44 @@ def test_preflight_refuses_a_missing_network_on_the_real_peer(managers, libvirtd
     with pytest.raises(ValidationError, match=f"the target host has no network '{PREFIX}isolated'"):
         migrate.preflight(source, target, name)
     assert source.conn.lookupByName(name).isActive()
+
+
+def test_cli_migrate_shows_progress_and_ctrl_c_aborts_the_job(libvirtd, peer, tiny_vm, tmp_path):
+    import sys
+
+    name = tiny_vm(start=True, memory_mib=768)
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(f"hosts:\n  here: {{uri: '{libvirtd.uri}'}}\n  peer: {{uri: '{peer.uri}'}}\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    argv = [sys.executable, "-m", "hyperconsole", "--hosts", str(hosts), "vm", "migrate", name, "--to", "peer",
+            "--migrate-uri", MIGRATE_URI]
+    conn = libvirtd.connect()
+    try:
+        conn.lookupByName(name).migrateSetMaxSpeed(1, 0)  # 1 MiB/s: still running when ctrl-c comes
+    finally:
+        conn.close()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "running:" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (lines, out, err)
+    assert lines[0].startswith(f"migrating {name} live from here to peer, copying disks vda")
+    assert "remaining at" in lines[-1]
+    assert f"error: migration of {name} aborted; it keeps running on the source" in err
+    assert not (peer.workdir / "pool" / f"{name}.qcow2").exists()  # the half-made copy is gone
+    conn = libvirtd.connect()
+    try:
+        dom = conn.lookupByName(name)
+        assert dom.isActive()
+        dom.migrateSetMaxSpeed(10000, 0)
+    finally:
+        conn.close()
+    # and without the brake it goes through
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert f"{name} now runs on peer" in done.stdout and "completed" in done.stdout

@@ -88,3 +88,22 @@ def test_several_connect_make_a_fleet(tmp_path):
                                  "fleet", "status"]))
     assert [(h.name, h.target_host) for h in config.fleet] == [("local", None), ("b", "root@b.example")]
     assert config.uri == "qemu:///system"
+
+
+def test_a_remote_hosts_network_change_is_always_on_trial(hosts_file, tmp_path, capsys):
+    (tmp_path / "far").mkdir()
+    code = main(["--hosts", str(hosts_file), "net", "firewall", "eth0", "--allow-tcp", "8443", "--host", "far",
+                 "--confirm-timeout", "0", "--yes", "--rebuild-cmd", "true"])
+    err = capsys.readouterr().err
+    assert code == 1 and "far is another machine" in err and "a confirm timeout of 0 is refused" in err
+    assert not (tmp_path / "far" / "hyperconsole" / "network.nix").exists()  # nothing written
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["net", "show"], "net show reads this machine's interfaces, not far's"),
+    (["generations"], "the generations of far are on that machine"),
+    (["rollback", "3"], "the generations of far are on that machine"),
+])
+def test_local_only_commands_refuse_a_remote_host(hosts_file, capsys, argv, message):
+    assert main(["--hosts", str(hosts_file), *argv, "--host", "far"]) == 1
+    assert message in capsys.readouterr().err
