@@ -180,3 +180,21 @@ def test_preflight_refuses_a_name_taken_on_the_target(tmp_path):
     target.conn.defineXML(domain_xml("web", uuid="11111111-2222-3333-4444-555555555555"))
     with pytest.raises(ValidationError, match="already has a VM 'web'"):
         migrate.preflight(source, target, "web")
+
+
+def test_a_host_that_failed_to_open_reconnects_by_itself(tmp_path, fleet_of):
+    a = spec(tmp_path, "a", host_xml([domain_xml("web")]))
+    late = HostSpec("late", "test://" + str(tmp_path / "late.xml"), "/x")
+    events = []
+    fleet = fleet_of([a, late], listener=events.append)
+    statuses = {s.name: s for s in fleet.open_all(deadline=10)}
+    assert statuses["late"].state is HostState.UNREACHABLE
+    (tmp_path / "late.xml").write_text(host_xml([domain_xml("db", state="shutoff")]))  # the host comes up
+    deadline = time.monotonic() + 15
+    while fleet.host("late").status().state is not HostState.CONNECTED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fleet.host("late").status().state is HostState.CONNECTED
+    assert fleet.host("late").status().reason == ""
+    assert any(e.host == "late" and getattr(e.event, "message", "") == "reconnected" for e in events)
+    (summary,) = [s for s in summarize_all(fleet, cpu_interval=0) if s.name == "late"]
+    assert summary.vms == {"shut off": 1}
