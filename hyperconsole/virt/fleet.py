@@ -28,6 +28,7 @@ from hyperconsole.virt.models import ConnectionState, DomainState
 
 OPEN_DEADLINE = 10.0
 CPU_SAMPLE_INTERVAL = 0.5
+LOCAL_OPEN_WAIT = 1.0
 
 
 def on_thread(name: str, fn: Callable, *args, **kwargs) -> Future:
@@ -166,12 +167,11 @@ class Fleet:
         local = "://" in host.spec.uri and not urlsplit(host.spec.uri).hostname
 
         def connect() -> None:
+            # A slot is waited for a short while only: a local open that hangs delays the next
+            # one by LOCAL_OPEN_WAIT at most.
+            slot = local and self._local_opens.acquire(timeout=LOCAL_OPEN_WAIT)
             try:
-                if local:
-                    with self._local_opens:
-                        host.manager.connect()
-                else:
-                    host.manager.connect()
+                host.manager.connect()
             except HyperconsoleError as exc:
                 host.open_error = str(exc)
                 if retry and not self._closed:
@@ -179,6 +179,8 @@ class Fleet:
                 return
             finally:
                 host.opening = False
+                if slot:
+                    self._local_opens.release()
             if self._closed:
                 host.manager.close()
             elif on_open is not None:
