@@ -4,9 +4,11 @@ and abort, and offline migration of a shut-off VM.
 `preflight(source, target, name)` reads both hosts and returns a `MigrationPlan`, or raises
 ValidationError with one line when the target lacks a network, bridge or pool the VM uses, the
 VM's CPU is incompatible with the target's, or the target has too little free memory. It also
-decides whether storage must be copied: a disk whose path the target's storage already holds is
-shared; any other disk is copied (non-shared disk migration), into the target's pool of the same
-name at the same path (libvirt pre-creates it there).
+decides whether storage must be copied: a disk whose path the target's storage does not hold is
+copied (non-shared disk migration), into the target's pool of the same name at the same path
+(libvirt pre-creates it there). A path the target holds too is taken as shared storage unless its
+size differs; libvirt then checks on the source that the file system really is shared, and its
+"unsafe migration" answer becomes a refusal: a file of the target's own is never written over.
 
 `migrate(source, target, plan, on_progress=…, cancel=…)`:
 * live (the VM runs): one managed direct migration, VIR_MIGRATE_LIVE | PERSIST_DEST |
@@ -201,7 +203,7 @@ def _plan_disks(sconn, dconn, details, copy_storage: bool | None) -> tuple[DiskP
     return tuple(plans)
 
 
-def _cpu_check(sconn, dconn, dom, root: ET.Element) -> list[str]:
+def _cpu_check(sconn, dconn, root: ET.Element) -> list[str]:
     """Refuse when the target cannot run the VM's CPU. The live XML names the CPU the VM really
     got; host-passthrough is checked as the source host's CPU."""
     cpu = root.find("cpu")
@@ -266,7 +268,7 @@ def preflight(source: Target, target: Target, name: str, *, offline: bool = Fals
         notes = _check_networks(dconn, details, live)
         disks = _plan_disks(sconn, dconn, details, copy_storage)
         if live:
-            notes += _cpu_check(sconn, dconn, dom, root)
+            notes += _cpu_check(sconn, dconn, root)
             notes += check_memory(inventory.free_memory_kib(dconn), max_mem, name)
     return MigrationPlan(name, details.uuid, live, disks, max_mem, vcpus, tuple(notes))
 

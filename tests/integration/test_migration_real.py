@@ -281,3 +281,18 @@ def test_cli_migrate_shows_progress_and_ctrl_c_aborts_the_job(libvirtd, peer, ti
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180)
     assert done.returncode == 0, done.stderr
     assert f"{name} now runs on peer" in done.stdout and "completed" in done.stdout
+
+
+def test_cpu_the_target_cannot_run_is_refused(managers):
+    import xml.etree.ElementTree as ET
+
+    source, target = managers
+    root = ET.fromstring(
+        "<domain type='qemu'><os><type arch='x86_64' machine='pc'>hvm</type></os>"
+        "<cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model>"
+        "<feature policy='require' name='avx512f'/><feature policy='require' name='amx-tile'/></cpu></domain>")
+    with pytest.raises(ValidationError, match=r"the target host's CPU cannot run this VM's CPU \(qemu64\)"):
+        migrate._cpu_check(source.conn, target.conn, root)
+    root.find("cpu").remove(root.find("cpu/feature"))
+    root.find("cpu").remove(root.find("cpu/feature"))
+    assert migrate._cpu_check(source.conn, target.conn, root) == []
