@@ -296,3 +296,34 @@ def test_cpu_the_target_cannot_run_is_refused(managers):
     root.find("cpu").remove(root.find("cpu/feature"))
     root.find("cpu").remove(root.find("cpu/feature"))
     assert migrate._cpu_check(source.conn, target.conn, root) == []
+
+
+def test_a_stopped_daemon_delays_no_other_host(libvirtd, peer, tiny_vm):
+    """The peer's libvirtd is stopped (SIGSTOP): the fleet opens and summarises the other host
+    within the deadline and calls the peer unreachable; once the daemon runs again, its open
+    (left going on its own thread) connects it."""
+    from hyperconsole.hosts import HostSpec
+    from hyperconsole.virt.fleet import Fleet, HostState, summarize_all
+
+    tiny_vm(start=True)
+    daemon = peer.proc.pid
+    fleet = Fleet([HostSpec("peer", peer.uri, "/x"), HostSpec("here", libvirtd.uri, "/etc/nixos")])
+    os.kill(daemon, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        statuses = {s.name: s for s in fleet.open_all(deadline=3, retry=False)}
+        summaries = {s.name: s for s in summarize_all(fleet, deadline=3, cpu_interval=0)}
+        elapsed = time.monotonic() - started
+        assert statuses["here"].state is HostState.CONNECTED
+        assert statuses["peer"].state is HostState.UNREACHABLE and statuses["peer"].reason == "no answer within 3s"
+        assert summaries["here"].vms.get("running", 0) >= 1 and summaries["peer"].state == "unreachable"
+        assert elapsed < 8
+    finally:
+        os.kill(daemon, signal.SIGCONT)
+    try:
+        deadline = time.monotonic() + 30
+        while fleet.host("peer").status().state is not HostState.CONNECTED and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert fleet.host("peer").status().state is HostState.CONNECTED
+    finally:
+        fleet.close()

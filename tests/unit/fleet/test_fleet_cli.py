@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,27 @@ def test_a_remote_hosts_network_change_is_always_on_trial(hosts_file, tmp_path, 
 def test_local_only_commands_refuse_a_remote_host(hosts_file, capsys, argv, message):
     assert main(["--hosts", str(hosts_file), *argv, "--host", "far"]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_profile_apply_and_confirm_on_a_remote_host(hosts_file, tmp_path, monkeypatch, script, capsys):
+    """The CLI end to end with stand-ins that record their argv: the trial is armed on the target,
+    activated with --target-host, and confirm stops the target's timers before the switch."""
+    repo = str(Path(__file__).resolve().parents[3])
+    monkeypatch.setenv("PYTHONPATH", repo)
+    log = tmp_path / "calls.log"
+    recorder = f"""python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "$(basename "$0")" "$@" >> {log}\n"""
+    rebuild = script("rebuild", recorder)
+    ssh = script("ssh", recorder)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"ssh_command: {ssh}\nrebuild_command: {rebuild}\n")
+    (tmp_path / "far").mkdir()
+    common = ["--config", str(config), "--hosts", str(hosts_file)]
+    assert main([*common, "profile", "apply", "management", "--host", "far", "--yes", "--confirm-timeout", "60"]) == 0
+    assert main([*common, "confirm", "--host", "far"]) == 0
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    steps = [(c[0], c[-1] if c[0] == "rebuild" else c[-1].split()[0]) for c in calls]
+    assert steps == [("ssh", "systemd-run"), ("rebuild", "test"), ("ssh", "systemd-run"),
+                     ("ssh", "systemctl"), ("rebuild", "switch")]
+    assert calls[1][-3:] == ["--target-host", "root@far.example", "test"]
+    assert (tmp_path / "far" / "hyperconsole" / "security-profile.nix").exists()  # the checkout holds the change
+    assert "confirmed" in capsys.readouterr().out
