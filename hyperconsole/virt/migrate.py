@@ -141,7 +141,7 @@ def _check_networks(dconn: libvirt.virConnect, details, live: bool) -> list[str]
                 raise ValidationError(f"network {nic.network!r} is not running on the target host")
         elif nic.kind == "bridge" and nic.bridge:
             try:
-                found = _exists(lambda: dconn.interfaceLookupByName(nic.bridge), libvirt.VIR_ERR_NO_INTERFACE)
+                found = _exists(lambda b=nic.bridge: dconn.interfaceLookupByName(b), libvirt.VIR_ERR_NO_INTERFACE)
             except libvirt.libvirtError as exc:
                 if not verrors.is_no_support(exc):
                     raise
@@ -175,7 +175,7 @@ def _plan_disks(sconn, dconn, details, copy_storage: bool | None) -> tuple[DiskP
             pool, volume = vol.storagePoolLookupByVolume().name(), vol.name()
         except libvirt.libvirtError:
             pool, volume = "", ""
-        shared = _exists(lambda: dconn.storageVolLookupByPath(path), libvirt.VIR_ERR_NO_STORAGE_VOL)
+        shared = _exists(lambda p=path: dconn.storageVolLookupByPath(p), libvirt.VIR_ERR_NO_STORAGE_VOL)
         if shared and volume and dconn.storageVolLookupByPath(path).info()[1] != vol.info()[1]:
             # Same path, different size: the target's own file, not shared storage.
             raise ValidationError(f"the target host has its own file at {path} (another size); the storage is not shared",

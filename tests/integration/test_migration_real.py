@@ -55,7 +55,7 @@ class Peer:
             f'host_uuid = "{uuid.uuid4()}"\nlog_outputs = "3:file:{w}/libvirtd.log"\nkeepalive_interval = 5\n')
         (w / "etc" / "qemu.conf").write_text("cgroup_controllers = [ ]\nremember_owner = 0\n")
         (w / "virtlogd.conf").write_text(f'log_outputs = "3:file:{w}/virtlogd.log"\n')
-        binds = dict(zip(BOUND, ("run", "etc", "lib", "log", "cache")))
+        binds = dict(zip(BOUND, ("run", "etc", "lib", "log", "cache"), strict=True))
         script = ["set -e", "hostname hcit-peer"]
         script += [f"mount --bind {w / src} {dst}" for dst, src in binds.items()]
         script += [f"mount --bind {w / 'pool'} {self.pool_path}",
