@@ -83,6 +83,7 @@ class FleetHost:
         self.opening = False
         self.open_error = ""
         self.last_sample: float | None = None
+        self.summary_call: tuple[Future, float] | None = None  # a summary still running, since when
 
     @property
     def name(self) -> str:
@@ -293,15 +294,22 @@ def summarize_all(fleet: Fleet, deadline: float = OPEN_DEADLINE, *,
     `deadline` (or is not connected) is listed with its state and reason."""
     futures: dict[str, Future] = {}
     for host in fleet:
+        if host.summary_call is not None and not host.summary_call[0].done():
+            continue  # its last summary still hangs: no second call piles up behind it
         if host.status().state is HostState.CONNECTED:
             futures[host.name] = on_thread(f"summary-{host.name}", summarize, host.manager, host.name,
                                            cpu_interval=cpu_interval)
+            host.summary_call = (futures[host.name], time.monotonic())
     wait(list(futures.values()), timeout=deadline)
     out = []
     for host in fleet:
         status = host.status()
         future = futures.get(host.name)
-        if future is None:
+        if future is None and host.summary_call is not None and not host.summary_call[0].done():
+            waited = time.monotonic() - host.summary_call[1]
+            out.append(HostSummary(host.name, host.spec.uri, HostState.UNREACHABLE.value,
+                                   f"no answer to the last call, asked {waited:.0f}s ago"))
+        elif future is None:
             out.append(HostSummary(host.name, host.spec.uri, status.state.value, status.reason))
         elif not future.done():
             out.append(HostSummary(host.name, host.spec.uri, HostState.UNREACHABLE.value,

@@ -113,6 +113,41 @@ def test_a_hung_host_delays_no_other(tmp_path, fleet_of):
     assert fleet.host("hung").status().state is HostState.CONNECTED
 
 
+class HangingStats(ConnectionManager):
+    """A host whose bulk stats call does not return until released."""
+
+    release = threading.Event()
+
+    @property
+    def conn(self):
+        conn = super().conn
+        release = self.release
+
+        class Slow:
+            def __getattr__(self, name):
+                return getattr(conn, name)
+
+            def getAllDomainStats(self, *args):
+                release.wait(30)
+                return conn.getAllDomainStats(*args)
+
+        return Slow()
+
+
+def test_a_hung_summary_is_not_asked_again_while_it_hangs(tmp_path, fleet_of):
+    slow = spec(tmp_path, "slow", host_xml([domain_xml("web")]))
+    fleet = fleet_of([slow], manager_factory=lambda uri, ro: HangingStats(uri, readonly=ro))
+    fleet.open_all(retry=False)
+    (first,) = summarize_all(fleet, deadline=0.5, cpu_interval=0)
+    assert first.state == "unreachable" and first.reason == "no answer within 0.5s"
+    (second,) = summarize_all(fleet, deadline=0.5, cpu_interval=0)
+    assert second.reason.startswith("no answer to the last call, asked")
+    HangingStats.release.set()
+    fleet.host("slow").summary_call[0].result(timeout=10)
+    (third,) = summarize_all(fleet, deadline=5, cpu_interval=0)
+    assert third.state == "connected" and third.vms == {"running": 1}
+
+
 def test_duplicate_names_refused(tmp_path):
     a = spec(tmp_path, "a", host_xml())
     with pytest.raises(Exception, match="given twice"):
