@@ -30,7 +30,8 @@ from hyperconsole.errors import ValidationError  # noqa: E402
 from hyperconsole.virt import migrate  # noqa: E402
 from hyperconsole.virt.connection import ConnectionManager  # noqa: E402
 
-from tests.integration.conftest import LIBVIRTD, PREFIX, VIRTLOGD, DaemonError, _remove_domain, _remove_pool, _unavailable  # noqa: E402
+from tests.integration.conftest import _unavailable  # noqa: E402
+from tests.libvirtd_daemon import LIBVIRTD, PREFIX, VIRTLOGD, DaemonError, remove_domain, remove_pool  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -93,9 +94,9 @@ class Peer:
             try:
                 conn = libvirt.open(self.uri)
                 for dom in conn.listAllDomains():
-                    problems += _remove_domain(dom)
+                    problems += remove_domain(dom)
                 for pool in conn.listAllStoragePools():
-                    problems += _remove_pool(pool)
+                    problems += remove_pool(pool)
                 conn.close()
             except libvirt.libvirtError as exc:
                 problems.append(f"peer cleanup: {exc}")
