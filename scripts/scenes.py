@@ -110,7 +110,7 @@ def doctor_sample() -> tuple:
 
     p, w, f, s = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP
     rows = [
-        ("virt.cpu", fixed(p, "the CPU has hardware virtualisation (vmx)")),
+        ("virt.cpu", fixed(p, "the CPU has hardware virtualisation (Intel VT-x, vmx)")),
         ("virt.kvm", fixed(p, "/dev/kvm is there (crw-rw----, group kvm)")),
         ("virt.vhost-net", fixed(w, "/dev/vhost-net does not exist: VM network traffic goes through QEMU's "
                                     "userspace (slower)", 'boot.kernelModules = [ "vhost_net" ];')),

@@ -25,23 +25,56 @@ MODULES_HINT = 'boot.kernelModules = [ "{}" ];'
 
 
 # -- what virt-host-validate checks -----------------------------------------------------------------
-def cpu_virtualisation(ctx: Context) -> Outcome:
-    try:
-        text = (ctx.proc / "cpuinfo").read_text(errors="replace")
-    except OSError as exc:
-        return skip(f"cannot read {ctx.proc / 'cpuinfo'}: {exc.strerror}")
+VENDOR_FLAGS = {"vmx": "Intel VT-x, vmx", "svm": "AMD-V, svm"}
+
+
+def cpuinfo(ctx: Context) -> tuple[set[str], int]:
+    """(the CPU flags, the number of processors) from the context's /proc/cpuinfo; raises OSError."""
     flags: set[str] = set()
-    for line in text.splitlines():
+    count = 0
+    for line in (ctx.proc / "cpuinfo").read_text(errors="replace").splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             flags.update(value.split())
+        elif key.strip() == "processor":
+            count += 1
+    return flags, count
+
+
+def cpu_virtualisation(ctx: Context) -> Outcome:
+    try:
+        flags, _ = cpuinfo(ctx)
+    except OSError as exc:
+        return skip(f"cannot read {ctx.proc / 'cpuinfo'}: {exc.strerror}")
     found = sorted(flags & {"vmx", "svm"})
     if found:
-        return ok(f"the CPU has hardware virtualisation ({found[0]})")
+        return ok(f"the CPU has hardware virtualisation ({VENDOR_FLAGS[found[0]]})")
     if platform.machine() not in ("x86_64", "i686", "i386") and (ctx.dev / "kvm").exists():
         return ok(f"{platform.machine()}: KVM is present")
     return fail("the CPU offers no hardware virtualisation (no vmx or svm flag): VMs run emulated (TCG), many times slower",
                 "enable VT-x/AMD-V in the firmware setup; in a VM, enable nested virtualisation on its host")
+
+
+def nested(ctx: Context) -> Outcome:
+    """Whether this host is itself a VM: systemd-detect-virt where it is on the PATH, else the
+    cpuinfo hypervisor flag."""
+    kind = None
+    if ctx.which("systemd-detect-virt"):
+        try:
+            done = ctx.command(["systemd-detect-virt", "--vm"])
+            kind = done.stdout.strip() if done.returncode == 0 else "none"
+        except OSError:
+            kind = None
+    if kind is None:
+        try:
+            flags, _ = cpuinfo(ctx)
+        except OSError as exc:
+            return skip(f"cannot tell: no systemd-detect-virt, and {ctx.proc / 'cpuinfo'}: {exc.strerror}")
+        kind = "a hypervisor flag in cpuinfo" if "hypervisor" in flags else "none"
+    if kind == "none":
+        return ok("bare metal: not running inside a VM")
+    return warn(f"running inside a VM ({kind}): guests run nested, slower",
+                "fine for testing; for production, run on bare metal (here, the outer host must keep nested virtualisation on)")
 
 
 def _device(ctx: Context, name: str, missing: Outcome, *, access: int = os.R_OK | os.W_OK) -> Outcome:
@@ -344,6 +377,7 @@ CHECKS = (
     Check("virt.tun", "/dev/net/tun present", dev_tun),
     Check("virt.cgroups", "cgroup controllers libvirt uses", cgroup_controllers),
     Check("virt.iommu", "IOMMU enabled (PCI passthrough)", iommu),
+    Check("virt.nested", "running on bare metal, not inside a VM", nested),
     Check("host.root-space", "free space on /", root_space),
     Check("host.nix-space", "free space for /nix", nix_space),
     Check("host.generations", "system generations and store size", generations, timeout=30.0),

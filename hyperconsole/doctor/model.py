@@ -119,7 +119,7 @@ class Completed:
 class Context:
     """What checks read: the config, the libvirt connection (`libvirt()`, opened once and shared),
     who runs the doctor, and `command()` for subprocesses under the check's deadline. Roots
-    (`proc`, `sys`, `dev`) are attributes so recorded trees can stand in where a machine lacks them."""
+    (`proc`, `sys`, `dev`, `etc`) are attributes so recorded trees can stand in where a machine lacks them."""
 
     def __init__(self, config: Config, *, manager: Any = None, readonly: bool = False,
                  env: dict[str, str] | None = None) -> None:
@@ -128,6 +128,7 @@ class Context:
         self.proc = Path("/proc")
         self.sys = Path("/sys")
         self.dev = Path("/dev")
+        self.etc = Path("/etc")
         self.netns: str | None = None  # the network namespace whose interfaces count as the host's
         self.systemd: bool | None = None  # whether systemd runs; None: look (/run/systemd/system)
         self.euid = os.geteuid()

@@ -31,6 +31,25 @@ ADD_IMPORT = Fix("add ./hyperconsole to configuration.nix", "configuration.nix (
                  "nix-instantiate first, as `nixos status --add-import` does)", _add_import)
 
 
+def os_release(ctx: Context) -> dict[str, str]:
+    """The fields of the context's /etc/os-release, unquoted; raises OSError."""
+    text = (ctx.etc / "os-release").read_text(encoding="utf-8", errors="replace")
+    return {key: value.strip().strip('"\'') for key, _, value in
+            (line.partition("=") for line in text.splitlines() if "=" in line)}
+
+
+def version(ctx: Context) -> Outcome:
+    try:
+        fields = os_release(ctx)
+    except OSError as exc:
+        return fail(f"cannot read {ctx.etc / 'os-release'}: {exc.strerror}: cannot tell whether this is NixOS")
+    if fields.get("ID") != "nixos":
+        return fail(f"this is {fields.get('PRETTY_NAME') or fields.get('ID') or 'not NixOS'}, not NixOS: "
+                    "the fragments hyperconsole writes take effect only on NixOS", "install NixOS on this host")
+    codename = f" ({fields['VERSION_CODENAME']})" if fields.get("VERSION_CODENAME") else ""
+    return ok(f"NixOS {fields.get('VERSION_ID', '?')}{codename}")
+
+
 def imports(ctx: Context) -> Outcome:
     from hyperconsole.nixos.imports import importing_files
 
@@ -223,6 +242,7 @@ def firewall(ctx: Context) -> Outcome:
 
 
 CHECKS = (
+    Check("nixos.version", "this host runs NixOS, and which release", version),
     Check("nixos.imports", "the host configuration imports hyperconsole's fragments", imports),
     Check("nixos.drift", "the running system was built from the fragments on disk", drift),
     Check("nixos.trial", "a host change on trial (confirm-or-revert) and its time left", trial),

@@ -72,7 +72,7 @@ def test_text_output_has_a_summary_with_counts(nixos, capsys):
     code, out, _ = run(["doctor", "--nixos-dir", str(nixos), "--only", "nixos", "access"], capsys)
     assert code in (0, 1, 2)
     last = out.rstrip().splitlines()[-1]
-    assert last.startswith("7 checks: ") and " pass, " in last and " skip" in last
+    assert last.startswith("8 checks: ") and " pass, " in last and " skip" in last
 
 
 def test_list_checks_and_unknown_names(capsys):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -32,7 +33,36 @@ def test_cpu_flags_read_from_this_machine(make_ctx):
 def test_cpu_flags_in_a_recorded_cpuinfo(make_ctx, tmp_path):
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\nflags\t\t: fpu vme de pse vmx ept\n")
-    assert run_one(make_ctx(proc=tmp_path / "proc"), "virt.cpu").why == "the CPU has hardware virtualisation (vmx)"
+    assert run_one(make_ctx(proc=tmp_path / "proc"), "virt.cpu").why == "the CPU has hardware virtualisation (Intel VT-x, vmx)"
+    (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\nprocessor\t: 1\nflags\t\t: fpu svm\n")
+    ctx = make_ctx(proc=tmp_path / "proc")
+    assert hostchecks.cpuinfo(ctx) == ({"fpu", "svm"}, 2)
+    assert run_one(ctx, "virt.cpu").why == "the CPU has hardware virtualisation (AMD-V, svm)"
+
+
+def test_nested_on_this_machine(make_ctx):
+    """systemd-detect-virt where this machine has it, else the hypervisor flag of its cpuinfo."""
+    result = run_one(make_ctx(fake_first=False), "virt.nested")
+    tool = shutil.which("systemd-detect-virt")
+    if tool:
+        done = subprocess.run([tool, "--vm"], capture_output=True, text=True, timeout=10, check=False)
+        inside = done.returncode == 0 and done.stdout.strip() != "none"
+    else:
+        inside = "hypervisor" in hostchecks.cpuinfo(make_ctx())[0]
+    assert result.status is (Status.WARN if inside else Status.PASS), result
+
+
+def test_nested_recorded_detect_virt_and_cpuinfo(make_ctx, bindir, tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\nflags\t\t: fpu vmx hypervisor\n")
+    write_command(bindir, "systemd-detect-virt", "echo microsoft")
+    assert run_one(make_ctx(proc=tmp_path / "proc"), "virt.nested").why.startswith("running inside a VM (microsoft)")
+    write_command(bindir, "systemd-detect-virt", "echo none; exit 1")
+    assert run_one(make_ctx(proc=tmp_path / "proc"), "virt.nested").status is Status.PASS
+    ctx = make_ctx(proc=tmp_path / "proc", env={"PATH": str(tmp_path / "nowhere")})  # no tool: the flag
+    result = run_one(ctx, "virt.nested")
+    assert (result.status, result.why) == (Status.WARN, "running inside a VM (a hypervisor flag in cpuinfo): "
+                                                        "guests run nested, slower")
 
 
 @needs_root

@@ -9,6 +9,7 @@ import json
 import shutil
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,26 @@ def nixos(tmp_path):
     directory = tmp_path / "nixos"
     directory.mkdir()
     return directory
+
+
+@pytest.mark.parametrize("release, status, why", [
+    ('NAME=NixOS\nID=nixos\nVERSION_ID="25.05"\nVERSION_CODENAME=warbler\n', Status.PASS, "NixOS 25.05 (warbler)"),
+    ('ID=debian\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n', Status.FAIL,
+     "this is Debian GNU/Linux 12 (bookworm), not NixOS: the fragments hyperconsole writes take effect only on NixOS"),
+])
+def test_version_recorded_os_release(make_ctx, tmp_path, release, status, why):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").write_text(release)
+    result = run_one(make_ctx(etc=tmp_path / "etc"), "nixos.version")
+    assert (result.status, result.why) == (status, why)
+
+
+def test_version_of_this_machine(make_ctx):
+    result = run_one(make_ctx(), "nixos.version")
+    is_nixos = "ID=nixos" in Path("/etc/os-release").read_text().splitlines()
+    assert result.status is (Status.PASS if is_nixos else Status.FAIL), result
+    missing = run_one(make_ctx(etc=Path("/nonexistent")), "nixos.version")
+    assert missing.status is Status.FAIL and "cannot tell whether this is NixOS" in missing.why
 
 
 def _config(tmp_path) -> Config:
