@@ -206,6 +206,7 @@ def setup_app(state_dir) -> "SetupApp":
     from pathlib import Path
 
     from hyperconsole import profiles
+    from hyperconsole.doctor.model import Result, Status
     from hyperconsole.host.interfaces import InterfaceInfo, Uplink
     from hyperconsole.screens.setup import SetupApp
     from hyperconsole.setup import preflight
@@ -219,21 +220,23 @@ def setup_app(state_dir) -> "SetupApp":
                       timezones=timezones(), catalog=profiles.load_catalog(), volume_groups=("vg0",),
                       nested_capable=True, cpu_vendor="intel", session=Session("root", {"root": 1}),
                       ssh_interface="eno1")
-    P = preflight
-    checks = [
-        P.Check("cpu", "CPU virtualisation", P.PASS, "Intel VT-x (vmx)"),
-        P.Check("kvm", "/dev/kvm", P.PASS, "present"),
-        P.Check("iommu", "IOMMU", P.PASS, "24 IOMMU groups: PCI passthrough possible"),
-        P.Check("ram", "Memory", P.WARN, "16.0 GiB; 32.0 GiB recommended for production"),
-        P.Check("cpus", "CPUs", P.PASS, "16 CPUs"),
-        P.Check("disk", "Free space for /var/lib/libvirt/images", P.PASS, "1.7 TiB on the filesystem of /var"),
-        P.Check("nics", "Network interfaces", P.PASS, "eno1 (link 1000 Mb/s), eno2 (no link)"),
-        P.Check("nested", "Running on bare metal", P.PASS, "not inside a VM"),
-        P.Check("nixos", "NixOS", P.PASS, "NixOS 25.05"),
-        P.Check("flake", "Configuration", P.PASS, "channels (/etc/nixos/configuration.nix)"),
-        P.Check("import", "Fragments imported", P.WARN,
-                "not yet: the wizard adds ./hyperconsole to configuration.nix on apply (answer add_import)"),
+    p, w = Status.PASS, Status.WARN
+    rows = [  # what the preflight says of a typical small server, in its order
+        (p, "the CPU has hardware virtualisation (Intel VT-x, vmx)", ""),
+        (p, "/dev/kvm is there and this user can open it", ""),
+        (p, "IOMMU enabled (24 groups): PCI passthrough possible", ""),
+        (w, "memory: 16.0 GiB; 32.0 GiB recommended for production",
+         "enough for testing; add more before production"),
+        (p, "CPUs: 16", ""),
+        (p, "free space for /var/lib/libvirt/images: 1.7 TiB (file system of /var)", ""),
+        (p, "NICs: eno1 (link, 1000 Mb/s), eno2 (no link)", ""),
+        (p, "bare metal: not running inside a VM", ""),
+        (p, "NixOS 25.05 (warbler)", ""),
+        (p, "channels (/etc/nixos/configuration.nix)", ""),
+        (w, "configuration.nix does not import ./hyperconsole yet", "the wizard adds it on apply (Add the import: yes)"),
     ]
+    checks = [Result(c.id, c.what, status, why, hint)
+              for c, (status, why, hint) in zip(preflight.checks(facts.interfaces), rows, strict=True)]
     return SetupApp(demo_config(), demo=True, secrets_dir=Path(state_dir) / "secrets", facts=facts, checks=checks,
                     answers_path=Path(state_dir) / "answers.json")
 

@@ -27,10 +27,12 @@ from textual.widgets import Footer, Log, Static
 
 from hyperconsole import names
 from hyperconsole.config import Config
+from hyperconsole.doctor.model import Result as CheckResult, Status
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos.rebuild import RebuildLine
 from hyperconsole.nixos.revert import ConfirmOrRevert, controller_for
 from hyperconsole.nixos.store import FRAGMENTS_SUBDIR, FragmentStore
+from hyperconsole.presenters import CHECK_STYLES, check_cells
 from hyperconsole.sanitize import visible, visible_lines
 from hyperconsole.setup import answers as A, fragments, preflight, run, secrets, validate
 from hyperconsole.setup.validate import HostFacts
@@ -38,7 +40,6 @@ from hyperconsole.widgets.form import Field, Form, choice, yes_no
 from hyperconsole.widgets.sidediff import unified
 
 BACK = "back"
-_STYLE = {preflight.PASS: "green", preflight.WARN: "yellow", preflight.FAIL: "bold red"}
 
 
 def _optional_number(what: str, low: int, high: int) -> Callable[[Any], int | None]:
@@ -73,9 +74,10 @@ def _preflight_intro(answers: A.Answers, facts: HostFacts, checks: Any) -> Any:
         return Text("checking the host…", "dim")
     text = Text()
     for check in checks:
-        text.append(f"{check.status:<5}", _STYLE[check.status])
-        text.append(f" {check.what}: ", "bold")
-        text.append(visible(check.why) + "\n")
+        text.append_text(check_cells(check)["status"])
+        text.append(f"  {visible(check.why)}\n")
+        if check.hint and check.status is not Status.PASS:
+            text.append(f"      {visible(check.hint)}\n", "dim")
     return text
 
 
@@ -107,11 +109,7 @@ def _identity_apply(answers: A.Answers, v: dict[str, Any]) -> A.Answers:
 
 def _network_fields(answers: A.Answers, facts: HostFacts) -> list[Field]:
     ans = answers.network
-    nics = sorted((i for i in facts.interfaces or () if i.kind in ("physical", "bond")),
-                  key=lambda i: (i.carrier is not True, i.name))
-    options = [(f"{i.name} ({'link' if i.carrier else 'no link'}"
-                + (f", {i.speed_mbps} Mb/s" if i.carrier and i.speed_mbps and i.speed_mbps > 0 else "") + ")", i.name)
-               for i in nics]
+    options = [(preflight.nic_label(i), i.name) for i in preflight.physical_nics(facts.interfaces)]
     if ans.uplink and ans.uplink not in [v for _, v in options]:
         options.insert(0, (ans.uplink, ans.uplink))
     uplink = choice("uplink", "Management uplink", options or [("(no NIC found)", "")])
@@ -160,8 +158,9 @@ def _storage_fields(answers: A.Answers, facts: HostFacts) -> list[Field]:
 
 
 def _storage_intro(answers: A.Answers, facts: HostFacts, _extra: Any) -> Any:
-    check = preflight.disk_space(Path("/"), answers.storage.path)
-    return Text(f"Free space: {visible(check.why)}", _STYLE[check.status])
+    check = preflight.disk_space(answers.storage.path)
+    why = visible(check.why)
+    return Text(why[:1].upper() + why[1:], CHECK_STYLES[check.status.value])
 
 
 def _storage_apply(answers: A.Answers, v: dict[str, Any]) -> A.Answers:
@@ -486,7 +485,7 @@ class SetupApp(App):
     CSS_PATH = Path(__file__).resolve().parent.parent / "hyperconsole.tcss"
 
     def __init__(self, config: Config, *, demo: bool = False, secrets_dir: Path = secrets.SECRETS_DIR,
-                 facts: HostFacts | None = None, checks: list[preflight.Check] | None = None,
+                 facts: HostFacts | None = None, checks: list[CheckResult] | None = None,
                  controller: ConfirmOrRevert | None = None, answers_path: Path | None = None) -> None:
         super().__init__()
         self.config = config
@@ -525,17 +524,17 @@ class SetupApp(App):
         facts = self.facts if self._given else validate.gather_facts()
         checks = self.checks
         if checks is None:
-            checks = preflight.run_all(Path(self.config.nixos_dir), facts.interfaces, pool_path=(saved or self.answers).storage.path)
+            checks = preflight.run_all(self.config, facts.interfaces, pool_path=(saved or self.answers).storage.path)
         self.call_from_thread(self._host_read, saved, facts, checks)
 
-    def _host_read(self, saved: A.Answers | None, facts: HostFacts, checks: list[preflight.Check]) -> None:
+    def _host_read(self, saved: A.Answers | None, facts: HostFacts, checks: list[CheckResult]) -> None:
         self.facts, self.checks = facts, checks
         if saved is not None:
             self.answers = saved
         elif facts.interfaces:
-            up = [i.name for i in facts.interfaces if i.kind in ("physical", "bond") and i.carrier]
-            if up:
-                self.answers = _replace(self.answers, "network", uplink=up[0])
+            up = preflight.physical_nics(facts.interfaces)
+            if up and up[0].carrier:
+                self.answers = _replace(self.answers, "network", uplink=up[0].name)
         step = {"apply": "review"}.get(self.answers.step, self.answers.step)
         step = step if step in STEPS or step == "review" else A.STEPS[0]
         self.show(step)

@@ -4,7 +4,7 @@ checks, the fragments the answers become, the lock-out guard, and applying them 
 
 - answers: the structs, loading an answers file, saving/resuming (0600 under the state dir)
 - validate: every answer checked, one `$.path: problem` line each (HostFacts: what was read)
-- preflight: PASS/WARN/FAIL hardware and NixOS checks
+- preflight: the doctor's host checks and the wizard's own (minimums, disk, NICs), on the doctor's runner
 - fragments: answers → option trees → one ChangeSet; changed option paths; impact lines
 - guard: the lock-out guard (also used by `profile apply` and the Security pane)
 - secrets: password hashing (mkpasswd, else SHA-512 crypt) and the hashedPasswordFile

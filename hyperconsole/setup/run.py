@@ -21,7 +21,7 @@ from typing import Callable
 
 from hyperconsole import safefs
 from hyperconsole.errors import HyperconsoleError
-from hyperconsole.nixos.imports import add_fragments_import, imports_fragments
+from hyperconsole.nixos.imports import add_fragments_import, importing_files
 from hyperconsole.nixos.rebuild import RebuildLine, RebuildResult
 from hyperconsole.nixos.revert import ApplyOutcome, ConfirmOrRevert
 from hyperconsole.setup.fragments import Plan
@@ -47,13 +47,9 @@ class SetupOutcome:
 
 
 def configuration_imports(nixos_dir: Path) -> bool | None:
-    """Whether configuration.nix or flake.nix mention ./hyperconsole (None: neither exists)."""
-    seen = None
-    for name in ("configuration.nix", "flake.nix"):
-        data = safefs.read_bytes(nixos_dir / name)
-        if data is not None:
-            seen = bool(seen) or imports_fragments(data.decode("utf-8", "replace"))
-    return seen
+    """Whether configuration.nix or flake.nix import ./hyperconsole (None: neither exists)."""
+    found = importing_files(nixos_dir)
+    return any(found.values()) if found else None
 
 
 def confirm_command(nixos_dir: Path, *, demo: bool = False) -> str:

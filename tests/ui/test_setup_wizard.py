@@ -11,14 +11,17 @@ from hyperconsole.nixos.rebuild import RebuildRunner
 from hyperconsole.nixos.revert import ConfirmOrRevert
 from hyperconsole.nixos.store import FragmentStore
 from hyperconsole.screens.setup import ApplyScreen, ReviewScreen, SetupApp, StepForm
-from hyperconsole.setup import answers as A, preflight
+from hyperconsole.doctor.model import Result, Status
+from hyperconsole.setup import answers as A
 from hyperconsole.setup.guard import Session
 from tests.ui.conftest import fill_form, form_errors, screen_text, text_of, wait_until, workers_done
 from tests.unit.nixos.conftest import recording_rebuild  # noqa: F401
 from tests.unit.setup.conftest import facts, nixos_dir, public_key  # noqa: F401
 
-CHECKS = [preflight.Check("cpu", "CPU virtualisation", "PASS", "Intel VT-x (vmx)"),
-          preflight.Check("import", "Fragments imported", "WARN", "not yet")]
+CHECKS = [Result("virt.cpu", "hardware virtualisation in the CPU (vmx/svm)", Status.PASS,
+                 "the CPU has hardware virtualisation (Intel VT-x, vmx)"),
+          Result("setup.imports", "the configuration imports hyperconsole's fragments", Status.WARN,
+                 "configuration.nix does not import ./hyperconsole yet", "the wizard adds it on apply")]
 
 
 @pytest.fixture
@@ -54,7 +57,9 @@ async def _next(pilot) -> None:
 
 async def walk_to_review(pilot, key: str) -> None:
     form = await _at(pilot, "preflight")
-    assert "Intel VT-x (vmx)" in text_of(form.query_one("#form-intro"))
+    intro = text_of(form.query_one("#form-intro"))
+    assert "PASS  the CPU has hardware virtualisation (Intel VT-x, vmx)" in intro
+    assert "WARN  configuration.nix does not import" in intro and "the wizard adds it on apply" in intro
     await _next(pilot)
     await _at(pilot, "identity")
     await fill_form(pilot, {"hostname": "hv1.example.com", "timezone": "Europe/Berlin", "admin": "alice",
