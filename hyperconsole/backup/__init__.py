@@ -1,1 +1,1 @@
-"""Backups: consistent VM reads into restic, retention, restore, restore tests."""
+"""VM backups: jobs (a NixOS fragment), consistent VM reads into restic, retention, restore, tests."""
