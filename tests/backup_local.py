@@ -1,0 +1,127 @@
+"""Real local counterparts of the VM side for backup tests: a DiskReader over a local (sparse)
+file whose extents come from the file system (SEEK_DATA/SEEK_HOLE), and a restorer that writes
+raw files. They follow the shapes of backup.source / backup.restore."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Extent:
+    offset: int
+    length: int
+    data: bool
+
+
+class FileDisk:
+    def __init__(self, target: str, path: Path) -> None:
+        self.target = target
+        self.path = path
+        self.virtual_size = path.stat().st_size
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def extents(self) -> list[Extent]:
+        out, pos = [], 0
+        while pos < self.virtual_size:
+            try:
+                data = os.lseek(self._fd, pos, os.SEEK_DATA)
+            except OSError:
+                data = self.virtual_size
+            if data > pos:
+                out.append(Extent(pos, data - pos, False))
+            if data >= self.virtual_size:
+                break
+            hole = os.lseek(self._fd, data, os.SEEK_HOLE)
+            out.append(Extent(data, hole - data, True))
+            pos = hole
+        return out
+
+    def read(self, offset: int, length: int) -> bytes:
+        assert length <= 32 * 1024**2
+        return os.pread(self._fd, length, offset)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@dataclass
+class FileVm:
+    name: str
+    disks: list
+    xml: str = ""
+    uuid: str = "6b0e5f8a-7d43-4c1b-9a8e-2d7f4b1c0e11"
+    state: str = "shutoff"
+    nvram: bytes | None = None
+    quiesced: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.xml:
+            self.xml = f"<domain type='kvm'><name>{self.name}</name><uuid>{self.uuid}</uuid></domain>\n"
+
+
+class FileWriter:
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.ftruncate(self._fd, size)
+
+    def write(self, offset: int, data: bytes) -> None:
+        os.pwrite(self._fd, data, offset)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@dataclass
+class DirRestorer:
+    """Writes disks as raw files into a directory; anything unfinished is removed on exit."""
+
+    directory: Path
+    xml: str
+    nvram: bytes | None
+    written: list[Path] = field(default_factory=list)
+    finished: bool = False
+
+    def __enter__(self) -> "DirRestorer":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.finished:
+            for path in self.written:
+                path.unlink(missing_ok=True)
+
+    def disk(self, target: str, virtual_size: int) -> FileWriter:
+        path = self.directory / f"{target}.raw"
+        self.written.append(path)
+        return FileWriter(path, virtual_size)
+
+    def finish(self) -> str:
+        (self.directory / "domain.xml").write_text(self.xml)
+        self.finished = True
+        return "restored"
+
+
+def sparse_image(path: Path, size: int, pieces: dict[int, bytes]) -> Path:
+    """A sparse file of `size` bytes holding `pieces` at their offsets (holes elsewhere)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset, data in pieces.items():
+            f.seek(offset)
+            f.write(data)
+    return path
+
+
+def allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def restic_env_ok() -> bool:
+    try:
+        return subprocess.run(["restic", "version"], capture_output=True, timeout=30).returncode == 0
+    except OSError:
+        return False

@@ -1,0 +1,93 @@
+"""The VM archive: a pax tar with GNU sparse 1.0 disks; holes are not read; GNU tar extracts it."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+
+import pytest
+
+from hyperconsole.backup import archive
+from tests.backup_local import DirRestorer, FileDisk, FileVm, allocated, sparse_image
+
+MiB = 1024**2
+
+
+@pytest.fixture
+def vm(tmp_path):
+    a = sparse_image(tmp_path / "a.img", 64 * MiB, {0: b"boot" * 1024, 10 * MiB: b"\x5a" * (3 * MiB + 7),
+                                                   40 * MiB: b"tail"})
+    b = sparse_image(tmp_path / "b.img", 8 * MiB, {})  # all hole
+    c = sparse_image(tmp_path / "c.img", 5 * MiB, {5 * MiB - 4096: b"\x01" * 4096})  # data up to the end
+    disks = [FileDisk("vda", a), FileDisk("vdb", b), FileDisk("sdc", c)]
+    yield FileVm("web-1", disks, nvram=b"\x7fNVRAM" * 100), {"vda": a, "vdb": b, "sdc": c}
+    for d in disks:
+        d.close()
+
+
+class CountingDisk:
+    """Wraps a disk and records every read, to prove holes are never read."""
+
+    def __init__(self, disk):
+        self.disk, self.target, self.virtual_size, self.reads = disk, disk.target, disk.virtual_size, []
+
+    def extents(self):
+        return self.disk.extents()
+
+    def read(self, offset, length):
+        self.reads.append((offset, length))
+        return self.disk.read(offset, length)
+
+
+def test_round_trip_is_byte_identical_and_reads_only_data(vm, tmp_path):
+    source, images = vm
+    counted = [CountingDisk(d) for d in source.disks]
+    source.disks = counted
+    out = io.BytesIO()
+    planned = archive.write_archive(source, out)
+    read_bytes = sum(n for d in counted for _, n in d.reads)
+    assert read_bytes == planned.data_bytes < 8 * MiB  # 64+8+5 MiB of disks, ~3 MiB allocated
+    assert len(out.getvalue()) <= planned.stream_bytes
+    target = tmp_path / "restored"
+    name = archive.restore_archive(io.BytesIO(out.getvalue()), lambda xml, nvram: DirRestorer(target, xml, nvram))
+    assert name == "restored"
+    for t, image in images.items():
+        assert (target / f"{t}.raw").read_bytes() == image.read_bytes()
+        assert allocated(target / f"{t}.raw") <= allocated(image) + MiB
+    assert (target / "domain.xml").read_text() == source.xml
+
+
+def test_gnu_tar_extracts_sparse_images(vm, tmp_path):
+    source, images = vm
+    out = io.BytesIO()
+    archive.write_archive(source, out)
+    dest = tmp_path / "tar-out"
+    dest.mkdir()
+    done = subprocess.run(["tar", "-xSf", "-", "-C", str(dest)], input=out.getvalue(), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (dest / "domain.xml").read_text() == source.xml
+    assert (dest / "nvram.fd").read_bytes() == source.nvram
+    for t, image in images.items():
+        assert (dest / f"{t}.raw").read_bytes() == image.read_bytes()
+        assert allocated(dest / f"{t}.raw") <= allocated(image) + MiB
+    listing = subprocess.run(["tar", "-tvf", "-"], input=out.getvalue(), capture_output=True, timeout=60).stdout.decode()
+    assert "vda.raw" in listing and "GNUSparseFile" not in listing
+
+
+def test_a_truncated_stream_leaves_nothing_restored(vm, tmp_path):
+    source, _ = vm
+    out = io.BytesIO()
+    archive.write_archive(source, out)
+    target = tmp_path / "restored"
+    with pytest.raises(archive.ArchiveError, match="ends early"):
+        archive.restore_archive(io.BytesIO(out.getvalue()[: 2 * MiB]), lambda x, n: DirRestorer(target, x, n))
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"\0" * 1024, "domain.xml does not come first"),
+    (b"x" * 1024, "no ustar header"),
+])
+def test_foreign_streams_are_refused(tmp_path, data, words):
+    with pytest.raises(archive.ArchiveError, match=words):
+        archive.restore_archive(io.BytesIO(data), lambda x, n: DirRestorer(tmp_path, x, n))
