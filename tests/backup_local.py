@@ -125,3 +125,51 @@ def restic_env_ok() -> bool:
         return subprocess.run(["restic", "version"], capture_output=True, timeout=30).returncode == 0
     except OSError:
         return False
+
+
+def local_opener(images: dict[str, list[tuple[str, Path]]], *, delay: float = 0.0):
+    """An `open_vm` for VMs whose disks are local files: {vm: [(target, path)]}. It leaves a file
+    in the scratch dir, as the real one leaves NBD sockets, so its removal can be checked."""
+    import time
+    from contextlib import contextmanager
+
+    @contextmanager
+    def open_vm(conn, name, *, quiesce, scratch_dir):
+        (Path(scratch_dir) / "nbd.sock").write_text("")
+        disks = [SlowDisk(target, path, delay) for target, path in images[name]]
+        try:
+            dom = conn.lookupByName(name)
+            yield FileVm(name, disks, uuid=dom.UUIDString(), state="shutoff")
+        finally:
+            for d in disks:
+                d.close()
+
+    return open_vm
+
+
+class SlowDisk(FileDisk):
+    def __init__(self, target: str, path: Path, delay: float) -> None:
+        super().__init__(target, path)
+        self.delay = delay
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self.delay:
+            import time
+
+            time.sleep(self.delay)
+        return super().read(offset, length)
+
+
+class LocalRestorer(DirRestorer):
+    """backup.restore.VmRestorer's signature over DirRestorer: restores into <base>/<name>/."""
+
+    base: Path = Path("/nonexistent")
+
+    def __init__(self, conn, xml, nvram, *, as_name=None, pool=None, in_place=False, strip_nics=False):
+        name = as_name or "in-place"
+        super().__init__(self.base / name, xml, nvram)
+        self.name = name
+
+    def finish(self) -> str:
+        super().finish()
+        return self.name
