@@ -56,6 +56,17 @@ class Cancelled(ResticError):
     pass
 
 
+def tag(key: str, value: str) -> str:
+    """A `key=value` tag; ',' separates tags in restic's arguments, so it is percent-encoded."""
+    return f"{key}={value.replace('%', '%25').replace(',', '%2C')}"
+
+
+def _tag_filter(tags: Iterable[str]) -> list[str]:
+    """One `--tag a,b` argument: restic ORs repeated --tag options and ANDs the tags of one."""
+    tags = list(tags)
+    return [f"--tag={','.join(tags)}"] if tags else []
+
+
 @dataclass(frozen=True)
 class Snapshot:
     id: str
@@ -68,7 +79,8 @@ class Snapshot:
     def tag(self, key: str) -> str:
         """The value of a `key=value` tag ('' when absent)."""
         prefix = key + "="
-        return next((t[len(prefix):] for t in self.tags if t.startswith(prefix)), "")
+        raw = next((t[len(prefix):] for t in self.tags if t.startswith(prefix)), "")
+        return raw.replace("%2C", ",").replace("%25", "%")
 
     @classmethod
     def from_json(cls, data: dict) -> "Snapshot":
@@ -214,7 +226,7 @@ class Repository:
         self.run("init", "--repository-version", "2", timeout=300)
 
     def snapshots(self, tags: Iterable[str] = ()) -> list[Snapshot]:
-        args = ["snapshots"] + [f"--tag={t}" for t in tags]
+        args = ["snapshots", *_tag_filter(tags)]
         data = self.json(*args) or []
         return sorted((Snapshot.from_json(item) for item in data), key=lambda s: s.time)
 
@@ -228,7 +240,7 @@ class Repository:
         return found[0]
 
     def stats(self, tags: Iterable[str] = ()) -> Stats:
-        tag_args = [f"--tag={t}" for t in tags]
+        tag_args = _tag_filter(tags)
         raw = self.json("stats", "--mode", "raw-data", *tag_args) or {}
         restored = self.json("stats", "--mode", "restore-size", *tag_args) or {}
         return Stats(restore_size=int(restored.get("total_size", 0)), raw_size=int(raw.get("total_size", 0)),
@@ -238,7 +250,7 @@ class Repository:
         return int((self.json("stats", "--mode", "restore-size", ident) or {}).get("total_size", 0))
 
     def forget(self, flags: list[str], tags: Iterable[str], *, dry_run: bool, prune: bool = False) -> list[ForgetGroup]:
-        args = ["forget", *flags, *(f"--tag={t}" for t in tags), "--group-by", "host,paths"]
+        args = ["forget", *flags, *_tag_filter(tags), "--group-by", "host,paths"]
         if dry_run:
             args.append("--dry-run")
         if prune and not dry_run:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 from hyperconsole import names, paths, safefs
 from hyperconsole.backup import archive
 from hyperconsole.backup.jobs import Job
-from hyperconsole.backup.restic import ForgetGroup, Progress, Repository, Snapshot, Stats
+from hyperconsole.backup.restic import ForgetGroup, Progress, Repository, Snapshot, Stats, tag
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos import locking
 
@@ -175,8 +175,8 @@ def default_open_vm() -> OpenVm:
 
 
 def tags(job: Job, src) -> list[str]:
-    return [f"hc-job={job.name}", f"hc-vm={src.name}", f"hc-uuid={src.uuid}",
-            f"hc-quiesced={'yes' if src.quiesced else 'no'}", f"hc-state={src.state}"]
+    return [tag("hc-job", job.name), tag("hc-vm", src.name), tag("hc-uuid", src.uuid),
+            tag("hc-quiesced", "yes" if src.quiesced else "no"), tag("hc-state", src.state)]
 
 
 def backup_vm(conn, job: Job, vm: str, *, repo: Repository, scratch: Path, open_vm: OpenVm,
@@ -262,7 +262,7 @@ class SnapshotRow:
 
 def snapshot_rows(job: Job, *, vm: str | None = None, records: Records | None = None) -> list[SnapshotRow]:
     records = records or Records()
-    wanted = [f"hc-job={job.name}"] + ([f"hc-vm={vm}"] if vm else [])
+    wanted = [tag("hc-job", job.name)] + ([tag("hc-vm", vm)] if vm else [])
     known = records.read().get("snapshots", {})
     rows = []
     for snap in repository(job).snapshots(wanted):

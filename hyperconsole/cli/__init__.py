@@ -96,6 +96,8 @@ def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
     from hyperconsole.cli import fleet as fleetcommands
 
     fleetcommands.register(subparsers, sub_common)
+    from hyperconsole.cli import backup as backupcommands
+    backupcommands.register(subparsers, sub_common)
     return parser
 
 
