@@ -213,6 +213,43 @@ def snapshot_cells(snap: SnapshotInfo) -> dict[str, Text]:
             "description": plain(snap.description)}
 
 
+def age(seconds_ago: float | None) -> str:
+    if seconds_ago is None:
+        return DASH
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds_ago >= size:
+            return f"{int(seconds_ago // size)}{unit}"
+    return f"{int(max(seconds_ago, 0))}s"
+
+
+def backup_job_cells(status) -> dict[str, Text]:
+    last = status.last or {}
+    if status.error:
+        result = plain(status.error, "bold red")
+    elif not last:
+        result = plain("never", "dim")
+    else:
+        result = plain("ok" if last.get("ok") else "FAILED", "green" if last.get("ok") else "bold red")
+    finished = last.get("finished")
+    return {
+        "name": plain(status.name, "bold"), "schedule": plain(status.job.schedule),
+        "next": plain(status.next_run or DASH), "last": result,
+        "age": plain(age(time.time() - finished) if finished else DASH),
+        "size": plain(size_bytes(status.size)), "vms": plain(",".join(status.job.vms)),
+        "repo": plain(status.job.repository),
+    }
+
+
+def backup_snapshot_cells(row) -> dict[str, Text]:
+    return {
+        "time": plain(row.snapshot.time[:19].replace("T", " ")), "vm": plain(row.vm, "bold"),
+        "id": plain(row.snapshot.short_id), "size": plain(size_bytes(row.size)),
+        "added": plain(size_bytes(row.added)),
+        "quiesced": plain(row.quiesced, "green" if row.quiesced == "yes" else ""),
+        "state": plain(row.snapshot.tag("hc-state")),
+    }
+
+
 RESULT_STYLES = {Result.RUNNING: "bold yellow", Result.OK: "green", Result.FAILED: "bold red",
                  Result.UNKNOWN: "dim"}
 

@@ -183,6 +183,19 @@ def _checks(manager: Any, config: Any, checks: Any) -> Any:
         ctx.close()
 
 
+def _backup_jobs(_manager: Any, nixos_dir: str) -> Any:
+    from hyperconsole.backup import runner
+    from hyperconsole.nixos.store import FragmentStore
+
+    return runner.job_statuses(FragmentStore(nixos_dir))
+
+
+def _backup_snapshots(_manager: Any, job: Any) -> Any:
+    from hyperconsole.backup import runner
+
+    return runner.snapshots_view(job)
+
+
 T, C, N = Scope.TARGETS, Scope.CURSOR, Scope.NONE
 
 # -- VMs -------------------------------------------------------------------------------------------
@@ -344,6 +357,56 @@ SNAPSHOTS = Kind(
     ),
 )
 
+# -- backups ---------------------------------------------------------------------------------------
+BACKUP_JOBS = Kind(
+    "bjobs", "Backup jobs", "job", "jobs", key=_name,
+    columns=(
+        _col("name", "Job", 14, _by_name),
+        _col("schedule", "Schedule", 14, lambda j: j.job.schedule),
+        _col("next", "Next run", 20, lambda j: j.next_run, priority=2),
+        _col("last", "Last run", 10, lambda j: (j.last or {}).get("ok", None) is True),
+        _col("age", "Age", 8, lambda j: -((j.last or {}).get("finished") or 0.0), priority=1),
+        _col("size", "Stored", 9, lambda j: j.size or 0, descending=True, priority=1),
+        _col("vms", "VMs", 16, lambda j: ",".join(j.job.vms), priority=3),
+        _col("repo", "Repository", 24, lambda j: j.job.repository, priority=4, flex=True),
+    ),
+    cells=presenters.backup_job_cells, search=lambda j: f"{j.name} {' '.join(j.job.vms)} {j.job.repository}",
+    load=_backup_jobs, selectable=False,
+    actions=(
+        Action("bjobs.run", "r", "Run now", True),
+        Action("bjobs.new", "n", "New job", True, N),
+        Action("bjobs.edit", "e", "Edit job", True),
+        Action("bjobs.delete", "delete", "Remove job", True, confirm=True),
+        Action("bjobs.prune", "P", "Prune", True),
+        Action("bjobs.check", "v", "Verify", True),  # restic check locks the repository
+        Action("bjobs.test", "T", "Restore test", True),
+    ),
+)
+
+BACKUP_SNAPSHOTS = Kind(
+    "bsnaps", "Snapshots", "snapshot", "snapshots", key=lambda r: r.snapshot.short_id,
+    columns=(
+        _col("time", "Time", 19, lambda r: r.snapshot.time, descending=True),
+        _col("vm", "VM", 18, lambda r: r.vm.casefold(), flex=True),
+        _col("id", "Id", 8, lambda r: r.snapshot.short_id, priority=2),
+        _col("size", "Size", 9, lambda r: r.size or 0, descending=True),
+        _col("added", "Added", 9, lambda r: r.added or 0, descending=True, priority=1),
+        _col("quiesced", "Quiesced", 8, lambda r: r.quiesced, priority=1),
+        _col("state", "VM state", 8, lambda r: r.snapshot.tag("hc-state"), priority=3),
+    ),
+    cells=presenters.backup_snapshot_cells, search=lambda r: f"{r.vm} {r.snapshot.short_id}",
+    load=_backup_snapshots, sort="time", selectable=False,
+    actions=(
+        Action("bsnaps.restore_new", "R", "Restore as new", True),
+        Action("bsnaps.restore_in_place", "I", "Restore in place", True, confirm=True),
+    ),
+)
+
+BACKUPS_PANE = (
+    Action("backups.switch", "tab", "Switch table", False, N),
+    Action("backups.cancel", "ctrl+x", "Cancel run", True, N),
+)
+
 # -- the task log (the app keeps it; `l` shows it) -------------------------------------------------
 TASKS = Kind(
     "tasks", "Task log", "task", "tasks", key=lambda t: t.id,
@@ -387,9 +450,11 @@ SECURITY = (
     Action("security.reload", "R", "Reload", False, N),
 )
 
-KINDS: dict[str, Kind] = {k.name: k for k in (VMS, POOLS, VOLUMES, INTERFACES, NETWORKS, SNAPSHOTS, TASKS, CHECKS)}
+KINDS: dict[str, Kind] = {k.name: k for k in (VMS, POOLS, VOLUMES, INTERFACES, NETWORKS, SNAPSHOTS, TASKS, CHECKS,
+                                               BACKUP_JOBS, BACKUP_SNAPSHOTS)}
 ACTIONS: dict[str, Action] = {
-    a.id: a for group in (*(k.actions for k in KINDS.values()), STORAGE, NETWORKS_PANE, HOST_CHANGE, SECURITY)
+    a.id: a for group in (*(k.actions for k in KINDS.values()), STORAGE, NETWORKS_PANE, HOST_CHANGE, SECURITY,
+                          BACKUPS_PANE)
     for a in group
 }
 

@@ -9,6 +9,7 @@ from hyperconsole import cli
 from hyperconsole.app import HyperconsoleApp
 from hyperconsole.config import Config
 from hyperconsole.host.metrics import HostSampler
+from hyperconsole.demo import backup as demo_backup
 from hyperconsole.demo import libvirt as demo
 from hyperconsole.demo.stats import SimulatedStats
 from hyperconsole.virt.connection import ConnectionManager
@@ -77,6 +78,26 @@ async def security(pilot) -> None:
     await settle(pilot)
     await pilot.pause(0.3)
     await settle(pilot)
+
+
+async def backups(pilot) -> None:
+    """The Backups pane with the new-job form open (no job yet: a layout that does not follow the clock)."""
+    await pilot.press("5")
+    for _ in range(3):
+        await settle(pilot)
+        await pilot.pause(0.2)
+    await pilot.press("n")
+    await settle(pilot)
+
+
+async def backups_demo(pilot) -> None:
+    """The Backups pane with the demo's job and snapshots (times follow the clock: screenshot only)."""
+    app = pilot.app
+    demo_backup.ensure(app.config.nixos_dir, app.manager.conn)
+    await pilot.press("5")
+    for _ in range(6):
+        await settle(pilot)
+        await pilot.pause(0.3)
 
 
 async def filtered(pilot) -> None:
@@ -156,6 +177,7 @@ SCENES: dict[str, Callable[..., Awaitable[None]]] = {
     "networks": networks,
     "storage": storage,
     "security": security,
+    "backups": backups,
     "help": help_,
     "filtered": filtered,
     "narrow": narrow,
@@ -174,7 +196,7 @@ async def tasklog(pilot) -> None:
     await settle(pilot)
 
 
-SCREENSHOT_ONLY: dict[str, Callable[..., Awaitable[None]]] = {"tasklog": tasklog}
+SCREENSHOT_ONLY: dict[str, Callable[..., Awaitable[None]]] = {"tasklog": tasklog, "backups-demo": backups_demo}
 
 
 def demo_config(**changes) -> Config:
@@ -192,7 +214,8 @@ def demo_app(host_sampler: HostSampler | None = None, refresh: float = 3600.0, *
     manager.connect()
     demo.prepare(manager)
     sampler = DomainSampler(manager, stats_source=SimulatedStats()) if simulated else None
-    return HyperconsoleApp(manager, config, demo=True, host_sampler=host_sampler, sampler=sampler)
+    return HyperconsoleApp(manager, config, demo=True, host_sampler=host_sampler, sampler=sampler,
+                           backup_parts=demo_backup.parts())
 
 
 # -- the setup wizard: its own app, on pinned host facts so the pictures depend only on our code ----

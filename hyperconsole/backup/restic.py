@@ -16,16 +16,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Callable, Iterable
 
-from hyperconsole import paths
-from hyperconsole.errors import HyperconsoleError
+from hyperconsole import names, paths, safefs
+from hyperconsole.errors import HyperconsoleError, ValidationError
 
 DEFAULT_TIMEOUT = 600.0
 LONG_TIMEOUT = 24 * 3600.0
@@ -122,6 +124,16 @@ class Stats:
     @property
     def ratio(self) -> float:
         return self.restore_size / self.raw_size if self.raw_size else 0.0
+
+
+def create_password_file(path: str) -> None:
+    """A new random password in a new 0600 file; an existing file is never overwritten."""
+    target = Path(names.absolute_path(path, "password file"))
+    if target.exists() or target.is_symlink():
+        raise ValidationError(f"{target} already exists; not overwriting a repository password")
+    if not target.parent.exists():
+        safefs.ensure_private_dir(target.parent)
+    safefs.atomic_write(target, (secrets.token_urlsafe(32) + "\n").encode(), safefs.PRIVATE_FILE_MODE)
 
 
 def _classify(stderr: str, location: str) -> ResticError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 import uuid as uuid_mod
@@ -28,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 from hyperconsole import names, paths, safefs
 from hyperconsole.backup import archive
-from hyperconsole.backup.jobs import Job
+from hyperconsole.backup.jobs import Job, next_elapse, read_jobs
 from hyperconsole.backup.restic import ForgetGroup, Progress, Repository, Snapshot, Stats, tag
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos import locking
@@ -259,6 +260,10 @@ class SnapshotRow:
     size: int | None
     added: int | None
 
+    @property
+    def name(self) -> str:
+        return f"{self.snapshot.short_id} of {self.vm}"
+
 
 def snapshot_rows(job: Job, *, vm: str | None = None, records: Records | None = None) -> list[SnapshotRow]:
     records = records or Records()
@@ -287,7 +292,7 @@ def check(job: Job, subset: str = "5%") -> str:
 
 
 def stats(job: Job) -> Stats:
-    return repository(job).stats([f"hc-job={job.name}"])
+    return repository(job).stats([tag("hc-job", job.name)])
 
 
 # -- restore ----------------------------------------------------------------------------------------
@@ -387,3 +392,59 @@ def restore_test(conn, job: Job, *, only_vm: str | None = None, restorer=None, b
         records.add_test(job.name, result)
         results.append(result)
     return results
+
+
+# -- what the Backups pane lists --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job: Job
+    next_run: str
+    last: dict | None  # the recorded last run (RunResult fields, ok, summary)
+    size: int | None   # what the repository stores for the job (after dedup and compression)
+    error: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.job.name
+
+
+def next_run(job: Job) -> str:
+    """From the job's timer where systemd runs it, else when its schedule next fires."""
+    if Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
+        try:
+            done = subprocess.run(["systemctl", "show", "--property=NextElapseUSecRealtime", "--value",
+                                   f"{job.unit}.timer"], capture_output=True, text=True, timeout=10)
+            if done.returncode == 0 and done.stdout.strip() not in ("", "n/a"):
+                return done.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return next_elapse(job.schedule)
+
+
+def job_statuses(store, records: Records | None = None) -> list[JobStatus]:
+    records = records or Records()
+    out = []
+    for job in read_jobs(store):
+        size, error = None, ""
+        try:
+            size = stats(job).raw_size
+        except HyperconsoleError as exc:
+            error = str(exc)
+        out.append(JobStatus(job, next_run(job), records.last_run(job.name), size, error))
+    return out
+
+
+@dataclass(frozen=True)
+class SnapshotsView:
+    rows: list[SnapshotRow]
+    stats: Stats | None
+    tests: dict[str, dict]  # per VM: the last restore test
+    error: str = ""
+
+
+def snapshots_view(job: Job, records: Records | None = None) -> SnapshotsView:
+    records = records or Records()
+    rows = snapshot_rows(job, records=records)
+    return SnapshotsView(rows, repository(job).stats([tag("hc-job", job.name)]), records.tests(job.name))

@@ -228,6 +228,7 @@ def run_tui(args: argparse.Namespace, config: Config) -> int:
             from hyperconsole.demo import libvirt as demo
 
             demo.prepare(manager)
+            threading.Thread(target=_demo_backups, args=(config, manager), name="demo-backups", daemon=True).start()
         try:
             first_tick.append(sampler.tick())
         except HyperconsoleError:
@@ -243,10 +244,25 @@ def run_tui(args: argparse.Namespace, config: Config) -> int:
     if failure:
         print(f"hyperconsole: {failure[0]}", file=sys.stderr)
         return 1
+    backup_parts = None
+    if args.demo:
+        from hyperconsole.demo import backup as demo_backup
+
+        backup_parts = demo_backup.parts()
     app = HyperconsoleApp(manager, config, demo=args.demo, sampler=sampler,
-                          first_tick=first_tick[0] if first_tick else None)
+                          first_tick=first_tick[0] if first_tick else None, backup_parts=backup_parts)
     app.run()
     return 0
+
+
+def _demo_backups(config: Config, manager) -> None:
+    """The demo's backup job, repository and first snapshots, made beside the console's start."""
+    from hyperconsole.demo import backup as demo_backup
+
+    try:
+        demo_backup.ensure(config.nixos_dir, manager.conn)
+    except HyperconsoleError as exc:
+        log.warning("demo backups not prepared: %s", exc)
 
 
 class _QuietWhenClosed:

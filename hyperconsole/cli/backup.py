@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import secrets
 import sys
 import threading
 import time
@@ -19,9 +18,10 @@ from typing import Iterator
 
 import msgspec
 
-from hyperconsole import names, safefs
+from hyperconsole import names
 from hyperconsole.backup import jobs as jobs_mod
 from hyperconsole.backup import runner
+from hyperconsole.backup import restic
 from hyperconsole.backup.restic import Repository
 from hyperconsole.cli.nixos import apply_changeset, ask_to_apply, guarded
 from hyperconsole.config import Config
@@ -82,16 +82,6 @@ def _demo_ready(handler):
 # -- jobs ---------------------------------------------------------------------------------------------
 
 
-def create_password_file(path: str) -> None:
-    """A new random password in a new 0600 file; an existing file is never overwritten."""
-    target = Path(names.absolute_path(path, "password file"))
-    if target.exists() or target.is_symlink():
-        raise ValidationError(f"{target} already exists; not overwriting a repository password")
-    if not target.parent.exists():
-        safefs.ensure_private_dir(target.parent)
-    safefs.atomic_write(target, (secrets.token_urlsafe(32) + "\n").encode(), safefs.PRIVATE_FILE_MODE)
-
-
 def _from_args(args: argparse.Namespace, base: jobs_mod.Job | None) -> jobs_mod.Job:
     fields = msgspec.structs.asdict(base) if base else {"name": args.name}
     for arg, key in (("repo", "repository"), ("password_file", "password_file"), ("schedule", "schedule"),
@@ -131,7 +121,7 @@ def cmd_job_add(args: argparse.Namespace, config: Config) -> int:
     store = _store(config)
     changeset = jobs_mod.add(store, job)
     if args.create_password:
-        create_password_file(job.password_file)
+        restic.create_password_file(job.password_file)
     if args.init:
         Repository(job.repository, job.password_file, compression=job.compression).init()
         print(f"initialised the restic repository at {visible(job.repository)}")
