@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import time
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
@@ -83,12 +84,13 @@ def _image(vm: str, target: str) -> Path:
     path = image_path(vm, target)
     safefs.ensure_private_dir(path.parent)
     if not path.exists():
-        seed = hashlib.sha256(f"{vm}/{target}".encode()).digest()
+        # Incompressible like real disk data, so the repository figures look like a real host's.
+        rng = random.Random(f"{vm}/{target}")
         with open(path, "wb") as f:
             f.truncate(IMAGE_SIZE)
-            for i, offset in enumerate((0, 8 * 1024**2, 40 * 1024**2)):
+            for offset in (0, 8 * 1024**2, 40 * 1024**2):
                 f.seek(offset)
-                f.write((seed + bytes([i])) * (1024**2 // 33))
+                f.write(rng.randbytes(1024**2))
     return path
 
 
