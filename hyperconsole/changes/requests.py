@@ -12,6 +12,7 @@ import msgspec
 from msgspec import Meta
 
 from hyperconsole import profiles
+from hyperconsole.backup import jobs
 from hyperconsole.host import netconfig, netplan
 from hyperconsole.nixos.store import ChangeSet, FragmentStore
 
@@ -91,6 +92,22 @@ class ProfileApply(_Change, frozen=True, tag="profile.apply"):
     toggles: tuple[_Name, ...] = ()
 
 
+class _Backup(_Change, frozen=True):
+    category = "backups"
+
+
+class BackupJobAdd(_Backup, frozen=True, tag="backup.job.add"):
+    job: jobs.Job
+
+
+class BackupJobEdit(_Backup, frozen=True, tag="backup.job.edit"):
+    job: jobs.Job
+
+
+class BackupJobRemove(_Backup, frozen=True, tag="backup.job.remove"):
+    name: _Name
+
+
 class TrialConfirm(_Change, frozen=True, tag="trial.confirm"):
     """Keep the pending trial (any operator may keep or revert a trial: it changes nothing new)."""
 
@@ -105,7 +122,8 @@ class Rollback(_Change, frozen=True, tag="rollback"):
 
 
 Change = Union[BridgeAdd, BridgeRemove, VlanAdd, VlanRemove, AddressSet, MtuSet, FirewallChange, FirewallSet,
-               DnsSet, ProfileApply, TrialConfirm, TrialRevert, Rollback]
+               DnsSet, ProfileApply, BackupJobAdd, BackupJobEdit, BackupJobRemove, TrialConfirm, TrialRevert, Rollback]
+BACKUP_CHANGES = (BackupJobAdd, BackupJobEdit, BackupJobRemove)
 NETWORK_CHANGES = (BridgeAdd, BridgeRemove, VlanAdd, VlanRemove, AddressSet, MtuSet, FirewallChange, FirewallSet, DnsSet)
 CATEGORIES = ("network", "profile", "rollback", "backups")
 
@@ -159,6 +177,15 @@ def prepare(change: _Change, store: FragmentStore, *, requested_timeout: int | N
                                                     change.toggles)
         timeout = configured_timeout if requested_timeout is None else requested_timeout
         return Prepared(changeset, timeout, changeset.message.removeprefix("hyperconsole: "))
+    if isinstance(change, BACKUP_CHANGES):
+        # A schedule cannot cut anyone off: switched directly, never on trial.
+        if isinstance(change, BackupJobAdd):
+            changeset = jobs.add(store, change.job)
+        elif isinstance(change, BackupJobEdit):
+            changeset = jobs.replace(store, change.job)
+        else:
+            changeset = jobs.remove(store, change.name)
+        return Prepared(changeset, 0, changeset.message.removeprefix("hyperconsole: "))
     if not isinstance(change, NETWORK_CHANGES):
         raise TypeError(f"{change.kind} is not a fragment change")
     planned = netplan.plan(store, network_edit(change), vm_nics=vm_nics, host=host,

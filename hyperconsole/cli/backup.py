@@ -23,7 +23,8 @@ from hyperconsole.backup import jobs as jobs_mod
 from hyperconsole.backup import runner
 from hyperconsole.backup import restic
 from hyperconsole.backup.restic import Repository
-from hyperconsole.cli.nixos import apply_changeset, ask_to_apply, guarded
+from hyperconsole.changes import requests
+from hyperconsole.cli.nixos import apply_changeset, ask_to_apply, guarded, make_submitter
 from hyperconsole.config import Config
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos.store import FragmentStore
@@ -104,42 +105,48 @@ def _from_args(args: argparse.Namespace, base: jobs_mod.Job | None) -> jobs_mod.
     return jobs_mod.validate(jobs_mod.Job(**fields))
 
 
-def _apply(args: argparse.Namespace, config: Config, changeset) -> int:
-    if changeset.is_empty:
+def _apply(args: argparse.Namespace, config: Config, change: requests.Change, before=None) -> int:
+    """Render the change (refusals are one line, nothing written), show the diff, then apply it
+    with `switch` here as root or through the request unit for an operator."""
+    submitter = make_submitter(args, config)
+    prepared = requests.prepare(change, _store(config), requested_timeout=0, configured_timeout=0)
+    if prepared.changeset.is_empty:
         print("backups.nix already says this; nothing to change")
         return 0
-    print(changeset.diff(), end="")
+    if before is not None:
+        before()
+    print(prepared.changeset.diff(), end="")
     if not ask_to_apply(args):
         return 1
-    return apply_changeset(args, config, changeset, 0)
+    return apply_changeset(args, config, submitter, change, prepared.changeset, 0)
 
 
 @guarded
 @_demo_ready
 def cmd_job_add(args: argparse.Namespace, config: Config) -> int:
     job = _from_args(args, None)
-    store = _store(config)
-    changeset = jobs_mod.add(store, job)
-    if args.create_password:
-        restic.create_password_file(job.password_file)
-    if args.init:
-        Repository(job.repository, job.password_file, compression=job.compression).init()
-        print(f"initialised the restic repository at {visible(job.repository)}")
-    return _apply(args, config, changeset)
+
+    def prepare_repository() -> None:
+        if args.create_password:
+            restic.create_password_file(job.password_file)
+        if args.init:
+            Repository(job.repository, job.password_file, compression=job.compression).init()
+            print(f"initialised the restic repository at {visible(job.repository)}")
+
+    return _apply(args, config, requests.BackupJobAdd(job), prepare_repository)
 
 
 @guarded
 @_demo_ready
 def cmd_job_edit(args: argparse.Namespace, config: Config) -> int:
-    store = _store(config)
-    job = _from_args(args, jobs_mod.find(jobs_mod.read_jobs(store), args.name))
-    return _apply(args, config, jobs_mod.replace(store, job))
+    job = _from_args(args, _job(config, args.name))
+    return _apply(args, config, requests.BackupJobEdit(job))
 
 
 @guarded
 @_demo_ready
 def cmd_job_remove(args: argparse.Namespace, config: Config) -> int:
-    return _apply(args, config, jobs_mod.remove(_store(config), args.name))
+    return _apply(args, config, requests.BackupJobRemove(args.name))
 
 
 @guarded

@@ -22,6 +22,7 @@ from textual.widgets import Log, ProgressBar, Static
 from hyperconsole import names, presenters, resources
 from hyperconsole.backup import jobs as jobs_mod
 from hyperconsole.backup import restic, runner
+from hyperconsole.changes import requests
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone
 from hyperconsole.resources import Targets
@@ -163,7 +164,7 @@ class BackupsScreen(HostChangePane):
                       check=lambda values: self._checked({**values, "name": job.name}))
 
     def act_bjobs_delete(self, targets: Targets) -> None:
-        self._plan(lambda store: jobs_mod.remove(store, self._job(targets).name), f"remove backup job {self._job(targets).name}")
+        self._plan(requests.BackupJobRemove(self._job(targets).name))
 
     @staticmethod
     def _checked(values: dict[str, Any]) -> dict[str, Any]:
@@ -177,22 +178,21 @@ class BackupsScreen(HostChangePane):
         job = job_from_form(values)
         create = bool(values.get("create_password"))
         if verb == "add":
-            self._plan(lambda store: jobs_mod.add(store, job), f"add backup job {job.name}",
-                       prepare=(lambda: _create_repository(job)) if create else None)
+            self._plan(requests.BackupJobAdd(job), prepare=(lambda: _create_repository(job)) if create else None)
         else:
-            self._plan(lambda store: jobs_mod.replace(store, job), f"edit backup job {job.name}")
+            self._plan(requests.BackupJobEdit(job))
 
     @work(thread=True, exclusive=True, group="backup-plan", exit_on_error=False, description="plan backup job change")
-    def _plan(self, make, description: str, prepare=None) -> None:
+    def _plan(self, change: requests.Change, prepare=None) -> None:
         try:
-            changeset = make(self.controller.store)
-            if prepare is not None:
+            prepared = requests.prepare(change, self.controller.store, requested_timeout=0, configured_timeout=0)
+            if prepare is not None and not prepared.changeset.is_empty:
                 prepare()
         except HyperconsoleError as exc:
             self.app.call_from_thread(self.notify, str(exc), title="not changed", severity="error", markup=False)
             return
-        self.app.call_from_thread(self.ask_apply, f"Apply: {description}?", changeset, 0, description,
-                                  changeset.diff())
+        self.app.call_from_thread(self.ask_apply, f"Apply: {prepared.description}?", change, prepared.changeset, 0,
+                                  prepared.description, prepared.changeset.diff())
 
     # -- run now, with progress -----------------------------------------------------------------------
     def act_bjobs_run(self, targets: Targets) -> None:
