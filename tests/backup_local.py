@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,12 +131,23 @@ def restic_env_ok() -> bool:
 def local_opener(images: dict[str, list[tuple[str, Path]]], *, delay: float = 0.0):
     """An `open_vm` for VMs whose disks are local files: {vm: [(target, path)]}. It leaves a file
     in the scratch dir, as the real one leaves NBD sockets, so its removal can be checked."""
-    import time
     from contextlib import contextmanager
 
     @contextmanager
     def open_vm(conn, name, *, quiesce, scratch_dir):
-        (Path(scratch_dir) / "nbd.sock").write_text("")
+        # Like backup.source.open_vm: a run directory per open, and those of dead runs removed.
+        import shutil
+
+        scratch_dir = Path(scratch_dir)
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        for old in scratch_dir.glob("run-*"):
+            try:
+                os.kill(int(old.name.split("-")[1]), 0)
+            except ProcessLookupError:
+                shutil.rmtree(old)
+        run = scratch_dir / f"run-{os.getpid()}-{time.monotonic_ns()}"
+        run.mkdir()
+        (run / "nbd.sock").write_text("")
         disks = [SlowDisk(target, path, delay) for target, path in images[name]]
         try:
             dom = conn.lookupByName(name)
@@ -143,6 +155,7 @@ def local_opener(images: dict[str, list[tuple[str, Path]]], *, delay: float = 0.
         finally:
             for d in disks:
                 d.close()
+            shutil.rmtree(run, ignore_errors=True)
 
     return open_vm
 
@@ -154,8 +167,6 @@ class SlowDisk(FileDisk):
 
     def read(self, offset: int, length: int) -> bytes:
         if self.delay:
-            import time
-
             time.sleep(self.delay)
         return super().read(offset, length)
 

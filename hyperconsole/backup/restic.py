@@ -175,10 +175,15 @@ class Repository:
         return env
 
     def argv(self, *args: str) -> list[str]:
+        """restic's command line; under `setpriv --pdeathsig KILL` where it exists, so restic dies
+        with the process that started it: a killed runner must never leave restic to read the end
+        of its stdin and store a truncated archive as a snapshot."""
         binary = shutil.which(self.binary)
         if binary is None:
             raise ResticError("restic is not installed", hint="install the restic package")
-        return [binary, "--compression", self.compression, *args]
+        setpriv = shutil.which("setpriv")
+        prefix = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+        return [*prefix, binary, "--compression", self.compression, *args]
 
     def _check_password_file(self) -> None:
         try:
@@ -322,8 +327,7 @@ class Repository:
                 cancel: threading.Event | None = None, timeout: float) -> None:
         self._check_password_file()
         proc = subprocess.Popen(self.argv(*args), stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(),
-                                start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env())
         stderr_chunks: list[bytes] = []
         failure: list[BaseException] = []
 
@@ -399,13 +403,8 @@ def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
         proc.wait(timeout=STOP_GRACE)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        proc.kill()
         proc.wait()
-    except ProcessLookupError:
-        pass

@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid as uuid_mod
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +34,6 @@ from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos import locking
 
 RECORDS = "runs.json"
-SCRATCH = "scratch"
 TEST_PREFIX = "hc-restore-test-"
 BOOT_TIMEOUT = 300.0
 
@@ -148,21 +146,20 @@ class Records:
 # -- one run ----------------------------------------------------------------------------------------
 
 
+def scratch_root() -> Path:
+    """Where open_vm puts its per-run directories (NBD sockets, scratch files). QEMU runs as
+    libvirt-qemu under a system libvirtd and must reach it, so it is not the private state dir."""
+    return Path("/var/lib/hyperconsole/backup-scratch") if os.geteuid() == 0 else paths.state_dir() / "backup-scratch"
+
+
 @contextmanager
-def job_lock(job: Job, directory: Path | None = None) -> Iterator[Path]:
-    """Held for a whole run; yields the job's scratch dir, emptied of what a dead run left."""
+def job_lock(job: Job, directory: Path | None = None) -> Iterator[None]:
+    """Held for a whole run: runs of one job never overlap."""
     base = directory or state_dir()
     safefs.ensure_private_dir(base)
     busy = lambda who: ValidationError(f"backup job {job.name} is already running (pid {who.strip() or '?'})")  # noqa: E731
     with locking.held(base / f"{job.name}.lock", 0, busy, note=f"{os.getpid()}\n"):
-        scratch = base / SCRATCH / job.name
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)  # only a dead run of this job leaves it
-        safefs.ensure_private_dir(scratch)
-        try:
-            yield scratch
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        yield
 
 
 def domain_names(conn) -> list[str]:
@@ -183,37 +180,36 @@ def tags(job: Job, src) -> list[str]:
 def backup_vm(conn, job: Job, vm: str, *, repo: Repository, scratch: Path, open_vm: OpenVm,
               cancel: threading.Event | None = None,
               on_progress: Callable[[str, int, int], None] | None = None, when: str | None = None) -> VmResult:
-    """One VM into one snapshot. on_progress(vm, bytes restic has read, bytes the stream will have)."""
+    """One VM into one snapshot. on_progress(vm, bytes restic has read, bytes the stream will have).
+    open_vm keeps its own per-run directory in `scratch` and removes what killed runs left there."""
     started = time.monotonic()
-    vm_scratch = scratch / uuid_mod.uuid4().hex[:12]
-    vm_scratch.mkdir(mode=0o700)
-    try:
-        with open_vm(conn, vm, quiesce=job.quiesce, scratch_dir=vm_scratch) as src:
-            planned = archive.plan(src)
-            total = planned.stream_bytes
+    with open_vm(conn, vm, quiesce=job.quiesce, scratch_dir=scratch) as src:
+        planned = archive.plan(src)
+        total = planned.stream_bytes
 
-            def progress(p: Progress) -> None:
-                if on_progress is not None:
-                    on_progress(vm, min(p.bytes_done, total), total)
+        def progress(p: Progress) -> None:
+            if on_progress is not None:
+                on_progress(vm, min(p.bytes_done, total), total)
 
-            summary = repo.backup_stdin(
-                f"{vm}.tar", tags(job, src),
-                # mtime 0: an unchanged VM gives the very same stream, so restic stores nothing new
-                lambda pipe: archive.write_archive(src, pipe, planned=planned),
-                when=when, on_progress=progress, cancel=cancel)
-            return VmResult(vm, True, summary.snapshot_id, summary.total_bytes, summary.data_added,
-                            time.monotonic() - started, bool(src.quiesced))
-    finally:
-        shutil.rmtree(vm_scratch, ignore_errors=True)
+        summary = repo.backup_stdin(
+            f"{vm}.tar", tags(job, src),
+            # mtime 0: an unchanged VM gives the very same stream, so restic stores nothing new
+            lambda pipe: archive.write_archive(src, pipe, planned=planned),
+            when=when, on_progress=progress, cancel=cancel)
+        return VmResult(vm, True, summary.snapshot_id, summary.total_bytes, summary.data_added,
+                        time.monotonic() - started, bool(src.quiesced))
 
 
 def run_job(conn, job: Job, *, only_vm: str | None = None, open_vm: OpenVm | None = None,
             cancel: threading.Event | None = None, on_progress: Callable[[str, int, int], None] | None = None,
-            records: Records | None = None, when: str | None = None, forget: bool = True) -> RunResult:
+            records: Records | None = None, when: str | None = None, forget: bool = True,
+            scratch: Path | None = None) -> RunResult:
     """Back up the job's VMs (or only `only_vm`), then forget per retention; the result is recorded.
     Refusals that change nothing (no such VM, repository problems) raise before any backup."""
     records = records or Records()
+    real_source = open_vm is None
     open_vm = open_vm or default_open_vm()
+    scratch = scratch or scratch_root()
     repo = repository(job)
     selected = job.select(domain_names(conn))
     if only_vm is not None:
@@ -224,7 +220,11 @@ def run_job(conn, job: Job, *, only_vm: str | None = None, open_vm: OpenVm | Non
     if not selected:
         raise ValidationError(f"backup job {job.name} selects no VM on this host")
     started = time.time()
-    with job_lock(job, records.dir) as scratch:
+    with job_lock(job, records.dir):
+        if real_source:
+            from hyperconsole.backup import source
+
+            source.cleanup(conn, scratch)  # libvirt jobs and qemu-nbd left by a killed run
         repo.unlock()  # stale locks only, as restic judges them
         repo.snapshots(["hc-job=" + job.name])  # wrong password / no repository: one line, before any VM work
         results = []
