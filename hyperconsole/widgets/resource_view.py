@@ -4,8 +4,13 @@ across refreshes, filters, sorts and operations.
 
 It takes data, not core types: rows are items keyed by a string, cells come from a pure function
 of the item, columns declare their label, width, sort key and how early they are dropped when the
-view is narrow. Updates touch only the cells whose text changed and re-order rows only when rows
-came or went or a value of the sort column changed, so a tick over a large list stays cheap.
+view is narrow.
+
+The table is virtual: it keeps the display order (a list of keys) and a sort value per row, and
+makes cells only for the rows on screen, when they are painted. An update repaints a line only
+when the row on it changed its *displayed* text or another row took its place, so a tick over ten
+thousand VMs costs about what one screenful costs. The view tells its screen which rows are on
+screen (`ViewportChanged`) so what is sampled can follow what is shown.
 """
 
 from __future__ import annotations
@@ -13,19 +18,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.coordinate import Coordinate
+from textual.geometry import Region, Size
 from textual.message import Message
-from textual.widgets import DataTable, Input
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.timer import Timer
+from textual.widgets import Input
 
 from hyperconsole.sanitize import visible
 
 T = TypeVar("T")
 SELECT_COLUMN = "_sel"
+CELL_PADDING = 1  # blank cells on each side of a cell
+VIEWPORT_SETTLE = 0.15  # seconds the rows on screen stay put before the screen is told
 
 
 @dataclass(frozen=True)
@@ -39,38 +51,252 @@ class Column:
     flex: bool = False  # takes the width left over (lists of names, paths)
 
 
-class ResourceTable(DataTable, inherit_bindings=False):
-    """The DataTable inside a ResourceView: `home`/`end` go to the first/last row; `enter` is
-    left to the kind's actions (details, revert …)."""
+@dataclass(frozen=True)
+class ShownColumn:
+    """A column as the table draws it: its header and its width in cells."""
 
+    key: str
+    label: Text
+    width: int
+
+
+class ResourceTable(ScrollView, can_focus=True):
+    """The rows of a ResourceView, drawn one screen line at a time (Textual's line API).
+
+    It holds the display order and the cells of the rows on screen only; `cells_of(key)` makes a
+    row's cells when it is painted. `rows_rendered` counts row lines drawn (the header apart), so
+    a test can see what an update repainted. `home`/`end` go to the first/last row; `enter` is left
+    to the kind's actions (details, revert …)."""
+
+    DEFAULT_CSS = """
+    ResourceTable { background: $surface; color: $foreground; overflow-x: hidden; }
+    ResourceTable:focus { background-tint: $foreground 5%; }
+    ResourceTable > .resource-table--header { text-style: bold; background: $panel; color: $foreground; }
+    ResourceTable:focus > .resource-table--header { background-tint: $foreground 5%; }
+    ResourceTable:ansi > .resource-table--header { background: ansi_bright_blue; color: ansi_default; }
+    ResourceTable > .resource-table--even-row { background: $surface-lighten-1 50%; }
+    ResourceTable:dark > .resource-table--even-row { background: $surface-darken-1 40%; }
+    ResourceTable > .resource-table--cursor {
+        background: $block-cursor-blurred-background; color: $block-cursor-blurred-foreground;
+        text-style: $block-cursor-blurred-text-style;
+    }
+    ResourceTable:focus > .resource-table--cursor {
+        background: $block-cursor-background; color: $block-cursor-foreground; text-style: $block-cursor-text-style;
+    }
+    """
+    COMPONENT_CLASSES = {"resource-table--header", "resource-table--even-row", "resource-table--cursor"}
     BINDINGS = [
         Binding("up", "cursor_up", "Cursor up", show=False),
         Binding("down", "cursor_down", "Cursor down", show=False),
-        Binding("right", "scroll_right", "Scroll right", show=False),
-        Binding("left", "scroll_left", "Scroll left", show=False),
         Binding("pageup", "page_up", "Page up", show=False),
         Binding("pagedown", "page_down", "Page down", show=False),
         Binding("home", "first", "First row", show=False, id="view.first"),
         Binding("end", "last", "Last row", show=False, id="view.last"),
     ]
 
+    def __init__(self, cells_of: Callable[[str], tuple[Text, ...]], moved: Callable[[], None],
+                 viewport: Callable[[], None]) -> None:
+        super().__init__()
+        self._cells_of = cells_of  # key -> the row's cells, in column order
+        self._moved = moved  # the cursor moved (by the operator or by code)
+        self._viewport = viewport  # the rows on screen may be others
+        self.columns: dict[str, ShownColumn] = {}
+        self.keys: list[str] = []  # display order
+        self._index: dict[str, int] = {}
+        self.cursor_row = 0
+        self._painted: dict[str, tuple[Text, ...]] = {}  # cells of the rows on screen, as last made
+        self._styles: tuple[Style, Style, Style, Style] | None = None
+        self.rows_rendered = 0
+
+    # -- the order, the cells ---------------------------------------------------------------------
+    @property
+    def row_count(self) -> int:
+        return len(self.keys)
+
+    @property
+    def page_height(self) -> int:
+        """Rows that fit under the header."""
+        return max(0, self.scrollable_content_region.height - 1)
+
+    def visible_keys(self) -> list[str]:
+        top = self.scroll_offset.y
+        return self.keys[top: top + self.page_height]
+
+    def set_columns(self, columns: Iterable[ShownColumn]) -> None:
+        self.columns = {c.key: c for c in columns}
+        self._painted.clear()
+        self._resize_virtual()
+        self.refresh()
+
+    def relabel(self, labels: Mapping[str, Text]) -> None:
+        self.columns = {k: ShownColumn(k, labels.get(k, c.label), c.width) for k, c in self.columns.items()}
+        self.refresh(Region(0, 0, self.size.width, 1))
+
+    def update(self, order: list[str] | None, changed: Iterable[str]) -> None:
+        """Take a new display order (None: the same) and the keys whose cells may differ; repaint
+        the lines whose row is another one or shows other text."""
+        before = self.visible_keys()
+        if order is not None:
+            self.keys = order
+            self._index = {key: i for i, key in enumerate(order)}
+            self.cursor_row = min(self.cursor_row, max(0, len(order) - 1))
+            self._resize_virtual()
+        after = self.visible_keys()
+        changed = changed if isinstance(changed, (set, frozenset, dict)) else set(changed)
+        for line, key in enumerate(after):
+            if line >= len(before) or before[line] != key:
+                self._painted.pop(key, None)
+                self._refresh_row(line)
+            elif key in changed:
+                cells = self._cells_of(key)
+                if cells != self._painted.get(key):
+                    self._painted[key] = cells
+                    self._refresh_row(line)
+        for line in range(len(after), len(before)):
+            self._refresh_row(line)  # rows gone from the end: blank lines now
+        if len(self._painted) > 2 * len(after) + 16:  # rows that scrolled or moved away
+            on_screen = set(after)
+            self._painted = {k: v for k, v in self._painted.items() if k in on_screen}
+        if before != after:
+            self._viewport()
+
+    def _resize_virtual(self) -> None:
+        width = sum(c.width + 2 * CELL_PADDING for c in self.columns.values())
+        self.virtual_size = Size(width, len(self.keys) + 1)
+
+    def _refresh_row(self, line: int) -> None:
+        """Repaint the screen line of the `line`-th row on screen."""
+        self.refresh(Region(0, line + 1, self.size.width, 1))
+
+    def _refresh_key(self, key: str) -> None:
+        row = self._index.get(key)
+        if row is not None:
+            self._refresh_row(row - self.scroll_offset.y)
+
+    # -- DataTable-like accessors (tests and screens read rows through them) ------------------------
+    def get_row_index(self, key: str) -> int:
+        return self._index[key]
+
+    def get_row(self, key: str) -> list[Text]:
+        return list(self._cells_of(key))
+
+    def get_row_at(self, row: int) -> list[Text]:
+        return self.get_row(self.keys[row])
+
+    def get_column_index(self, column: str) -> int:
+        return list(self.columns).index(column)
+
+    def get_cell(self, key: str, column: str) -> Text:
+        return self.get_row(key)[self.get_column_index(column)]
+
+    def get_cell_at(self, coordinate: tuple[int, int]) -> Text:
+        row, column = coordinate
+        return self.get_row_at(row)[column]
+
+    # -- drawing ------------------------------------------------------------------------------------
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._styles = None  # the focus or the theme may have changed since the last paint
+        return super().render_lines(crop)
+
+    def _row_styles(self) -> tuple[Style, Style, Style, Style]:
+        if self._styles is None:
+            cursor = self.get_component_rich_style("resource-table--cursor")
+            self._styles = (self.rich_style, self.get_component_rich_style("resource-table--even-row"),
+                            self.get_component_rich_style("resource-table--header"),
+                            # the cursor's colours win over the cells' own, as in DataTable
+                            Style.from_color(cursor.color, cursor.bgcolor) + Style(bold=cursor.bold))
+        return self._styles
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        odd, even, header, cursor = self._row_styles()
+        if y == 0:
+            cells = tuple(c.label for c in self.columns.values())
+            return self._strip(cells, width, header, None)
+        row = self.scroll_offset.y + y - 1
+        if row >= len(self.keys):
+            return Strip.blank(width, odd)
+        key = self.keys[row]
+        cells = self._painted.get(key)
+        if cells is None:
+            cells = self._painted[key] = self._cells_of(key)
+        self.rows_rendered += 1
+        base = even if row % 2 == 0 else odd
+        return self._strip(cells, width, base, cursor if row == self.cursor_row else None)
+
+    def _strip(self, cells: tuple[Text, ...], width: int, base: Style, post: Style | None) -> Strip:
+        line = Text(no_wrap=True, end="")
+        pad = " " * CELL_PADDING
+        for cell, column in zip(cells, self.columns.values()):
+            if cell.cell_len != column.width or "\n" in cell.plain:
+                cell = cell.copy()
+                cell.plain = cell.plain.replace("\n", " ")
+                cell.truncate(column.width, overflow="ellipsis", pad=True)
+            line.append(pad)
+            line.append_text(cell)
+            line.append(pad)
+        segments = Segment.apply_style(line.render(self.app.console, end=""), base, post)
+        return Strip(segments).crop_extend(0, width, base)
+
+    # -- the cursor ---------------------------------------------------------------------------------
+    def move_cursor(self, *, row: int, animate: bool = False, scroll: bool = True) -> None:
+        """Put the cursor on `row` (clamped) and bring it on screen."""
+        if not self.keys:
+            return
+        row = min(max(row, 0), len(self.keys) - 1)
+        old, self.cursor_row = self.cursor_row, row
+        if old != row:
+            top = self.scroll_offset.y
+            self._refresh_row(old - top)
+            self._refresh_row(row - top)
+        if scroll:
+            self._scroll_to_cursor()
+        self._moved()
+
+    def _scroll_to_cursor(self) -> None:
+        top, height = self.scroll_offset.y, self.page_height
+        if not height:
+            return
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False, force=True)
+        elif self.cursor_row >= top + height:
+            self.scroll_to(y=self.cursor_row - height + 1, animate=False, force=True)
+
+    def action_cursor_up(self) -> None:
+        self.move_cursor(row=self.cursor_row - 1)
+
+    def action_cursor_down(self) -> None:
+        self.move_cursor(row=self.cursor_row + 1)
+
+    def action_page_up(self) -> None:
+        self.move_cursor(row=self.cursor_row - max(1, self.page_height - 1))
+
+    def action_page_down(self) -> None:
+        self.move_cursor(row=self.cursor_row + max(1, self.page_height - 1))
+
     def action_first(self) -> None:
-        if self.row_count:
-            self.move_cursor(row=0)
+        self.move_cursor(row=0)
 
     def action_last(self) -> None:
-        if self.row_count:
-            self.move_cursor(row=self.row_count - 1)
+        self.move_cursor(row=len(self.keys) - 1)
 
-    def arrange(self, order: list[str]) -> None:
-        """Show the rows in `order` (every row key once) without re-adding them: the same
-        re-indexing DataTable.sort does, from an order computed on the items, not the cells."""
-        from textual._two_way_dict import TwoWayDict
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is not None and offset.y >= 1:
+            row = self.scroll_offset.y + offset.y - 1
+            if row < len(self.keys):
+                self.move_cursor(row=row)
 
-        row_keys = {row_key.value: row_key for row_key in self._data}
-        self._row_locations = TwoWayDict({row_keys[key]: index for index, key in enumerate(order)})
-        self._update_count += 1
-        self.refresh()
+    # -- what makes the rows on screen others ---------------------------------------------------------
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if round(old_value) != round(new_value):
+            self._viewport()
+
+    def on_resize(self) -> None:
+        self._styles = None
+        self._scroll_to_cursor()
+        self._viewport()
 
 
 class ResourceView(Vertical, Generic[T]):
@@ -105,6 +331,21 @@ class ResourceView(Vertical, Generic[T]):
         def control(self) -> "ResourceView":
             return self.view
 
+    class ViewportChanged(Message):
+        """Other rows are on screen, or the rows are sorted on another column: what a screen
+        samples can follow what is shown. Posted once the view has stayed put a moment, not on
+        every tick or every line scrolled."""
+
+        def __init__(self, view: "ResourceView", keys: tuple[str, ...], sort_column: str | None) -> None:
+            super().__init__()
+            self.view = view
+            self.keys = keys  # in display order
+            self.sort_column = sort_column
+
+        @property
+        def control(self) -> "ResourceView":
+            return self.view
+
     def __init__(self, title: str, columns: Iterable[Column], cells: Callable[[T], dict[str, Text]],
                  search: Callable[[T], str], *, sort: str | None = None, selectable: bool = True,
                  id: str | None = None) -> None:
@@ -121,8 +362,8 @@ class ResourceView(Vertical, Generic[T]):
         # A column that reads best largest (or newest) first starts that way.
         self.sort_reverse = any(c.key == self.sort_column and c.descending for c in self.columns)
         self._note = ""
-        self._cells: dict[str, dict[str, Text]] = {}  # rows shown: key -> every column's cell
-        self._sort_values: dict[str, Any] = {}
+        self._shown: dict[str, Any] = {}  # rows that pass the filter: key -> sort value
+        self._sort_of = self._sort_function()
         self._shown_columns: tuple[Column, ...] = self.columns
         self._widths: dict[str, int] = {c.key: c.width for c in self.columns}
         self._last_key: str | None = None
@@ -131,10 +372,12 @@ class ResourceView(Vertical, Generic[T]):
         self._wanted: str | None = None
         self._placed: str | None = None
         self._title_text = ""
+        self._viewport_timer: Timer | None = None
+        self._viewport_told: tuple[frozenset[str], str | None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter — enter keeps, esc clears", classes="hidden")
-        yield ResourceTable(cursor_type="row", zebra_stripes=True)
+        yield ResourceTable(self._row_cells, self._cursor_moved, self._viewport_moved)
 
     def on_mount(self) -> None:
         self._build_columns()
@@ -152,83 +395,72 @@ class ResourceView(Vertical, Generic[T]):
     def set_items(self, items: Mapping[str, T], changed: Iterable[str] | None = None) -> None:
         """Show `items`. `changed` names the keys that were added, removed or changed since the
         last call (a poll diff); None means any may have changed."""
-        self.items = items  # not copied: a tick over a thousand VMs stays cheap
-        touched = set(self.items) | set(self._cells) if changed is None else set(changed)
-        self.selected &= self.items.keys()
+        self.items = items  # not copied: a tick over ten thousand VMs stays cheap
+        touched = self.items.keys() | self._shown.keys() if changed is None else changed
+        if self.selected:
+            self.selected &= self.items.keys()
         self._sync(touched)
 
     def _matches(self, item: T) -> bool:
         needle = self.filter_text.casefold()
         return not needle or needle in self.search_of(item).casefold()
 
-    def _row(self, key: str, item: T) -> dict[str, Text]:
-        cells = self.cells_of(item)
+    def _row_cells(self, key: str) -> tuple[Text, ...]:
+        """The cells of one row, in the order of the columns shown (made when it is painted)."""
+        cells = self.cells_of(self.items[key])
         if self.selectable:
             cells[SELECT_COLUMN] = Text("●" if key in self.selected else " ", "bold cyan")
-        return cells
+        return tuple(cells[c] for c in self._shown_keys())
 
-    def _sort_value(self, item: T) -> Any:
+    def _sort_function(self) -> Callable[[T], Any]:
         column = next((c for c in self.columns if c.key == self.sort_column and c.sort), None)
-        return column.sort(item) if column else 0
+        return column.sort if column is not None else (lambda _item: 0)  # type: ignore[return-value]
 
-    def _sync(self, keys: Iterable[str]) -> None:
+    def _sync(self, keys: Iterable[str], *, reorder: bool = False) -> None:
+        """Bring the rows of `keys` up to date: in or out of the filter, their sort value, their
+        cells on screen. The rows are re-ordered only when one came or went or a sort value moved."""
         table = self.table
         cursor, index = self.cursor_key, table.cursor_row
-        shown = self._shown_keys()
-        reorder = False
+        shown, sort_of, missing = self._shown, self._sort_of, object()
+        filtering = bool(self.filter_text)
         for key in keys:
             item = self.items.get(key)
-            old = self._cells.get(key)
-            if item is None or not self._matches(item):
-                if old is not None:
-                    table.remove_row(key)
-                    del self._cells[key]
-                    self._sort_values.pop(key, None)
+            if item is None or (filtering and not self._matches(item)):
+                if shown.pop(key, missing) is not missing:
+                    reorder = True
                 continue
-            cells = self._row(key, item)
-            if old is None:
-                table.add_row(*(cells[c] for c in shown), key=key)
+            value = sort_of(item)
+            if shown.get(key, missing) != value:
                 reorder = True
-            else:
-                for column in shown:
-                    if old[column] != cells[column]:  # only cells whose text changed are touched
-                        table.update_cell(key, column, cells[column])
-            self._cells[key] = cells
-            value = self._sort_value(item)
-            if self._sort_values.get(key, value) != value or old is None:
-                reorder = True
-            self._sort_values[key] = value
-        if reorder:
-            self._reorder()
+                shown[key] = value
+        table.update(self._order() if reorder else None, keys)
         self._restore_cursor(cursor, index)
         self._update_title()
 
-    def _reorder(self) -> None:
-        table = self.table
-        if not table.row_count:
-            return
+    def _order(self) -> list[str]:
+        shown = self._shown
         if self.sort_column:
-            order = sorted(self._cells, key=lambda k: (self._sort_values.get(k, 0), k))
+            order = sorted(shown, key=lambda k: (shown[k], k))
         else:  # no sort column: the order the items came in (a snapshot tree)
-            order = [k for k in self.items if k in self._cells]
+            order = [k for k in self.items if k in shown]
         if self.sort_reverse:
             order.reverse()
-        table.arrange(order)
+        return order
 
     def _restore_cursor(self, key: str | None, index: int) -> None:
         """Back on the same object; if it left the view, on the row that took its place."""
         table = self.table
-        if self._wanted in self._cells:
+        if self._wanted in self._shown:
             key, self._wanted = self._wanted, None
-        elif key is not None and key not in self._cells and self._wanted is None:
+        elif key is not None and key not in self._shown and self._wanted is None:
             self._wanted = key
         if not table.row_count:
             self._announce()
             return
-        row = table.get_row_index(key) if key in self._cells else min(max(index, 0), table.row_count - 1)
+        row = table.get_row_index(key) if key in self._shown else min(max(index, 0), table.row_count - 1)
+        self._placed = table.keys[row]
         if row != table.cursor_row:
-            table.move_cursor(row=row, animate=False)
-        self._placed = self.cursor_key
+            table.move_cursor(row=row)
         self._announce()
 
     def _announce(self) -> None:
@@ -237,43 +469,48 @@ class ResourceView(Vertical, Generic[T]):
             self._last_key = key
             self.post_message(self.Highlighted(self, key))
 
+    def _cursor_moved(self) -> None:
+        if self.cursor_key != self._placed:  # the operator moved it, not this view
+            self._wanted = self._placed = None
+        self._announce()
+
+    # -- the rows on screen ----------------------------------------------------------------------
+    def _viewport_moved(self) -> None:
+        """The rows on screen may be others: tell the screen once they settle."""
+        if self._viewport_timer is not None:
+            self._viewport_timer.stop()
+        self._viewport_timer = self.set_timer(VIEWPORT_SETTLE, self._tell_viewport)
+
+    def _tell_viewport(self) -> None:
+        self._viewport_timer = None
+        keys = tuple(self.table.visible_keys())
+        told = (frozenset(keys), self.sort_column or None)
+        if told != self._viewport_told:
+            self._viewport_told = told
+            self.post_message(self.ViewportChanged(self, keys, told[1]))
+
     # -- what the cursor and the selection point at ---------------------------------------------
     @property
     def cursor_key(self) -> str | None:
         table = self.table
-        if not table.row_count:
-            return None
-        try:
-            return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))[0].value
-        except Exception:  # the cursor sits past a row that was just removed
-            return None
+        return table.keys[table.cursor_row] if table.keys else None
 
     def move_to(self, key: str) -> None:
-        if key in self._cells:
-            self.table.move_cursor(row=self.table.get_row_index(key), animate=False)
+        if key in self._shown:
             self._wanted, self._placed = None, key
-            self._announce()
+            self.table.move_cursor(row=self.table.get_row_index(key))
 
     def shown_keys(self) -> list[str]:
-        """Keys of the rows on screen, in display order."""
-        table = self.table
-        return [table.coordinate_to_cell_key(Coordinate(i, 0))[0].value for i in range(table.row_count)]
+        """Keys of the rows that pass the filter, in display order."""
+        return list(self.table.keys)
 
     def targets(self) -> list[str]:
         """The selection (in display order) if there is one, else the cursor row."""
         if self.selected:
-            order = {key: i for i, key in enumerate(self.shown_keys())}
-            return sorted(self.selected, key=lambda k: (order.get(k, len(order)), k))
+            index = self.table._index
+            return sorted(self.selected, key=lambda k: (index.get(k, len(index)), k))
         key = self.cursor_key
         return [key] if key is not None else []
-
-    @on(DataTable.RowHighlighted)
-    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        event.stop()
-        key = event.row_key.value
-        if key == self.cursor_key != self._placed:  # the operator moved (not a stale event of ours)
-            self._wanted = self._placed = None
-        self._announce()
 
     # -- title, header, columns -----------------------------------------------------------------
     @property
@@ -287,7 +524,7 @@ class ResourceView(Vertical, Generic[T]):
         self._update_title()
 
     def _update_title(self) -> None:
-        total, shown = len(self.items), len(self._cells)
+        total, shown = len(self.items), len(self._shown)
         title = f"{self.title} [{shown}/{total}]" if self.filter_text else f"{self.title} [{total}]"
         if self.filter_text:
             title += f" /{self.filter_text}"
@@ -320,25 +557,16 @@ class ResourceView(Vertical, Generic[T]):
         return ([SELECT_COLUMN] if self.selectable else []) + [c.key for c in self._shown_columns]
 
     def _build_columns(self) -> None:
-        table = self.table
-        table.clear(columns=True)
-        if self.selectable:
-            table.add_column(" ", key=SELECT_COLUMN, width=1)
-        for column in self._shown_columns:
-            table.add_column(self._label(column), key=column.key, width=self._widths[column.key])
-        shown = self._shown_keys()
-        for key, row in self._cells.items():
-            table.add_row(*(row[c] for c in shown), key=key)
-        self._reorder()
+        shown = [ShownColumn(SELECT_COLUMN, Text(" "), 1)] if self.selectable else []
+        shown += [ShownColumn(c.key, self._label(c), self._widths[c.key]) for c in self._shown_columns]
+        self.table.set_columns(shown)
 
     def on_resize(self) -> None:
         width = self.size.width - (3 if self.selectable else 0) - 2  # the scrollbar
         fitted, widths = self._fit(width)
         if (fitted, widths) != (self._shown_columns, self._widths):
-            cursor = self.cursor_key
             self._shown_columns, self._widths = fitted, widths
             self._build_columns()
-            self._restore_cursor(cursor, 0)
 
     # -- keys -----------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -368,7 +596,7 @@ class ResourceView(Vertical, Generic[T]):
     def set_filter(self, text: str) -> None:
         if text != self.filter_text:
             self.filter_text = text
-            self._sync(set(self.items) | set(self._cells))
+            self._sync(self.items.keys() | self._shown.keys())
 
     def action_clear(self) -> None:
         box = self.query_one(Input)
@@ -377,8 +605,8 @@ class ResourceView(Vertical, Generic[T]):
             box.add_class("hidden")
             self.set_filter("")
         elif self.selected:
-            self.selected.clear()
-            self._sync(set(self._cells))
+            was, self.selected = self.selected, set()
+            self._sync(was)
         self.table.focus()
 
     def action_toggle(self) -> None:
@@ -392,9 +620,10 @@ class ResourceView(Vertical, Generic[T]):
             table.move_cursor(row=table.cursor_row + 1)
 
     def action_select_all(self) -> None:
-        shown = set(self._cells)
+        shown = self._shown.keys()
+        before = set(self.selected)
         self.selected = set() if shown <= self.selected else self.selected | shown
-        self._sync(shown)
+        self._sync(before ^ self.selected)
 
     def action_sort(self, step: int) -> None:
         sortable = [c for c in self.columns if c.sort]
@@ -411,9 +640,10 @@ class ResourceView(Vertical, Generic[T]):
     def sort_by(self, column: str, reverse: bool = False) -> None:
         cursor = self.cursor_key
         self.sort_column, self.sort_reverse = column, reverse
-        self._sort_values = {k: self._sort_value(self.items[k]) for k in self._cells}
-        for spec in self._shown_columns:
-            self.table.columns[spec.key].label = self._label(spec)  # type: ignore[index]
-        self.table.refresh()
-        self._reorder()
+        self._sort_of = sort_of = self._sort_function()
+        items = self.items
+        self._shown = {k: sort_of(items[k]) for k in self._shown}
+        self.table.relabel({c.key: self._label(c) for c in self._shown_columns})
+        self.table.update(self._order(), ())
         self._restore_cursor(cursor, 0)
+        self._viewport_moved()  # the sort column is part of what the screen is told

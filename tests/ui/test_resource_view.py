@@ -222,7 +222,7 @@ def _fits(view) -> list[str]:
         for row in range(table.row_count):
             text = table.get_cell_at((row, table.get_column_index(column.key)))
             if cell_len(text.plain) > column.width:
-                cut.append(f"{column.key.value}: {text.plain}")
+                cut.append(f"{column.key}: {text.plain}")
     return cut
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual.widgets import DataTable, Input
+from textual.widgets import Input
 
 from hyperconsole.messages import ActionDone
 from hyperconsole.screens.create import CreateVmScreen
@@ -14,6 +14,7 @@ from hyperconsole.virt import lifecycle
 from hyperconsole.virt.models import DomainState
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import Form
+from hyperconsole.widgets.resource_view import ResourceTable
 from tests.ui.conftest import NAMES, text_of
 
 
@@ -152,7 +153,7 @@ async def test_snapshots_create_revert_delete(make_app):
         assert "pre-upgrade" in [s.name for s in screen.snapshots]
         created = next(s for s in screen.snapshots if s.name == "pre-upgrade")
         assert created.description == "before [b]the[/b] upgrade"
-        table = screen.query_one(DataTable)
+        table = screen.query_one(ResourceTable)
         table.move_cursor(row=table.get_row_index("base"))
         await h.pilot.press("r")
         await h.pilot.pause()
