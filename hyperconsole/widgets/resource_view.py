@@ -60,7 +60,7 @@ class ShownColumn:
     width: int
 
 
-class ResourceTable(ScrollView, can_focus=True):
+class ResourceTable(ScrollView, can_focus=True, inherit_bindings=False):
     """The rows of a ResourceView, drawn one screen line at a time (Textual's line API).
 
     It holds the display order and the cells of the rows on screen only; `cells_of(key)` makes a
@@ -236,7 +236,7 @@ class ResourceTable(ScrollView, can_focus=True):
             line.append_text(cell)
             line.append(pad)
         segments = Segment.apply_style(line.render(self.app.console, end=""), base, post)
-        return Strip(segments).crop_extend(0, width, base)
+        return Strip(segments).crop_extend(0, width, base if post is None else base + post)
 
     # -- the cursor ---------------------------------------------------------------------------------
     def move_cursor(self, *, row: int, animate: bool = False, scroll: bool = True) -> None:
