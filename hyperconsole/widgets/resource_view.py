@@ -373,7 +373,8 @@ class ResourceView(Vertical, Generic[T]):
         self._placed: str | None = None
         self._title_text = ""
         self._viewport_timer: Timer | None = None
-        self._viewport_told: tuple[frozenset[str], str | None] | None = None
+        # What the screen was last told; an empty table before its first rows is not news.
+        self._viewport_told: tuple[frozenset[str], str | None] = (frozenset(), self.sort_column or None)
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter — enter keeps, esc clears", classes="hidden")
