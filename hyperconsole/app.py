@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from textual import on, work
@@ -141,8 +142,10 @@ class HyperconsoleApp(App):
 
     def __init__(self, manager: ConnectionManager, config: Config, *, demo: bool = False,
                  host_sampler: HostSampler | None = None, sampler: DomainSampler | None = None,
-                 first_tick: Tick | None = None, doctor_checks: tuple | None = None,
-                 backup_parts: dict | None = None) -> None:
+                 first_tick: Tick | None = None, opening: Future | None = None,
+                 doctor_checks: tuple | None = None, backup_parts: dict | None = None) -> None:
+        """`opening`: the connection still being opened on another thread, resolving to the first
+        tick (or None); the app starts meanwhile and paints the rows when it resolves."""
         if config.keymap:
             # Before anything starts, so a typo in the keymap is one line, not a silent no-op.
             check_keymap(config, binding_ids())
@@ -154,6 +157,8 @@ class HyperconsoleApp(App):
         self.backup_parts: dict = backup_parts or {}
         self.sampler = sampler or DomainSampler(manager)
         self._first_tick = first_tick
+        self._opening = opening
+        self.start_error: HyperconsoleError | None = None  # the connection did not open: the app exits
         self.host_sampler = host_sampler or HostSampler()
         self.doctor_checks = doctor_checks  # pane 7 runs these instead of the doctor's whole registry
         self.view = ViewState(uri=manager.uri, demo=demo, readonly=manager.readonly,
@@ -188,6 +193,9 @@ class HyperconsoleApp(App):
     def _start_background(self) -> None:
         if self._background_started:
             return
+        if self._opening is not None:  # nothing to read from yet
+            self.set_timer(1.0, self._start_background)
+            return
         self._background_started = True
         self.poll_host()
         self._load_node()
@@ -210,8 +218,30 @@ class HyperconsoleApp(App):
 
     @work(thread=True, group="poll-domains", exit_on_error=False, description="sample domains")
     def _collect_domains(self) -> None:
+        if self._opening is not None:
+            try:
+                self._first_tick = self._opening.result()
+            except HyperconsoleError as exc:
+                self.call_from_thread(self._cannot_open, exc)
+                return
+            finally:
+                self._opening = None
+            self.call_from_thread(self._opened)
         tick, self._first_tick = self._first_tick or self.sampler.tick(), None
         self.post_message(DomainsSampled(tick))
+
+    def _opened(self) -> None:
+        """The connection opened while the app started: what it turned out to be (read-only or
+        not) may have been decided before the app listened to it."""
+        manager, view = self.manager, self.view
+        if (view.readonly, view.connection) != (manager.readonly, manager.state):
+            view.readonly, view.readonly_reason, view.connection = manager.readonly, manager.readonly_reason, manager.state
+            self.refresh_bindings()
+            self._notify_screen("connection")
+
+    def _cannot_open(self, error: HyperconsoleError) -> None:
+        self.start_error = error
+        self.exit(return_code=1)
 
     @work(thread=True, group="poll-host", exit_on_error=False, description="sample host")
     def _collect_host(self) -> None:

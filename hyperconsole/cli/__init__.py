@@ -205,6 +205,7 @@ def open_manager(args: argparse.Namespace, config: Config):
 
 def run_tui(args: argparse.Namespace, config: Config) -> int:
     import threading
+    from concurrent.futures import Future
 
     from hyperconsole.virt.sampler import DomainSampler
 
@@ -215,43 +216,46 @@ def run_tui(args: argparse.Namespace, config: Config) -> int:
 
         stats_source = SimulatedStats()  # the test driver reports states only
     sampler = DomainSampler(manager, stats_source=stats_source)
-    failure: list[HyperconsoleError] = []
-    first_tick = []
+    opened: Future = Future()  # the first tick (None if it failed), or why the connection did not open
 
     def connect() -> None:
         try:
             manager.connect()
-        except HyperconsoleError as exc:
-            failure.append(exc)
-            return
-        if args.demo:
-            from hyperconsole.demo import libvirt as demo
+            if args.demo:
+                from hyperconsole.demo import libvirt as demo
 
-            demo.prepare(manager)
-            threading.Thread(target=_demo_backups, args=(config, manager), name="demo-backups", daemon=True).start()
+                demo.prepare(manager)
+                threading.Thread(target=_demo_backups, args=(config, manager), name="demo-backups",
+                                 daemon=True).start()
+        except BaseException as exc:
+            opened.set_exception(exc)
+            return
         try:
-            first_tick.append(sampler.tick())
+            opened.set_result(sampler.tick())
         except HyperconsoleError:
-            pass  # the app's own poll retries and reports it in the status bar
+            opened.set_result(None)  # the app's own poll retries and reports it in the status bar
 
     # libvirt releases the GIL while it works, so opening the connection and taking the first
-    # sample overlap the UI's imports instead of following them.
+    # sample overlap the UI's imports and the app's own start (styles, layout, the empty table)
+    # instead of preceding them: on a big test-driver host the open is most of the start-up.
     opener = threading.Thread(target=connect, name="libvirt-open", daemon=True)
     opener.start()
     from hyperconsole.app import HyperconsoleApp
 
-    opener.join()
-    if failure:
-        print(f"hyperconsole: {failure[0]}", file=sys.stderr)
+    if opened.done() and isinstance(opened.exception(), HyperconsoleError):
+        print(f"hyperconsole: {opened.exception()}", file=sys.stderr)  # failed at once: before any screen
         return 1
     backup_parts = None
     if args.demo:
         from hyperconsole.demo import backup as demo_backup
 
         backup_parts = demo_backup.parts()
-    app = HyperconsoleApp(manager, config, demo=args.demo, sampler=sampler,
-                          first_tick=first_tick[0] if first_tick else None, backup_parts=backup_parts)
+    app = HyperconsoleApp(manager, config, demo=args.demo, sampler=sampler, opening=opened,
+                          backup_parts=backup_parts)
     app.run()
+    if app.start_error is not None:
+        print(f"hyperconsole: {app.start_error}", file=sys.stderr)
+        return 1
     return 0
 
 
