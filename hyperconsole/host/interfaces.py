@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from hyperconsole import proc
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.host.session import ssh_server_address
 
@@ -101,22 +102,11 @@ def _ip_argv(netns: str | None, *args: str) -> list[str]:
 
 
 def _run(argv: list[str], timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
-    """Run argv in its own process group and return (exit status, stdout, stderr). Output is
-    decoded as file names are (surrogateescape), so a name that is not UTF-8 round-trips to the
-    same bytes /sys/class/net shows. On timeout the whole group is killed, so a child that kept
-    the pipe open cannot hold the caller past the deadline."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            env=None if env is None else dict(env))
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-        raise
-    return proc.returncode, os.fsdecode(out), err.decode("utf-8", "replace")
+    """Run argv (proc.run: its group killed at the deadline) and return (exit status, stdout,
+    stderr). Output is decoded as file names are (surrogateescape), so a name that is not UTF-8
+    round-trips to the same bytes /sys/class/net shows."""
+    done = proc.run(argv, timeout, env=env)
+    return done.returncode, os.fsdecode(done.stdout), proc.text(done.stderr)
 
 
 def loads_tolerant(text: str) -> Any:

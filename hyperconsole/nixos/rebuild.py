@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from hyperconsole import paths, safefs
+from hyperconsole import paths, proc, safefs
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos import locking
 from hyperconsole.nixos.remote import TargetHost
@@ -45,6 +45,7 @@ CURRENT_SYSTEM = Path("/run/current-system")
 TERMINATE_GRACE = 5.0
 FOLLOW_INTERVAL = 0.1
 JOB_START_GRACE = 30.0  # a job under systemd has this long to write its first record
+LAUNCH_TIMEOUT = 30.0  # systemd-run returns once the unit is queued: longer means systemd is stuck
 JOB_MODULE = "hyperconsole.cli.rebuild_job"
 LOCK_NAME = ".rebuild.lock"
 _ERROR_LINE = re.compile(r"(^|\s)error:", re.IGNORECASE)
@@ -429,13 +430,15 @@ class RebuildRunner:
                 # session reaches neither the wrapper nor the rebuild.
                 return job, subprocess.Popen(launch, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                              start_new_session=True, close_fds=True)
-            done = subprocess.run(launch, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+            done = proc.run(launch, LAUNCH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise HyperconsoleError(f"systemd-run did not start the rebuild unit within {LAUNCH_TIMEOUT:.0f} s") from None
         except OSError as exc:
             raise HyperconsoleError(f"cannot run {launch[0]}: {exc.strerror or exc}", hint="check --rebuild-cmd") from exc
         finally:
             os.close(fd)
         if done.returncode != 0:
-            raise HyperconsoleError(f"cannot start the rebuild unit: {(done.stderr or '').strip()[:200]}")
+            raise HyperconsoleError(f"cannot start the rebuild unit: {proc.text(done.stderr).strip()[:200]}")
         return job, None
 
     def run(

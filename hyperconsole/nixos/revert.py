@@ -42,11 +42,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from hyperconsole import paths, safefs
+from hyperconsole import paths, proc, safefs
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.nixos import locking
 from hyperconsole.nixos.rebuild import (
-    CURRENT_SYSTEM, SYSTEM_PROFILES, Job, RebuildBusyError, RebuildLine, RebuildResult, RebuildRunner, check_runnable, follow,
+    CURRENT_SYSTEM, LAUNCH_TIMEOUT, SYSTEM_PROFILES, Job, RebuildBusyError, RebuildLine, RebuildResult, RebuildRunner, check_runnable, follow,
     open_log, pid_alive, read_record, split_command, systemd_wrap, under_systemd, write_record,
 )
 from hyperconsole.nixos.remote import REMOTE_GRACE
@@ -359,9 +359,12 @@ class ConfirmOrRevert:
         command = trial_argv(self.store.nixos_dir, record.change_id, self.state_dir, watchdog=role == "watchdog")
         if self.use_systemd:
             unit = f"hyperconsole-{role}-{record.change_id}"
-            done = subprocess.run(systemd_wrap(command, unit, description), capture_output=True, text=True, check=False)
+            try:
+                done = proc.run(systemd_wrap(command, unit, description), LAUNCH_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise HyperconsoleError(f"systemd-run did not start the {role} within {LAUNCH_TIMEOUT:.0f} s") from None
             if done.returncode != 0:
-                raise HyperconsoleError(f"cannot start the {role}: {(done.stderr or '').strip()[:200]}")
+                raise HyperconsoleError(f"cannot start the {role}: {proc.text(done.stderr).strip()[:200]}")
             if role == "trial":
                 self._update(record.change_id, unit=unit)
             return None

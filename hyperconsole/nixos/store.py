@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from hyperconsole import safefs
+from hyperconsole import proc, safefs
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos import locking
 from hyperconsole.nixos.render import parse, read_meta, render_fragment, render_key, render_value
@@ -36,6 +36,7 @@ from hyperconsole.nixos.render import parse, read_meta, render_fragment, render_
 FRAGMENTS_SUBDIR = "hyperconsole"
 INDEX_NAME = "default"
 HISTORY_LIMIT = 50
+GIT_TIMEOUT = 30.0  # a git that hangs (a stale index.lock on NFS, a hook) must not hold the rebuild lock
 ABSENT = "absent"  # content hash of a file that does not exist
 # default.nix puts the hash of every fragment it imports into the system it builds, as this file under
 # the system's etc: what the running system was built from, compared with the fragments on disk
@@ -353,11 +354,11 @@ class FragmentStore:
     def is_git_repo(self) -> bool:
         if shutil.which("git") is None:
             return False
-        probe = subprocess.run(
-            ["git", "-C", str(self.nixos_dir), "rev-parse", "--is-inside-work-tree"],
-            capture_output=True, text=True, check=False,
-        )
-        return probe.returncode == 0 and probe.stdout.strip() == "true"
+        try:
+            probe = proc.run(["git", "-C", str(self.nixos_dir), "rev-parse", "--is-inside-work-tree"], GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return False  # history then goes to .history, which needs no git
+        return probe.returncode == 0 and probe.stdout.strip() == b"true"
 
     def _git_commit(self, message: str, warnings: list[str]) -> str:
         # A fixed identity so commits work on hosts where root has no git identity configured.
@@ -365,14 +366,18 @@ class FragmentStore:
         # Only the fragments: not the lock files, nor the pending record of a trial.
         fragments = f":(glob){FRAGMENTS_SUBDIR}/*.nix"
         steps = [git + ["add", "-A", "--", fragments], git + ["commit", "-q", "-m", message, "--", fragments]]
-        for argv in steps:
-            done = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                detail = (done.stderr or done.stdout).strip().splitlines()
-                warnings.append("git history not recorded: " + (detail[-1] if detail else f"exit {done.returncode}"))
-                return "not recorded"
-        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-        return f"git {head.stdout.strip()}"
+        try:
+            for argv in steps:
+                done = proc.run(argv, GIT_TIMEOUT)
+                if done.returncode != 0:
+                    detail = proc.text(done.stderr or done.stdout).strip().splitlines()
+                    warnings.append("git history not recorded: " + (detail[-1] if detail else f"exit {done.returncode}"))
+                    return "not recorded"
+            head = proc.run(git + ["rev-parse", "--short", "HEAD"], GIT_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            warnings.append(f"git history not recorded: git did not finish in {GIT_TIMEOUT:.0f} s")
+            return "not recorded"
+        return f"git {proc.text(head.stdout).strip()}"
 
     @property
     def history_dir(self) -> Path:
@@ -395,12 +400,13 @@ class FragmentStore:
     def history(self) -> list[HistoryEntry]:
         """Newest first."""
         if self.is_git_repo():
-            done = subprocess.run(
-                ["git", "-C", str(self.nixos_dir), "log", "--format=%h%x09%ct%x09%s", "--", FRAGMENTS_SUBDIR],
-                capture_output=True, text=True, check=False,
-            )
+            try:
+                done = proc.run(["git", "-C", str(self.nixos_dir), "log", "--format=%h%x09%ct%x09%s", "--",
+                                 FRAGMENTS_SUBDIR], GIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise HyperconsoleError(f"git log did not finish in {GIT_TIMEOUT:.0f} s") from None
             entries = []
-            for line in done.stdout.splitlines():
+            for line in proc.text(done.stdout).splitlines():
                 ident, stamp, subject = (line.split("\t", 2) + ["", ""])[:3]
                 entries.append(HistoryEntry(ident, float(stamp or 0), subject))
             return entries

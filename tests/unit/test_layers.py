@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CORE_PACKAGES = ("hyperconsole.virt", "hyperconsole.host", "hyperconsole.nixos", "hyperconsole.doctor")
 CORE_MODULES = ("hyperconsole.config", "hyperconsole.profiles", "hyperconsole.errors", "hyperconsole.paths",
-                "hyperconsole.names", "hyperconsole.sanitize", "hyperconsole.safefs", "hyperconsole.schema")
+                "hyperconsole.names", "hyperconsole.sanitize", "hyperconsole.safefs", "hyperconsole.proc", "hyperconsole.schema")
 FORBIDDEN_IN_CORE = ("textual", "rich", "argparse", "hyperconsole.cli", "hyperconsole.demo",
                      "hyperconsole.app", "hyperconsole.screens", "hyperconsole.widgets")
 

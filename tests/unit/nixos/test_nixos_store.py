@@ -229,6 +229,21 @@ def test_history_is_a_git_commit_in_a_git_repository(nixos_dir):
     assert store.history()[0].message == "hyperconsole: set a"
 
 
+def test_a_git_that_hangs_does_not_hold_the_change(nixos_dir, tmp_path, monkeypatch):
+    """The real git answers `rev-parse`; a hook that never returns stands in for a hung commit."""
+    subprocess.run(["git", "init", "-q", str(nixos_dir)], check=True)
+    hook = nixos_dir / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\nexec sleep 60\n")
+    hook.chmod(0o755)
+    monkeypatch.setattr("hyperconsole.nixos.store.GIT_TIMEOUT", 1.0)
+    started = time.monotonic()
+    result = _commit(FragmentStore(nixos_dir), "x", {"a": 1})
+    assert time.monotonic() - started < 10
+    assert result.history == "not recorded"
+    assert result.warnings == ["git history not recorded: git did not finish in 1 s"]
+    assert parse((nixos_dir / "hyperconsole" / "x.nix").read_text()) == {"a": 1}  # the change itself is in place
+
+
 def test_missing_nixos_dir_is_a_clear_error(tmp_path):
     store = FragmentStore(tmp_path / "nope")
     with pytest.raises(HyperconsoleError, match="does not exist"):
