@@ -9,7 +9,9 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from textual import on, work
 from textual.app import App
@@ -32,9 +34,12 @@ from hyperconsole.screens.help import HelpScreen
 from hyperconsole.screens.vms import VmsScreen
 from hyperconsole.viewstate import ViewState
 from hyperconsole.virt.connection import ConnectionManager, LifecycleEvent, StateChanged
-from hyperconsole.virt.models import ConnectionState
-from hyperconsole.virt.sampler import DomainSampler, Tick
+from hyperconsole.virt.models import ConnectionState, InventoryDiff, row_key
+from hyperconsole.virt.sampler import DomainSampler, StuckCall, Tick
 from hyperconsole.widgets.confirm import ConfirmDialog
+
+if TYPE_CHECKING:
+    from hyperconsole.virt.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,21 @@ class PollLoop:
             self.now()
         else:
             self._timer = self._app.set_timer(self._interval(), self.now)
+
+
+class HostPoll:
+    """One host's VM sampler and its own poll loop: each host ticks on its own schedule, so one
+    that is slow, hangs or is gone never delays the others."""
+
+    def __init__(self, name: str, manager: ConnectionManager, sampler: DomainSampler) -> None:
+        self.name = name  # "" when the console has one host
+        self.manager = manager
+        self.sampler = sampler
+        self.loop: PollLoop | None = None
+        self.keys: set[str] = set()  # its rows in the VM list (fleet mode)
+        self.stuck: tuple[StuckCall, ...] = ()
+        self.last_good: float | None = None  # wall-clock time of its last good sample
+        self.error = ""  # why its last tick failed
 
 
 def _lazy(module: str, name: str):
@@ -153,9 +173,12 @@ class HyperconsoleApp(App):
     def __init__(self, manager: ConnectionManager, config: Config, *, demo: bool = False,
                  host_sampler: HostSampler | None = None, sampler: DomainSampler | None = None,
                  first_tick: Tick | None = None, opening: Future | None = None,
-                 doctor_checks: tuple | None = None, backup_parts: dict | None = None) -> None:
+                 doctor_checks: tuple | None = None, backup_parts: dict | None = None, fleet: "Fleet | None" = None,
+                 sampler_factory: Callable[[ConnectionManager, str], DomainSampler] | None = None) -> None:
         """`opening`: the connection still being opened on another thread, resolving to the first
-        tick (or None); the app starts meanwhile and paints the rows when it resolves."""
+        tick (or None); the app starts meanwhile and paints the rows when it resolves. `fleet`:
+        several hosts in one VM list, each sampled by its own DomainSampler
+        (`sampler_factory(manager, host)`); `manager` is then the first host's."""
         if config.keymap:
             # Before anything starts, so a typo in the keymap is one line, not a silent no-op.
             check_keymap(config, binding_ids())
@@ -165,7 +188,14 @@ class HyperconsoleApp(App):
         # The VM side of backups (open_vm, restorer, boot_check, cleanup, note) where it is not the
         # real one: the demo's test driver has no backup API.
         self.backup_parts: dict = backup_parts or {}
-        self.sampler = sampler or DomainSampler(manager)
+        self.fleet = fleet
+        make = sampler_factory or (lambda m, host: DomainSampler(m, host=host))
+        if fleet is not None and len(fleet.hosts) > 1:
+            self.polls = {h.name: HostPoll(h.name, h.manager, make(h.manager, h.name)) for h in fleet}
+            self.manager = manager = next(iter(self.polls.values())).manager
+        else:
+            self.polls = {"": HostPoll("", manager, sampler or make(manager, ""))}
+        self.sampler = next(iter(self.polls.values())).sampler
         self._first_tick = first_tick
         self._opening = opening
         self.start_error: HyperconsoleError | None = None  # the connection did not open: the app exits
@@ -173,10 +203,12 @@ class HyperconsoleApp(App):
         self.doctor_checks = doctor_checks  # pane 7 runs these instead of the doctor's whole registry
         self.view = ViewState(uri=manager.uri, demo=demo, readonly=manager.readonly,
                               readonly_reason=manager.readonly_reason, connection=manager.state,
-                              simulated=self.sampler.simulated)
-        self._domain_poll = PollLoop(self, lambda: self.config.refresh, self._collect_domains)
+                              simulated=self.sampler.simulated, fleet=tuple(self.host_names))
+        for poll in self.polls.values():
+            poll.loop = PollLoop(self, lambda: self.config.refresh, lambda poll=poll: self._collect_domains(poll))
+        self._poll_workers: dict[Worker, HostPoll] = {}
         self._host_poll = PollLoop(self, lambda: self.config.refresh, self._collect_host)
-        self._loops = {"poll-domains": self._domain_poll, "poll-host": self._host_poll}
+        self._loops = {"poll-host": self._host_poll}
         self.tasks = tasklog.TaskLog()
         self._task_file = tasklog.TaskFile((paths.demo_dir() if demo else paths.state_dir()) / tasklog.FILE_NAME)
         self._tasks_loaded = False
@@ -184,6 +216,7 @@ class HyperconsoleApp(App):
         self._pending_reads = 0  # reads started; an older read finishing late is ignored
         self._pending_shown = 0
         self._asking_quit = False
+        self.migration: threading.Event | None = None  # set() aborts the migration in progress
         self._background_started = False  # host, node, task log and trial readers: after the first paint
 
     def notify(self, message: str, *, title: str = "", **kwargs) -> None:  # type: ignore[override]
@@ -191,10 +224,21 @@ class HyperconsoleApp(App):
         super().notify(visible_lines(message), title=visible(title), **kwargs)
 
     # -- start-up ----------------------------------------------------------------------------
+    @property
+    def host_names(self) -> list[str]:
+        """The fleet hosts of the VM list, in order; empty with one host."""
+        return [name for name in self.polls if name]
+
+    def manager_of(self, host: str = "") -> ConnectionManager:
+        """The connection of a row's host ("" or unknown: the console's own)."""
+        poll = self.polls.get(host)
+        return poll.manager if poll is not None else self.manager
+
     def on_mount(self) -> None:
         if self.config.keymap:
             self.set_keymap(self.config.keymap)
-        self.manager.add_listener(self._from_libvirt)
+        for poll in self.polls.values():
+            poll.manager.add_listener(lambda event, host=poll.name: self._from_libvirt(event, host))
         self.poll_domains()  # paints the tick taken while the UI was importing, if there is one
         # The rest starts once the VM list is painted (or after a second, whatever happened to the
         # first tick), so its workers do not compete with the first paint.
@@ -219,22 +263,33 @@ class HyperconsoleApp(App):
         self._load_tasks()
         self.refresh_pending()
 
-    def _from_libvirt(self, event: object) -> None:
+    def _from_libvirt(self, event: object, host: str = "") -> None:
         """Runs on libvirt's event thread or the reconnect thread: only post messages here."""
         if isinstance(event, StateChanged):
-            self.post_message(ConnectionChanged(event))
+            self.post_message(ConnectionChanged(event, host))
         elif isinstance(event, LifecycleEvent):
-            self.post_message(DomainLifecycle(event))
+            self.post_message(DomainLifecycle(event, host))
 
     # -- polling: a tick is armed only after the previous one ended, whatever happened in it ------
-    def poll_domains(self) -> None:
-        self._domain_poll.now()
+    def poll_domains(self, host: str | None = None) -> None:
+        """Sample one host's VMs now (None: every host's)."""
+        for poll in self.polls.values():
+            if host is None or poll.name == host:
+                assert poll.loop is not None
+                poll.loop.now()
 
     def poll_host(self) -> None:
         self._host_poll.now()
 
-    @work(thread=True, group="poll-domains", exit_on_error=False, description="sample domains")
-    def _collect_domains(self) -> None:
+    def _collect_domains(self, poll: HostPoll) -> None:
+        worker = self.run_worker(lambda: self._sample(poll), thread=True, group="poll-domains", exit_on_error=False,
+                                 description=f"sample domains {poll.name}".strip())
+        self._poll_workers[worker] = poll
+
+    def _sample(self, poll: HostPoll) -> None:
+        if poll is not self.polls.get(""):  # a fleet host: its own tick, whatever the others do
+            self.post_message(DomainsSampled(poll.sampler.tick(), poll.name))
+            return
         if self._opening is not None:
             try:
                 self._first_tick = self._opening.result()
@@ -244,7 +299,7 @@ class HyperconsoleApp(App):
             finally:
                 self._opening = None
             self.call_from_thread(self._opened)
-        tick, self._first_tick = self._first_tick or self.sampler.tick(), None
+        tick, self._first_tick = self._first_tick or poll.sampler.tick(), None
         self.post_message(DomainsSampled(tick))
 
     def _opened(self) -> None:
@@ -271,13 +326,20 @@ class HyperconsoleApp(App):
         source = POLL_WORKERS.get(event.worker.group)
         if source is None or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             return
+        poll = self._poll_workers.pop(event.worker, None)
+        if poll is not None and poll.name:
+            source = f"{source} {poll.name}"
         error = event.worker.error
         if event.state is WorkerState.ERROR and error is not None:
             unexpected = not isinstance(error, HyperconsoleError)
             log.warning("%s failed: %s", source, one_line(error), exc_info=error if unexpected else None)
             self.view.poll_errors[source] = one_line(error)
+            if poll is not None and poll.name:
+                poll.error = one_line(error)
+                self._mark_stale(poll)
+                self.view.host_notes = self.host_notes()
             self._notify_screen("connection")
-        loop = self._loops.get(event.worker.group)
+        loop = poll.loop if poll is not None else self._loops.get(event.worker.group)
         if loop is not None:
             loop.ended()
 
@@ -290,10 +352,19 @@ class HyperconsoleApp(App):
         started = time.perf_counter()
         tick = message.tick
         status = self.view.status_message
-        self.view.domains = tick.domains
-        self.view.last_diff = tick.diff
-        self.view.stuck = tick.stuck
-        self._poll_succeeded(POLL_WORKERS["poll-domains"])
+        poll = self.polls.get(message.host)
+        if poll is None:
+            return
+        poll.last_good, poll.error, poll.stuck = time.time(), "", tick.stuck
+        if poll.name:
+            self._merge(poll, tick)
+            self._poll_succeeded(f"{POLL_WORKERS['poll-domains']} {poll.name}")
+            self.view.host_notes = self.host_notes()
+        else:
+            self.view.domains = tick.domains
+            self.view.last_diff = tick.diff
+            self.view.stuck = tick.stuck
+            self._poll_succeeded(POLL_WORKERS["poll-domains"])
         if not tick.diff.empty:
             # Rendered here, not via a message, so the table is current when the tick ends
             # and the figure below is the whole tick: collect + diff + table update.
@@ -304,10 +375,50 @@ class HyperconsoleApp(App):
         if not self._background_started:
             self.call_after_refresh(self._start_background)
 
+    def _merge(self, poll: HostPoll, tick: Tick) -> None:
+        """One host's tick into the fleet's VM list: its rows by host-qualified key, the others
+        untouched."""
+        domains, host = self.view.domains, poll.name
+        diff = tick.diff
+        for uuid in diff.removed:
+            domains.pop(row_key(host, uuid), None)
+        for uuid in diff.added | diff.changed:
+            domains[row_key(host, uuid)] = tick.domains[uuid]
+        poll.keys = {row_key(host, uuid) for uuid in tick.domains}
+        self.view.last_diff = InventoryDiff(*(frozenset(row_key(host, u) for u in keys)
+                                              for keys in (diff.removed, diff.added, diff.changed)))
+        self.view.stuck = tuple(StuckCall(f"{p.name}: {c.call}", c.seconds) for p in self.polls.values()
+                                for c in p.stuck)
+
+    def _mark_stale(self, poll: HostPoll) -> None:
+        """A host whose tick failed (gone, refused): its rows stay, aged from its last good sample."""
+        now = time.time()
+        age = now - poll.last_good if poll.last_good is not None else 0.0
+        domains = self.view.domains
+        changed = frozenset(k for k in poll.keys if k in domains)
+        for key in changed:
+            domains[key] = replace(domains[key], stale_seconds=age)
+        if changed:
+            self.view.last_diff = InventoryDiff(changed=changed)
+            self._render_screen("domains")
+
+    def host_notes(self) -> list[str]:
+        """Fleet hosts that are not answering, for the status bar: since when their rows are old."""
+        notes = []
+        for poll in self.polls.values():
+            if poll.name and (poll.error or poll.manager.state is not ConnectionState.ACTIVE):
+                since = ("no sample yet" if poll.last_good is None else
+                         "last sample " + time.strftime("%H:%M:%S", time.localtime(poll.last_good)))
+                notes.append(f"{poll.name} {poll.manager.state.value} ({since})")
+        return notes
+
     @on(DomainLifecycle)
     def _lifecycle(self, message: DomainLifecycle) -> None:
-        self.sampler.note_event(message.event.uuid, message.event.event)
-        self.poll_domains()  # the state column, at once; bursts coalesce into one tick
+        poll = self.polls.get(message.host)
+        if poll is None:
+            return
+        poll.sampler.note_event(message.event.uuid, message.event.event)
+        self.poll_domains(poll.name)  # the state column, at once; bursts coalesce into one tick
 
     @on(HostSampled)
     def _host_sampled(self, message: HostSampled) -> None:
@@ -394,6 +505,14 @@ class HyperconsoleApp(App):
     @on(ConnectionChanged)
     def _connection_changed(self, message: ConnectionChanged) -> None:
         change = message.change
+        poll = self.polls.get(message.host)
+        if poll is not None and poll.manager is not self.manager:  # another fleet host: its rows only
+            if change.state is ConnectionState.ACTIVE:
+                poll.sampler.mark_dirty()
+                self.poll_domains(poll.name)
+            self.view.host_notes = self.host_notes()
+            self._notify_screen("connection")
+            return
         was_readonly = self.view.readonly
         self.view.connection = change.state
         self.view.connection_message = change.message
@@ -402,13 +521,15 @@ class HyperconsoleApp(App):
             self.refresh_bindings()
         if change.state is ConnectionState.ACTIVE:
             self.sampler.mark_dirty()
-            self.poll_domains()
+            self.poll_domains(message.host)
             if self.view.node is None:
                 self._load_node()
         self._notify_screen("connection")
 
     def action_reconnect(self) -> None:
-        self.manager.retry_now()
+        for poll in self.polls.values():
+            if poll.manager is self.manager or poll.manager.state is not ConnectionState.ACTIVE:
+                poll.manager.retry_now()
 
     # -- operator jobs ----------------------------------------------------------------------------
     @on(ActionDone)
@@ -419,8 +540,9 @@ class HyperconsoleApp(App):
             self.notify(message.error, title=message.label, severity="error", timeout=8, markup=False)
         else:
             self.notify(message.detail or "done", title=message.label, timeout=4, markup=False)
-        self.sampler.mark_dirty(message.uuid)
-        self.poll_domains()
+        poll = self.polls.get(message.host) or self.polls[next(iter(self.polls))]
+        poll.sampler.mark_dirty(message.uuid)
+        self.poll_domains(poll.name)
 
     # -- the task log ------------------------------------------------------------------------------
     def begin_task(self, label: str, target: str = "", *, task_id: str | None = None) -> str:
@@ -460,6 +582,11 @@ class HyperconsoleApp(App):
     def _notify_screen(self, *kinds: str) -> None:
         # Only the visible pane renders; hidden ones catch up in on_screen_resume.
         self.screen.post_message(DataChanged(frozenset(kinds)))
+
+    def update_status_bar(self) -> None:
+        screen = self.screen
+        if isinstance(screen, PaneScreen):
+            screen.update_status()
 
     def _render_screen(self, kind: str) -> None:
         screen = self.screen
@@ -518,4 +645,5 @@ class HyperconsoleApp(App):
         self.push_screen(HelpScreen(self.screen))
 
     def on_unmount(self) -> None:
-        self.manager.close()
+        for poll in self.polls.values():
+            poll.manager.close()

@@ -13,9 +13,10 @@ from hyperconsole.virt.sampler import Tick
 
 @dataclass
 class DomainsSampled(Message):
-    """A sampler tick finished (posted from the worker thread)."""
+    """A sampler tick finished (posted from the worker thread); `host`: the fleet host sampled."""
 
     tick: Tick
+    host: str = ""
 
 
 @dataclass
@@ -26,15 +27,18 @@ class HostSampled(Message):
 @dataclass
 class ConnectionChanged(Message):
     change: StateChanged
+    host: str = ""
 
 
 @dataclass
 class DomainLifecycle(Message):
     event: LifecycleEvent
+    host: str = ""
 
     def can_replace(self, message: Message) -> bool:
         # A burst of events for the same domain needs one refresh, not one each.
-        return isinstance(message, DomainLifecycle) and message.event.uuid == self.event.uuid
+        return (isinstance(message, DomainLifecycle) and message.event.uuid == self.event.uuid
+                and message.host == self.host)
 
 
 @dataclass
@@ -57,3 +61,4 @@ class ActionDone(Message):
     detail: str = ""
     uuid: str | None = None
     task: str | None = None
+    host: str = ""  # the fleet host the job acted on

@@ -83,6 +83,7 @@ def domain_cells(info: DomainInfo) -> dict[str, Text]:
         "disk": plain(pair(info.disk_read_bps, info.disk_write_bps)),
         "net": plain(pair(info.net_rx_bps, info.net_tx_bps)),
         "autostart": yes_no(info.autostart),
+        "host": plain(info.host),
     }
 
 
@@ -311,3 +312,13 @@ def describe_result(result: object) -> str:
         return result
     summary = getattr(result, "summary", None)
     return summary() if callable(summary) else ""
+
+
+def migration_progress(progress) -> str:
+    """`45% · 120 MiB left at 50 MiB/s · downtime 30 ms` from a migration's job figures."""
+    parts = [progress.phase if progress.percent is None else f"{progress.phase} {progress.percent:.0f}%"]
+    if progress.data_total:
+        parts.append(f"{size_bytes(progress.data_remaining)} left at {size_bytes(progress.rate_bps)}/s")
+    if progress.downtime_ms is not None:
+        parts.append(f"downtime {progress.downtime_ms} ms")
+    return " · ".join(parts)

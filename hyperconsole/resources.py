@@ -68,12 +68,15 @@ class Kind:
     # ResourceActions.load); or, for kinds listed on no one's request, what keeps them current.
     load: Callable[..., Any] | None = None
     fed_by: str = ""
+    # Shown after the first column only when the console has more than one host open.
+    fleet_columns: tuple[Column, ...] = ()
 
     def __post_init__(self) -> None:
         assert (self.load is None) != (not self.fed_by), f"{self.name}: a loader or a feed, one of them"
 
-    def view(self, **kwargs: Any) -> ResourceView:
-        return _view_class(self)(self.title, self.columns, self.cells, self.search, sort=self.sort,
+    def view(self, *, fleet: bool = False, **kwargs: Any) -> ResourceView:
+        columns = (*self.columns[:1], *self.fleet_columns, *self.columns[1:]) if fleet else self.columns
+        return _view_class(self)(self.title, columns, self.cells, self.search, sort=self.sort,
                                  selectable=self.selectable, id=self.name, **kwargs)
 
     def rows(self, items: Any) -> dict[str, Any]:
@@ -200,7 +203,7 @@ T, C, N = Scope.TARGETS, Scope.CURSOR, Scope.NONE
 
 # -- VMs -------------------------------------------------------------------------------------------
 VMS = Kind(
-    "vms", "VMs", "VM", "VMs", key=lambda d: d.uuid,
+    "vms", "VMs", "VM", "VMs", key=lambda d: d.key,
     columns=(
         _col("name", "Name", 24, _by_name, flex=True),
         _col("state", "State", 16, lambda d: (d.state.label, d.name.casefold())),
@@ -216,6 +219,7 @@ VMS = Kind(
     ),
     cells=presenters.domain_cells, search=presenters.domain_search,
     fed_by="the sampler's ticks (app.view.domains)",
+    fleet_columns=(_col("host", "Host", 10, lambda d: (d.host, d.name.casefold()), priority=1),),
     actions=(
         Action("vms.details", "enter", "Details", False),
         Action("vms.start", "s", "Start", True, T),
@@ -230,6 +234,8 @@ VMS = Kind(
         Action("vms.edit", "e", "Edit", True),
         Action("vms.snapshots", "t", "Snapshots", False),
         Action("vms.clone", "C", "Clone", True),
+        Action("vms.migrate", "m", "Migrate", True),
+        Action("vms.abort_migration", "ctrl+x", "Abort migration", True, N),
         Action("vms.new", "n", "New VM", True, N),
     ),
 )
@@ -459,6 +465,12 @@ ACTIONS: dict[str, Action] = {
 }
 
 
+def on_host(item: Any) -> str:
+    """An item's name, with its fleet host when it has one: `web on alpha`."""
+    host = getattr(item, "host", "")
+    return f"{item.name} on {host}" if host else item.name
+
+
 def is_mutating(action: str, parameters: tuple[object, ...]) -> bool:
     """Whether a binding's action (`act('vms.start')`) changes anything."""
     spec = ACTIONS.get(str(parameters[0])) if action == "act" and parameters else None
@@ -473,9 +485,10 @@ class Targets:
     items: list[Any] = field(default_factory=list)
 
     def describe(self) -> str:
+        """`VM a`, `2 VMs: a on alpha, b on beta` (the host is named where the item has one)."""
         if self.kind is None:
             return ""
-        return self.kind.describe([item.name for item in self.items])
+        return self.kind.describe([on_host(item) for item in self.items])
 
     def question(self, action: Action) -> str:
         """`Force off 3 VMs: a, b, c?`"""

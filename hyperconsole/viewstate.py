@@ -38,11 +38,14 @@ class ViewState:
     poll_errors: dict[str, str] = field(default_factory=dict)  # "host poll" → its last error, until it succeeds
     pending: PendingChange | None = None  # a host change on trial, waiting to be kept
     notice: str = ""  # said in every pane's status bar until a new trial begins: a revert nobody asked for
+    fleet: tuple[str, ...] = ()  # the hosts of the VM list, when more than one
+    host_notes: list[str] = field(default_factory=list)  # fleet hosts not answering, since when
+    migration: str = ""  # the migration in progress, as the status bar says it
 
     @property
     def status_message(self) -> str:
         """The status bar's line: the connection's news, a call that hangs, what failed."""
-        parts = [self.connection_message]
+        parts = [self.migration, self.connection_message, *self.host_notes]
         if self.stuck:
             more = f" (+{len(self.stuck) - 1} more)" if len(self.stuck) > 1 else ""
             parts.append(f"{self.stuck[0]}{more}")

@@ -59,6 +59,8 @@ def _add_tui(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="refresh interval (default 2)")
     parser.add_argument("--config", metavar="FILE", action="append", type=Path, default=default(None),
                         help="config file to read instead of the system and user ones (repeatable)")
+    parser.add_argument("--demo-hosts", type=int, metavar="N", default=default(1),
+                        help="with --demo: deal the demo's VMs out over N test-driver hosts (a fleet)")
 
 
 def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
@@ -133,6 +135,14 @@ def resolve(args: argparse.Namespace) -> Config:
     if args.revert_cmd:
         changes["revert_command"] = args.revert_cmd
     config = config.replace(**changes)
+    if args.demo and getattr(args, "demo_hosts", 1) > 1:
+        from hyperconsole import hosts
+        from hyperconsole.demo.libvirt import fleet_uris
+
+        fleet = tuple(hosts.spec_for(name, uri, config.nixos_dir, paths.demo_dir())
+                      for name, uri in fleet_uris(args.demo_hosts, paths.demo_dir() / "fleet"))
+        config = config.replace(fleet=fleet, connections={**config.connections, fleet[0].name: fleet[0].uri},
+                                default_connection=fleet[0].name)
     config = _with_fleet(args, config)
     if args.demo:
         from hyperconsole.demo import nixos as demo
@@ -203,7 +213,47 @@ def open_manager(args: argparse.Namespace, config: Config):
     return manager
 
 
+def run_fleet_tui(args: argparse.Namespace, config: Config) -> int:
+    """Every host of the fleet in one console: all opened at once on their own threads; the app
+    starts at once and each host's rows appear as it answers."""
+    import threading
+
+    from hyperconsole.virt.fleet import Fleet
+    from hyperconsole.virt.sampler import DomainSampler
+
+    access = open_manager(args, config)  # read-only by flag or by the applied profile, for every host
+    fleet = Fleet(config.hosts, readonly=access.forced_readonly)
+    for host in fleet:
+        host.manager.readonly_reason = access.readonly_reason
+    stats_source = None
+    if args.demo:
+        from hyperconsole.demo.stats import SimulatedStats
+
+        stats_source = SimulatedStats()  # the test driver reports states only
+    from hyperconsole.app import HyperconsoleApp
+
+    app = HyperconsoleApp(fleet.manager(config.hosts[0].name), config, demo=args.demo, fleet=fleet,
+                          sampler_factory=lambda m, host: DomainSampler(m, host=host, stats_source=stats_source))
+
+    def opened(name: str) -> None:  # on the host's own thread
+        if args.demo:
+            from hyperconsole.demo import libvirt as demo
+
+            demo.prepare(fleet.manager(name))
+        if app.is_running:
+            app.call_from_thread(app.poll_domains, name)
+
+    threading.Thread(target=fleet.open_all, kwargs={"on_open": opened}, name="fleet-open", daemon=True).start()
+    try:
+        app.run()
+    finally:
+        fleet.close()
+    return 0
+
+
 def run_tui(args: argparse.Namespace, config: Config) -> int:
+    if len(config.fleet) > 1:
+        return run_fleet_tui(args, config)
     import threading
     from concurrent.futures import Future
 
@@ -322,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     for key, value in (("demo", False), ("nixos_dir", None), ("rebuild_cmd", None), ("revert_cmd", None),
-                       ("hosts", None), ("host", None), ("connect", None), ("refresh", None), ("config", None)):
+                       ("hosts", None), ("host", None), ("connect", None), ("refresh", None), ("config", None),
+                       ("demo_hosts", 1)):
         if not hasattr(args, key):
             setattr(args, key, value)
     _setup_logging()

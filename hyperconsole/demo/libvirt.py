@@ -38,3 +38,31 @@ def prepare(manager: ConnectionManager) -> None:
 
     apply_autostart(manager.conn)
     manager.add_listener(on_state)
+
+
+DEMO_HOST_NAMES = ("demo", "demo-b", "demo-c", "demo-d", "demo-e", "demo-f", "demo-g", "demo-h")
+
+
+def fleet_uris(count: int, directory: Path) -> list[tuple[str, str]]:
+    """(host name, URI) of a demo fleet: the demo host's VMs dealt out over `count` test-driver
+    hosts (each with the same networks and pools, so offline migration works between them)."""
+    import xml.etree.ElementTree as ET
+
+    from hyperconsole import safefs
+
+    count = max(1, min(count, len(DEMO_HOST_NAMES)))
+    if count == 1:
+        return [(DEMO_HOST_NAMES[0], demo_uri())]
+    ET.register_namespace("test", "http://libvirt.org/schemas/domain/test/1.0")
+    source = Path(demo_uri().removeprefix("test://"))
+    safefs.ensure_dir(directory)
+    hosts = []
+    for index in range(count):
+        root = ET.parse(source).getroot()
+        for n, dom in enumerate(root.findall("domain")):
+            if n % count != index:
+                root.remove(dom)
+        path = directory / f"demo-host-{index + 1}.xml"
+        safefs.atomic_write(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
+        hosts.append((DEMO_HOST_NAMES[index], f"test://{path}"))
+    return hosts

@@ -18,6 +18,7 @@ from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone, DataChanged
 from hyperconsole.resources import Kind, Scope, Targets
 from hyperconsole.viewstate import pending_badge
+from hyperconsole.virt.models import row_key
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.resource_view import ResourceView
 from hyperconsole.widgets.statusbar import StatusBar
@@ -53,9 +54,16 @@ class ResourceActions:  # a mixin for Screen and ModalScreen
     selection, else the cursor row, of the table the action belongs to — and hides the mutating
     ones on a read-only connection."""
 
+    acting_host = ""  # the fleet host this screen's listings and jobs act on ("": the console's own)
+
     @property
     def hc(self) -> "HyperconsoleApp":
         return self.app  # type: ignore[return-value]
+
+    @property
+    def manager(self):
+        """The connection of the host this screen acts on."""
+        return self.hc.manager_of(self.acting_host)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action != "act" or not parameters:
@@ -79,7 +87,7 @@ class ResourceActions:  # a mixin for Screen and ModalScreen
     def _load(self, kind: Kind, args: tuple[Any, ...]) -> None:
         assert kind.load is not None, f"{kind.name} is fed by {kind.fed_by}"
         try:
-            message = Loaded(kind, args, kind.load(self.hc.manager, *args))
+            message = Loaded(kind, args, kind.load(self.manager, *args))
         except Exception as exc:
             message = Loaded(kind, args, error=one_line(exc))
         if not get_current_worker().is_cancelled:  # a newer listing of the kind was asked for
@@ -133,23 +141,26 @@ class ResourceActions:  # a mixin for Screen and ModalScreen
                              lambda result: result is not None and then(result))
 
     def run_job(self, label: str, fn: Callable[..., object], *args: object, uuid: str | None = None,
-                target: str = "", then: Callable[[], None] | None = None) -> None:
+                target: str = "", then: Callable[[], None] | None = None, host: str | None = None) -> None:
         """Run `fn(manager, *args)` off the UI thread, entered in the task log as it starts; the app
-        reports the outcome in one line and the log keeps it whole. `target` defaults to the VM
-        named by `uuid`."""
-        if not target and uuid in self.hc.view.domains:
-            target = self.hc.view.domains[uuid].name
-        self._run_job(label, fn, args, uuid, self.hc.begin_task(label, target), then)
+        reports the outcome in one line and the log keeps it whole. `manager` is the connection of
+        `host` (default: the host this screen acts on); `target` defaults to the VM named by `uuid`."""
+        host = self.acting_host if host is None else host
+        key = row_key(host, uuid) if uuid else None
+        if not target and key in self.hc.view.domains:
+            target = resources.on_host(self.hc.view.domains[key])
+        self._run_job(label, fn, args, uuid, self.hc.begin_task(label, target), then, host)
 
     @work(thread=True, group="jobs", exit_on_error=False, description="operator job")
     def _run_job(self, label: str, fn: Callable[..., object], args: tuple[object, ...], uuid: str | None,
-                 task: str, then: Callable[[], None] | None) -> None:
+                 task: str, then: Callable[[], None] | None, host: str = "") -> None:
         try:
-            result = fn(self.hc.manager, *args)
+            result = fn(self.hc.manager_of(host), *args)
         except Exception as exc:
-            self.app.post_message(ActionDone(label, error=one_line(exc), uuid=uuid, task=task))
+            self.app.post_message(ActionDone(label, error=one_line(exc), uuid=uuid, task=task, host=host))
         else:
-            self.app.post_message(ActionDone(label, detail=presenters.describe_result(result), uuid=uuid, task=task))
+            self.app.post_message(ActionDone(label, detail=presenters.describe_result(result), uuid=uuid, task=task,
+                                             host=host))
         if then is not None:
             self.app.call_from_thread(then)
 
@@ -204,10 +215,11 @@ class PaneScreen(ResourceActions, Screen):
     def update_status(self) -> None:
         view = self.hc.view
         self.title = self.PANE_TITLE
-        self.sub_title = presenters.short_uri(view.uri) + (" · read-only" if view.readonly else "")
+        where = f"{len(view.fleet)} hosts" if view.fleet else presenters.short_uri(view.uri)
+        self.sub_title = where + (" · read-only" if view.readonly else "")
         bar = self.query_one(StatusBar)
         bar.state = view.connection.value
-        bar.uri = presenters.short_uri(view.uri)
+        bar.uri = where
         bar.readonly = view.readonly
         bar.demo = view.demo
         bar.simulated = view.simulated

@@ -98,11 +98,11 @@ class DetailsScreen(ModalScreen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, description="read VM details")
     def load(self) -> None:
         try:
-            details = lifecycle.get_details(self.app.manager, self.info.uuid)  # type: ignore[attr-defined]
+            details = lifecycle.get_details(self.app.manager_of(self.info.host), self.info.uuid)  # type: ignore[attr-defined]
         except HyperconsoleError as exc:
             self.app.call_from_thread(self._show, presenters.plain(f"cannot read details: {exc}", "red", wrap=True))
             return
-        host = tunnel_host(lifecycle.ssh_target(self.app.manager.uri))  # type: ignore[attr-defined]
+        host = tunnel_host(lifecycle.ssh_target(self.app.manager_of(self.info.host).uri))  # type: ignore[attr-defined]
         self.app.call_from_thread(self._show, render_details(self.info, details, host))
 
     def _show(self, renderable) -> None:

@@ -50,7 +50,7 @@ def edit_resources(pane: "PaneScreen", info: DomainInfo) -> None:
         pane.app.push_screen(
             ConfirmDialog(f"{summary}: apply?", f"{info.name}: {when}."),
             lambda ok: ok and pane.run_job(f"edit {info.name}", resources.edit_resources, info.uuid, vcpus, memory,
-                                           uuid=info.uuid))
+                                           uuid=info.uuid, host=info.host))
 
     pane.ask_form(f"Resources of {info.name}", [vcpus_field(info.vcpus), memory_field(info.memory_kib // 1024)],
                   confirm, submit="review")

@@ -25,6 +25,7 @@ class SnapshotsScreen(ResourceActions, ModalScreen[None]):
     def __init__(self, info: DomainInfo) -> None:
         super().__init__()
         self.info = info
+        self.acting_host = info.host  # its listings and jobs go to the VM's own host
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
@@ -59,7 +60,7 @@ class SnapshotsScreen(ResourceActions, ModalScreen[None]):
 
     def run_op(self, label: str, fn, *args) -> None:
         """`fn(manager, uuid, *args)` on this VM; the list is read again after it."""
-        self.run_job(label, fn, self.info.uuid, *args, uuid=self.info.uuid, target=self.info.name,
+        self.run_job(label, fn, self.info.uuid, *args, uuid=self.info.uuid, target=resources.on_host(self.info),
                      then=self.load_snapshots)
 
     def act_snapshots_create(self, _targets: Targets) -> None:

@@ -273,6 +273,17 @@ def preflight(source: Target, target: Target, name: str, *, offline: bool = Fals
     return MigrationPlan(name, details.uuid, live, disks, max_mem, vcpus, tuple(notes))
 
 
+def check_driver(source: Target, plan: MigrationPlan) -> None:
+    """Refuse up front (ValidationError) what the source's driver cannot do: libvirt's test driver
+    has no migration API, so a live plan would fail only once started."""
+    sconn, smanager = split(source)
+    with calling(smanager, "read the source host"):
+        driver = sconn.getType()
+    if plan.live and driver.upper() == "TEST":
+        raise ValidationError(f"VM {plan.vm} runs on libvirt's test driver, which cannot migrate a running VM",
+                              hint="shut it off for an offline migration")
+
+
 # -- migrating ------------------------------------------------------------------------------------
 
 

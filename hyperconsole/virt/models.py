@@ -75,6 +75,23 @@ class DomainInfo:
     net_tx_bps: float | None = None
     cpu_time_ns: int | None = None
     stale_seconds: float | None = None  # the row is from a sample this old: the last tick's call hung
+    host: str = ""  # the fleet host it is on ("" with one host)
+
+    @property
+    def key(self) -> str:
+        """Its row key: the UUID, qualified by the host in a fleet (one UUID may be on two hosts
+        while a migration runs)."""
+        return row_key(self.host, self.uuid)
+
+
+def row_key(host: str, uuid: str) -> str:
+    return f"{host}/{uuid}" if host else uuid
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(host, uuid) of a row key."""
+    host, _, uuid = key.rpartition("/")
+    return host, uuid
 
 
 @dataclass(frozen=True)

@@ -193,12 +193,14 @@ class DomainSampler:
     """Collects the VM table for one connection. Not re-entrant: ticks must not overlap.
 
     `deadline` bounds a call over every domain (the bulk stats, the list), `call_deadline` a call
-    about one domain; `stats_source` adds figures the driver does not report.
+    about one domain; `stats_source` adds figures the driver does not report; `host` names the
+    fleet host on every row (its rows are keyed by UUID all the same).
     """
 
     def __init__(self, manager: ConnectionManager, clock=time.monotonic, *, deadline: float = 3.0,
-                 call_deadline: float = 1.0, stats_source: StatsSource | None = None) -> None:
+                 call_deadline: float = 1.0, stats_source: StatsSource | None = None, host: str = "") -> None:
         self.manager = manager
+        self.host = host
         self._clock = clock
         self.deadline = deadline
         self.call_deadline = call_deadline
@@ -211,7 +213,7 @@ class DomainSampler:
         self._dirty_all = False
         self._lock = threading.Lock()  # dirty marks and abandoned calls; both change off the tick
         self._abandoned: dict[Future, _Abandoned] = {}
-        self._calls = CallThread("libvirt-call")
+        self._calls = CallThread(f"libvirt-call-{host}" if host else "libvirt-call")
         self._budget_ends = 0.0
         self._generation = -1
         self._flags = NOWAIT
@@ -430,7 +432,7 @@ class DomainSampler:
                 return None
             raise
         if old is None:
-            return DomainInfo(uuid=uuid, name=name, state=state, stale_seconds=now - since)
+            return DomainInfo(uuid=uuid, name=name, state=state, stale_seconds=now - since, host=self.host)
         return replace(old, state=state, stale_seconds=now - since)
 
     def _name(self, uuid: str, dom) -> str:
@@ -624,7 +626,8 @@ class DomainSampler:
         info = DomainInfo(
             uuid=uuid, name=static.name, state=state, vcpus=vcpus, memory_kib=memory,
             max_memory_kib=static.max_memory_kib, autostart=static.autostart,
-            persistent=static.persistent, managed_save=static.managed_save, cpu_time_ns=cpu_ns, **rates,
+            persistent=static.persistent, managed_save=static.managed_save, cpu_time_ns=cpu_ns, host=self.host,
+            **rates,
         )
         # Nothing moved (no counters, same facts): the same row object, which the diff skips and
         # which keeps one record per VM rather than a copy per tick.

@@ -51,6 +51,23 @@ class Column:
     flex: bool = False  # takes the width left over (lists of names, paths)
 
 
+def matches(text: str, item: Any, search_of: Callable[[Any], str], cells_of: Callable[[Any], dict[str, Text]],
+            columns: set[str]) -> bool:
+    """The filter: `COLUMN:VALUE` words (e.g. `host:alpha`, for a column this table has) keep the
+    rows whose cell in that column reads VALUE; the rest of the text is looked for in the row's
+    search text."""
+    words = text.casefold().split()
+    fields = [w.split(":", 1) for w in words if w.split(":", 1)[0] in columns and ":" in w]
+    if fields:
+        cells = cells_of(item)
+        if any(cells[key].plain.casefold() != value for key, value in fields):
+            return False
+        needle = " ".join(w for w in words if not (w.split(":", 1)[0] in columns and ":" in w))
+    else:
+        needle = text.casefold()
+    return not needle or needle in search_of(item).casefold()
+
+
 @dataclass(frozen=True)
 class ShownColumn:
     """A column as the table draws it: its header and its width in cells."""
@@ -403,8 +420,7 @@ class ResourceView(Vertical, Generic[T]):
         self._sync(touched)
 
     def _matches(self, item: T) -> bool:
-        needle = self.filter_text.casefold()
-        return not needle or needle in self.search_of(item).casefold()
+        return matches(self.filter_text, item, self.search_of, self.cells_of, {c.key for c in self.columns})
 
     def _row_cells(self, key: str) -> tuple[Text, ...]:
         """The cells of one row, in the order of the columns shown (made when it is painted)."""
