@@ -322,3 +322,25 @@ def migration_progress(progress) -> str:
     if progress.downtime_ms is not None:
         parts.append(f"downtime {progress.downtime_ms} ms")
     return " · ".join(parts)
+
+
+def host_summaries(summaries) -> "Table":
+    """The dashboard's row per fleet host: state, VMs by state, host CPU and memory, what the
+    running VMs are given against the host (overcommit in red)."""
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    for s in summaries:
+        if s.state != "connected":
+            grid.add_row(plain(s.name, "bold"), plain(s.state, "bold red"), plain(s.reason, "red", wrap=True))
+            continue
+        vms = ", ".join(f"{n} {label}" for label, n in sorted(s.vms.items())) or "no VMs"
+        cpu = "CPU " + (DASH if s.cpu_percent is None else f"{s.cpu_percent:.0f}%")
+        free = DASH if s.free_memory_kib is None else size_kib(s.free_memory_kib)
+        facts = (f"{cpu} · mem {free} free of {size_kib(s.memory_kib)} · vCPUs {s.vcpus_running}/{s.cpus}"
+                 f" · VM mem {size_kib(s.memory_running_kib)}/{size_kib(s.memory_kib)}")
+        text = plain(f"{vms}\n{facts}", wrap=True)
+        for warning in s.overcommit:
+            text.append(visible(f"\novercommitted: {warning}"), "bold red")
+        grid.add_row(plain(s.name, "bold"), plain(s.state, "green"), text)
+    return grid

@@ -40,6 +40,10 @@ class DashboardScreen(PaneScreen):
                 yield Static("Filesystems", classes="spark-label")
                 yield Static(id="disks")
             with Vertical(id="side"):
+                if len(self.hc.polls) > 1:
+                    with Vertical(id="fleet-box", classes="box"):
+                        yield Static("Hosts", classes="box-title")
+                        yield Static(Text("asking every host …", "dim"), id="fleet-hosts")
                 with Vertical(id="vm-box", classes="box"):
                     yield Static("VMs", classes="box-title")
                     yield Static(id="vm-counts")
@@ -51,6 +55,30 @@ class DashboardScreen(PaneScreen):
                     yield Static(id="recent-tasks")
 
     RECENT = 6
+    FLEET_EVERY = 10.0  # seconds between host summaries (one bulk call per host, on its own thread)
+
+    def on_mount(self) -> None:
+        if len(self.hc.polls) > 1:  # the first summary comes with on_screen_resume
+            self.set_interval(self.FLEET_EVERY, self.summarize_hosts)
+
+    def on_screen_resume(self) -> None:  # PaneScreen's own handler runs too (Textual calls each class's)
+        if len(self.hc.polls) > 1 and self.is_mounted:
+            self.summarize_hosts()
+
+    def summarize_hosts(self) -> None:
+        busy = any(w.group == "fleet-summary" and not w.is_finished for w in self.workers)
+        if self.is_current and self.hc.fleet is not None and not busy:  # one at a time
+            self.run_worker(self._summaries, thread=True, group="fleet-summary",
+                            exit_on_error=False, description="host summaries")
+
+    def _summaries(self) -> None:
+        from hyperconsole.virt.fleet import summarize_all
+
+        summaries = summarize_all(self.hc.fleet, deadline=5.0)
+        self.app.call_from_thread(self._show_hosts, summaries)
+
+    def _show_hosts(self, summaries) -> None:
+        self.query_one("#fleet-hosts", Static).update(presenters.host_summaries(summaries))
 
     def render_data(self, kinds: frozenset[str]) -> None:
         view = self.hc.view
