@@ -217,6 +217,7 @@ class HyperconsoleApp(App):
         self._pending_shown = 0
         self._asking_quit = False
         self.migration: threading.Event | None = None  # set() aborts the migration in progress
+        self._change_host = ""
         self._background_started = False  # host, node, task log and trial readers: after the first paint
 
     def notify(self, message: str, *, title: str = "", **kwargs) -> None:  # type: ignore[override]
@@ -228,6 +229,32 @@ class HyperconsoleApp(App):
     def host_names(self) -> list[str]:
         """The fleet hosts of the VM list, in order; empty with one host."""
         return [name for name in self.polls if name]
+
+    # -- the host that host changes (Networks, Security) act on -----------------------------------
+    @property
+    def change_spec(self):
+        """The fleet host host changes act on (None with one host): this machine's by default."""
+        fleet = self.config.fleet
+        if len(fleet) < 2:
+            return None
+        chosen = next((h for h in fleet if h.name == self._change_host), None)
+        return chosen or next((h for h in fleet if not h.remote), fleet[0])
+
+    @property
+    def change_config(self) -> Config:
+        """The config host changes use: the chosen host's NixOS checkout and target."""
+        spec = self.change_spec
+        return self.config if spec is None else self.config.for_host(spec)
+
+    def switch_change_host(self) -> None:
+        """Host changes go to the next fleet host; its trial (if any) is read at once."""
+        spec, fleet = self.change_spec, self.config.fleet
+        if spec is None:
+            return
+        self._change_host = fleet[(fleet.index(spec) + 1) % len(fleet)].name
+        self.view.pending = None
+        self.refresh_pending(announce=False)
+        self._notify_screen("change-host")
 
     def manager_of(self, host: str = "") -> ConnectionManager:
         """The connection of a row's host ("" or unknown: the console's own)."""
@@ -451,7 +478,7 @@ class HyperconsoleApp(App):
         from hyperconsole.nixos.revert import controller_for
 
         try:
-            controller = controller_for(self.config, demo=self.view.demo)
+            controller = controller_for(self.change_config, demo=self.view.demo)
             pending = controller.pending()
             reverted = tasklog.revert_task(controller.last_revert())
         except BaseException:

@@ -450,6 +450,7 @@ CHECKS = Kind(
 HOST_CHANGE = (
     Action("host.keep", "k", "Keep trial", True, N),
     Action("host.undo", "u", "Revert trial", True, N),
+    Action("host.switch", "h", "Switch host", False, N),  # with several hosts: which one changes act on
 )
 SECURITY = (
     Action("security.apply", "a", "Apply", True, N),

@@ -42,11 +42,57 @@ class HostChangePane(PaneScreen):
 
     _shown_change: object = _UNSEEN  # the trial this pane last showed, by change id
 
+    # Actions that read or change this machine's own state and cannot act on a remote host yet.
+    LOCAL_ONLY: frozenset[str] = frozenset()
+    LOCAL_ONLY_WHY = ""
+
     def available(self, action_id: str) -> bool:
+        if action_id == "host.switch":
+            return self.hc.change_spec is not None
+        if action_id in self.LOCAL_ONLY and self.remote:
+            return False
         return action_id not in ("host.keep", "host.undo") or self.pending is not None
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self._countdown)
+        # (Textual runs each class's on_mount, and subclasses call this one too: mounted once.)
+        if self.hc.change_spec is not None and not self.query("#acting-host"):
+            self.mount(Static(self._acting_text(), id="acting-host"), before=self.query_one("#pending-banner"))
+
+    @property
+    def remote(self) -> bool:
+        spec = self.hc.change_spec
+        return spec is not None and spec.remote
+
+    @property
+    def acting_host(self) -> str:  # type: ignore[override]
+        """libvirt listings (networks …) come from the host changes act on, when it is open here."""
+        spec = self.hc.change_spec
+        return spec.name if spec is not None and spec.name in self.hc.polls else ""
+
+    def _show_acting_host(self) -> None:
+        for static in self.query("#acting-host").results(Static):
+            static.update(self._acting_text())
+
+    def _acting_text(self) -> Text:
+        spec = self.hc.change_spec
+        if spec is None:
+            return Text("")
+        where = (f"remote: nixos-rebuild --target-host {spec.target_host} from {spec.nixos_dir}" if spec.remote
+                 else f"this machine, {spec.nixos_dir}")
+        text = f"Host changes act on {spec.name} ({where}) · h switches host"
+        if spec.remote and self.LOCAL_ONLY_WHY:
+            text += f"\n{self.LOCAL_ONLY_WHY.format(host=spec.name)}"
+        return Text(visible(text))
+
+    def act_host_switch(self, _targets: object = None) -> None:
+        self.hc.switch_change_host()
+
+    def render_data(self, kinds: frozenset[str]) -> None:
+        if "change-host" in kinds:
+            self._show_acting_host()
+            self.refresh_bindings()
+            self.changed_on_disk()
 
     def _countdown(self) -> None:
         if self.pending is not None and self.is_current:
@@ -54,13 +100,13 @@ class HostChangePane(PaneScreen):
 
     @property
     def controller(self) -> ConfirmOrRevert:
-        return controller_for(self.hc.config, demo=self.hc.view.demo)
+        return controller_for(self.hc.change_config, demo=self.hc.view.demo)
 
     @property
     def submitter(self) -> Direct | Privileged:
         """Who carries out the change: this process (root) or, for an operator without root, the
         request unit; Unavailable refuses with the one line why."""
-        return submitter_for(self.hc.config, demo=self.hc.view.demo)
+        return submitter_for(self.hc.change_config, demo=self.hc.view.demo)
 
     @property
     def pending(self) -> PendingChange | None:

@@ -54,6 +54,11 @@ class NetworksScreen(HostChangePane):
     PANE_TITLE = "Networks"
     BINDINGS = resources.bindings(resources.NETWORKS_PANE)
 
+    LOCAL_ONLY = frozenset(a.id for a in resources.NETWORKS_PANE if a.mutating) | {"ifaces.delete"}
+    LOCAL_ONLY_WHY = ("Host interfaces of {host} are not read from here: change its networking with "
+                      "`hyperconsole net … --host {host}` (confirm-or-revert armed on {host}); "
+                      "its libvirt networks are below.")
+
     def __init__(self) -> None:
         super().__init__()
         self.host: HostView | None = None
@@ -76,7 +81,13 @@ class NetworksScreen(HostChangePane):
 
     # -- data -----------------------------------------------------------------------------------------
     def render_data(self, kinds: frozenset[str]) -> None:
-        if kinds & {"all", "host"}:
+        super().render_data(kinds)
+        if "change-host" in kinds:
+            kinds = kinds | {"all"}
+        if kinds & {"all", "host"} and self.remote:
+            self.query_one("#ifaces", ResourceView).set_items({})
+            self.query_one("#ifaces", ResourceView).note = "not read from here (a remote host)"
+        elif kinds & {"all", "host"}:
             self.load(resources.INTERFACES, self._sampler)
         domain_count = len(self.hc.view.domains)
         if kinds & {"all", "connection"} or domain_count != self._domain_count:
@@ -85,7 +96,8 @@ class NetworksScreen(HostChangePane):
             self.load(resources.NETWORKS)
 
     def changed_on_disk(self) -> None:
-        self.load(resources.INTERFACES, self._sampler)
+        if not self.remote:
+            self.load(resources.INTERFACES, self._sampler)
 
     def _vms_on(self, bridge: str) -> tuple[str, ...]:
         if self.overview is None:

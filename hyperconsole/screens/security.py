@@ -95,7 +95,7 @@ class SecurityScreen(HostChangePane):
         else:
             line.append(current.profile, "bold green")
             line.append("  toggles: " + (", ".join(current.toggles) or "none"))
-        line.append(f"\nNixOS dir {self.hc.config.nixos_dir}", "dim")
+        line.append(f"\nNixOS dir {self.hc.change_config.nixos_dir}", "dim")
         self.query_one("#sec-current", Static).update(line)
         if not self._filled:  # keep the operator's cursor and ticks on reload
             options = self.query_one("#sec-profiles", OptionList)
@@ -194,4 +194,6 @@ class SecurityScreen(HostChangePane):
                        timeout, description)
 
     def render_data(self, kinds: frozenset[str]) -> None:
-        """Nothing from libvirt here; profile data is read on mount and after each action."""
+        """Nothing from libvirt here; profile data is read on mount, after each action and when
+        host changes go to another host."""
+        super().render_data(kinds)

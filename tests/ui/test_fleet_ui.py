@@ -215,3 +215,33 @@ async def test_dashboard_has_a_row_per_host(make_fleet):
         assert isinstance(h.app.screen, DashboardScreen)
         text = text_of(h.app.screen.query_one("#fleet-hosts"))
         assert "alpha" in text and "connected" in text and "1 running" in text
+
+
+async def test_host_change_panes_say_which_host_they_act_on(make_fleet, tmp_path):
+    """With a fleet, Networks and Security name the host their changes go to; h switches it. A
+    remote host's interfaces are not read here: the pane says so in one line and hides the host
+    network actions rather than acting on this machine."""
+    async with make_fleet(TWO) as h:
+        remote = HostSpec("gamma", "qemu+ssh://root@gamma.example/system", str(tmp_path / "hosts" / "gamma"),
+                          target_host="root@gamma.example")
+        local = [HostSpec(name, h.app.manager_of(name).uri, str(tmp_path / "nixos")) for name in ("alpha", "beta")]
+        h.app.config = h.app.config.replace(fleet=(*local, remote))
+        await h.pilot.press("3")
+        await h.settle()
+        banner = lambda: " ".join(text_of(h.app.screen.query_one("#acting-host")).split())  # noqa: E731
+        assert "Host changes act on alpha (this machine" in banner() and "h switches host" in banner()
+        assert h.app.screen.check_action("act", ("networks.bridge",))
+        await h.pilot.press("h", "h")
+        await h.settle()
+        assert "Host changes act on gamma (remote: nixos-rebuild --target-host root@gamma.example" in banner()
+        assert "Host interfaces of gamma are not read from here" in banner()
+        assert not h.app.screen.check_action("act", ("networks.bridge",))
+        assert not h.app.screen.check_action("act", ("networks.firewall",))
+        assert h.app.change_config.target_host == "root@gamma.example"
+        assert h.app.change_config.nixos_dir == str(tmp_path / "hosts" / "gamma")
+        await h.pilot.press("6")
+        await h.settle()
+        assert "Host changes act on gamma" in text_of(h.app.screen.query_one("#acting-host"))
+        await h.pilot.press("h")
+        await h.settle()
+        assert "Host changes act on alpha" in text_of(h.app.screen.query_one("#acting-host"))
