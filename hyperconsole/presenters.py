@@ -326,21 +326,21 @@ def migration_progress(progress) -> str:
 
 def host_summaries(summaries) -> "Table":
     """The dashboard's row per fleet host: state, VMs by state, host CPU and memory, what the
-    running VMs are given against the host (overcommit in red)."""
+    running VMs are given against the host's (an overcommit in red)."""
     from rich.table import Table
 
-    grid = Table.grid(padding=(0, 2))
+    table = Table(box=None, padding=(0, 1), header_style="bold", expand=True)
+    for label in ("Host", "State", "CPU", "Memory free", "vCPUs run/host", "VM memory/host", "VMs"):
+        table.add_column(label, no_wrap=label != "VMs", ratio=1 if label == "VMs" else None)
     for s in summaries:
         if s.state != "connected":
-            grid.add_row(plain(s.name, "bold"), plain(s.state, "bold red"), plain(s.reason, "red", wrap=True))
+            table.add_row(plain(s.name, "bold"), plain(s.state, "bold red"), "", "", "", "", plain(s.reason, "red"))
             continue
-        vms = ", ".join(f"{n} {label}" for label, n in sorted(s.vms.items())) or "no VMs"
-        cpu = "CPU " + (DASH if s.cpu_percent is None else f"{s.cpu_percent:.0f}%")
-        free = DASH if s.free_memory_kib is None else size_kib(s.free_memory_kib)
-        facts = (f"{cpu} · mem {free} free of {size_kib(s.memory_kib)} · vCPUs {s.vcpus_running}/{s.cpus}"
-                 f" · VM mem {size_kib(s.memory_running_kib)}/{size_kib(s.memory_kib)}")
-        text = plain(f"{vms}\n{facts}", wrap=True)
+        vms = plain(", ".join(f"{n} {label}" for label, n in sorted(s.vms.items())) or "no VMs")
         for warning in s.overcommit:
-            text.append(visible(f"\novercommitted: {warning}"), "bold red")
-        grid.add_row(plain(s.name, "bold"), plain(s.state, "green"), text)
-    return grid
+            vms.append(visible(f"  overcommitted: {warning}"), "bold red")
+        free = DASH if s.free_memory_kib is None else size_kib(s.free_memory_kib)
+        table.add_row(plain(s.name, "bold"), plain(s.state, "green"), percent(s.cpu_percent),
+                      f"{free} of {size_kib(s.memory_kib)}", f"{s.vcpus_running}/{s.cpus}",
+                      f"{size_kib(s.memory_running_kib)}/{size_kib(s.memory_kib)}", vms)
+    return table

@@ -218,6 +218,43 @@ def demo_app(host_sampler: HostSampler | None = None, refresh: float = 3600.0, *
                            backup_parts=demo_backup.parts())
 
 
+# -- a fleet: the demo's VMs dealt out over three test-driver hosts (`--demo --demo-hosts 3`) -------
+
+
+async def fleet(pilot) -> None:
+    """One VM list over three hosts: the Host column, the cursor on a VM of the second host."""
+    app = pilot.app
+    app.screen.view.move_to(next(d.key for d in app.view.domains.values() if d.name == "web-02"))
+    await pilot.pause()
+
+
+async def fleet_dashboard(pilot) -> None:
+    await pilot.press("1")
+    for _ in range(3):
+        await settle(pilot)
+        await pilot.pause(0.3)
+
+
+FLEET_SCENES: dict[str, Callable[..., Awaitable[None]]] = {"fleet": fleet, "fleet-dashboard": fleet_dashboard}
+
+
+def demo_fleet_app(host_sampler: HostSampler | None = None, refresh: float = 3600.0, *, hosts: int = 3,
+                   simulated: bool = False) -> HyperconsoleApp:
+    """`hyperconsole --demo --demo-hosts 3`: every host opened before the app starts, so a picture
+    holds all of them."""
+    from hyperconsole.virt.fleet import Fleet
+
+    config = cli.resolve(cli.build_parser().parse_args(["--demo", "--demo-hosts", str(hosts)])).replace(
+        refresh=refresh)
+    group = Fleet(config.hosts)
+    group.open_all(retry=False)
+    for host in group:
+        demo.prepare(host.manager)
+    stats = SimulatedStats() if simulated else None
+    return HyperconsoleApp(group.manager(config.hosts[0].name), config, demo=True, host_sampler=host_sampler,
+                           fleet=group, sampler_factory=lambda m, h: DomainSampler(m, host=h, stats_source=stats))
+
+
 # -- the setup wizard: its own app, on pinned host facts so the pictures depend only on our code ----
 
 SETUP_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKGEs0Fr+y+2lp2eebTuWdqO4YRkdZh//2XznIBh2y5w alice@laptop"  # the example answers' key

@@ -9,16 +9,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.scenes import SCENES, SCREENSHOT_ONLY, SETUP_SCENES, SIZE, demo_app, settle, setup_app  # noqa: E402
+from scripts.scenes import (  # noqa: E402
+    FLEET_SCENES, SCENES, SCREENSHOT_ONLY, SETUP_SCENES, SIZE, demo_app, demo_fleet_app, settle, setup_app,
+)
 
 
-async def shoot(name: str, scene, out: Path) -> Path:
+async def shoot(name: str, scene, out: Path, make=demo_app) -> Path:
     # A short refresh so the dashboard's sparklines hold a few seconds of real host history and
     # the VM list its simulated figures (rates need two samples).
-    app = demo_app(refresh=0.25, simulated=True)
+    app = make(refresh=0.25, simulated=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.pause(6 if name == "dashboard" else 1)
+        await pilot.pause(6 if "dashboard" in name else 1)
         await scene(pilot)
         await settle(pilot)
         path = out / f"{name}.svg"
@@ -44,6 +46,8 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     for name, scene in (SCENES | SCREENSHOT_ONLY).items():
         print(asyncio.run(shoot(name, scene, out)).relative_to(ROOT))
+    for name, scene in FLEET_SCENES.items():
+        print(asyncio.run(shoot(name, scene, out, demo_fleet_app)).relative_to(ROOT))
     for name in SETUP_SCENES:
         print(asyncio.run(shoot_setup(name, out)).relative_to(ROOT))
 

@@ -55,7 +55,7 @@ def fleet_uris(count: int, directory: Path) -> list[tuple[str, str]]:
         return [(DEMO_HOST_NAMES[0], demo_uri())]
     ET.register_namespace("test", "http://libvirt.org/schemas/domain/test/1.0")
     source = Path(demo_uri().removeprefix("test://"))
-    safefs.ensure_dir(directory)
+    safefs.ensure_dir(directory, parents=True)
     hosts = []
     for index in range(count):
         root = ET.parse(source).getroot()

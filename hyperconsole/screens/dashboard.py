@@ -23,6 +23,10 @@ class DashboardScreen(PaneScreen):
     PANE_TITLE = "Dashboard"
 
     def compose_body(self) -> ComposeResult:
+        if len(self.hc.polls) > 1:  # a fleet: a row per host above the rest
+            with Vertical(id="fleet-box", classes="box"):
+                yield Static("Hosts", classes="box-title")
+                yield Static(Text("asking every host …", "dim"), id="fleet-hosts")
         with Horizontal(id="dash"):
             with Vertical(id="host-box", classes="box"):
                 yield Static("Host", classes="box-title")
@@ -40,10 +44,6 @@ class DashboardScreen(PaneScreen):
                 yield Static("Filesystems", classes="spark-label")
                 yield Static(id="disks")
             with Vertical(id="side"):
-                if len(self.hc.polls) > 1:
-                    with Vertical(id="fleet-box", classes="box"):
-                        yield Static("Hosts", classes="box-title")
-                        yield Static(Text("asking every host …", "dim"), id="fleet-hosts")
                 with Vertical(id="vm-box", classes="box"):
                     yield Static("VMs", classes="box-title")
                     yield Static(id="vm-counts")

@@ -19,7 +19,7 @@ from hyperconsole.host import interfaces
 from hyperconsole.host.metrics import DiskUsage, HostSample
 from hyperconsole.messages import DataChanged
 from hyperconsole.virt import inventory
-from scripts.scenes import SCENES, SETUP_SCENES, SIZE, demo_app, settle, setup_app
+from scripts.scenes import FLEET_SCENES, SCENES, SETUP_SCENES, SIZE, demo_app, demo_fleet_app, settle, setup_app
 
 
 class PinnedHostSampler:
@@ -76,6 +76,22 @@ def test_screen_layout(name, snap_compare):
         await pilot.pause()
 
     assert snap_compare(demo_app(host_sampler=PinnedHostSampler()), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("name", list(FLEET_SCENES))
+def test_fleet_layout(name, snap_compare):
+    """Three demo hosts in one console: the VM list with its Host column, the dashboard's host rows."""
+    scene = FLEET_SCENES[name]
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await scene(pilot)
+        await settle(pilot)
+        pilot.app.view.last_tick_seconds = 0.0012
+        pilot.app.screen.post_message(DataChanged(frozenset({"all"})))
+        await pilot.pause()
+
+    assert snap_compare(demo_fleet_app(host_sampler=PinnedHostSampler()), terminal_size=SIZE, run_before=run_before)
 
 
 @pytest.mark.parametrize("name", list(SETUP_SCENES))
