@@ -75,6 +75,13 @@ class BackupsScreen(HostChangePane):
     PANE_TITLE = "Backups"
     BINDINGS = resources.bindings(resources.BACKUPS_PANE)
 
+    # Runs, prunes, checks and restores work on this machine's VMs and restic: on a remote host's
+    # pane only its job definitions change (pushed with its rebuild).
+    LOCAL_ONLY = frozenset({"bjobs.run", "bjobs.prune", "bjobs.check", "bjobs.test", "bsnaps.restore_new",
+                            "bsnaps.restore_in_place"})
+    LOCAL_ONLY_WHY = ("Backups of {host} run there: its jobs can be changed from here (pushed with its rebuild); "
+                      "run, prune, verify and restore them from a console on {host}.")
+
     def __init__(self) -> None:
         super().__init__()
         self.job_name: str | None = None
@@ -107,11 +114,12 @@ class BackupsScreen(HostChangePane):
 
     # -- data -----------------------------------------------------------------------------------------
     def render_data(self, kinds: frozenset[str]) -> None:
+        super().render_data(kinds)  # another host: its jobs are read in changed_on_disk
         if kinds & {"all", "connection"}:
-            self.load(resources.BACKUP_JOBS, self.hc.config.nixos_dir)
+            self.load(resources.BACKUP_JOBS, self.hc.change_config.nixos_dir)
 
     def changed_on_disk(self) -> None:
-        self.load(resources.BACKUP_JOBS, self.hc.config.nixos_dir)
+        self.load(resources.BACKUP_JOBS, self.hc.change_config.nixos_dir)
 
     def show_bjobs(self, statuses: list[runner.JobStatus], *_: Any) -> None:
         self.jobs_view.set_items(resources.BACKUP_JOBS.rows(statuses))

@@ -242,6 +242,11 @@ async def test_host_change_panes_say_which_host_they_act_on(make_fleet, tmp_path
         await h.pilot.press("6")
         await h.settle()
         assert "Host changes act on gamma" in text_of(h.app.screen.query_one("#acting-host"))
+        await h.pilot.press("5")
+        await h.settle()
+        assert "Backups of gamma run there" in banner()
+        assert not h.app.screen.check_action("act", ("bjobs.run",))
+        assert h.app.screen.check_action("act", ("bjobs.new",))  # its job definitions go to its checkout
         await h.pilot.press("h")
         await h.settle()
         assert "Host changes act on alpha" in text_of(h.app.screen.query_one("#acting-host"))
