@@ -672,5 +672,10 @@ class HyperconsoleApp(App):
         self.push_screen(HelpScreen(self.screen))
 
     def on_unmount(self) -> None:
-        for poll in self.polls.values():
-            poll.manager.close()
+        from concurrent.futures import wait
+
+        from hyperconsole.virt.fleet import on_thread
+
+        # Each on its own thread, waited for a short while: a host whose open hangs holds its
+        # manager's lock, and quitting must not wait for it.
+        wait([on_thread(f"close-{poll.name}", poll.manager.close) for poll in self.polls.values()], timeout=2.0)

@@ -247,7 +247,11 @@ def run_fleet_tui(args: argparse.Namespace, config: Config) -> int:
     try:
         app.run()
     finally:
-        fleet.close()
+        from concurrent.futures import wait
+
+        from hyperconsole.virt.fleet import on_thread
+
+        wait([on_thread("fleet-close", fleet.close)], timeout=2.0)  # a hung host does not hold up the exit
     return 0
 
 
