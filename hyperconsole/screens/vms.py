@@ -17,8 +17,28 @@ from hyperconsole.resources import Targets, on_host
 from hyperconsole.screens.base import PaneScreen, one_line
 from hyperconsole.virt.models import ConnectionState, DomainInfo, DomainState, split_key
 from hyperconsole.widgets.confirm import ConfirmDialog
-from hyperconsole.widgets.form import choice
+from hyperconsole.widgets.form import Field, choice
 from hyperconsole.widgets.resource_view import ResourceView
+
+
+def migration_address(text: str) -> str | None:
+    """Where the target's QEMU takes the migration data (libvirt's migrate URI), or None: the
+    target's own host name."""
+    from urllib.parse import urlsplit
+
+    from hyperconsole.errors import ValidationError
+
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  (a bad port raises here)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("tcp", "rdma", "unix") or not (parts.hostname or parts.path):
+        raise ValidationError(f"not a migration address: {text!r}", hint="like tcp://10.0.0.2 or tcp://10.0.0.2:49152")
+    return text
 
 
 def virt(module: str):
@@ -232,11 +252,14 @@ class VmsScreen(PaneScreen):
             return
         offline = not info.state.is_active
         how = "offline: it is shut off" if offline else "live: it keeps running"
-        self.ask_form(f"Migrate {on_host(info)} ({how})", [choice("to", "Target host", [(n, n) for n in others])],
-                      lambda values: self._preflight(info, values["to"], offline), submit="check")
+        fields = [choice("to", "Target host", [(n, n) for n in others])]
+        if not offline:
+            fields.append(Field("via", "Migration address (optional, e.g. tcp://10.0.0.2)", "", parse=migration_address))
+        self.ask_form(f"Migrate {on_host(info)} ({how})", fields,
+                      lambda values: self._preflight(info, values["to"], offline, values.get("via")), submit="check")
 
     @work(thread=True, group="migrate-preflight", exclusive=True, exit_on_error=False, description="migration preflight")
-    def _preflight(self, info: DomainInfo, to: str, offline: bool) -> None:
+    def _preflight(self, info: DomainInfo, to: str, offline: bool, via: str | None) -> None:
         migrate = virt("migrate")
         source = self.hc.manager_of(info.host)
         try:
@@ -246,9 +269,9 @@ class VmsScreen(PaneScreen):
             self.app.call_from_thread(self.notify, f"{on_host(info)} → {to}: {one_line(exc)}",
                                       title="Migration refused", severity="error", timeout=10, markup=False)
             return
-        self.app.call_from_thread(self._confirm_migration, info, to, plan)
+        self.app.call_from_thread(self._confirm_migration, info, to, plan, via)
 
-    def _confirm_migration(self, info: DomainInfo, to: str, plan) -> None:
+    def _confirm_migration(self, info: DomainInfo, to: str, plan, via: str | None) -> None:
         copied = [d.target for d in plan.disks if not d.shared]
         storage = f"Disks copied: {', '.join(copied)}." if copied else "Storage is shared (or there is none)."
         detail = " ".join([storage, *(f"Note: {n}." for n in plan.notes),
@@ -256,9 +279,9 @@ class VmsScreen(PaneScreen):
                            "The source keeps its volumes."])
         question = f"Migrate VM {info.name} {'live' if plan.live else 'offline'} from {info.host} to {to}?"
         self.app.push_screen(ConfirmDialog(question, detail),
-                             lambda ok: ok and self._start_migration(info, to, plan))
+                             lambda ok: ok and self._start_migration(info, to, plan, via))
 
-    def _start_migration(self, info: DomainInfo, to: str, plan) -> None:
+    def _start_migration(self, info: DomainInfo, to: str, plan, via: str | None) -> None:
         migrate = virt("migrate")
         cancel = threading.Event()
         self.hc.migration = cancel
@@ -270,7 +293,8 @@ class VmsScreen(PaneScreen):
             self.app.call_from_thread(self._progress, label, p)
 
         def run(source, plan):
-            return migrate.migrate(source, self.hc.manager_of(to), plan, cancel=cancel, on_progress=progress)
+            return migrate.migrate(source, self.hc.manager_of(to), plan, cancel=cancel, on_progress=progress,
+                                   migrate_uri=via)
 
         def ended() -> None:
             self.hc.migration = None

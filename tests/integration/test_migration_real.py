@@ -328,3 +328,47 @@ def test_a_stopped_daemon_delays_no_other_host(libvirtd, peer, tiny_vm):
         assert fleet.host("peer").status().state is HostState.CONNECTED
     finally:
         fleet.close()
+
+
+async def test_a_running_vm_migrates_by_keyboard_in_the_console(libvirtd, peer, tiny_vm):
+    """The console over both daemons: the VM's row on `here`, `m`, the target and the migration
+    address in the form, `y` to the question; the VM then runs on the peer, its row is there, the
+    task log has the migration, and the status bar showed the job's progress."""
+    from hyperconsole.app import HyperconsoleApp
+    from hyperconsole.config import Config
+    from hyperconsole.hosts import HostSpec
+    from hyperconsole.virt.fleet import Fleet
+    from hyperconsole.widgets.confirm import ConfirmDialog
+    from tests.ui.conftest import fill_form, text_of, wait_until
+
+    name = tiny_vm(start=True)
+    fleet = Fleet([HostSpec("here", libvirtd.uri, "/etc/nixos"), HostSpec("peer", peer.uri, "/x")])
+    fleet.open_all(deadline=30, retry=False)
+    app = HyperconsoleApp(fleet.manager("here"), Config(refresh=1.0), fleet=fleet)
+    progress: list[str] = []
+    try:
+        async with app.run_test(size=(160, 45)) as pilot:
+            row = lambda host: next((d for d in app.view.domains.values()  # noqa: E731
+                                     if d.name == name and d.host == host), None)
+            await wait_until(pilot, lambda: row("here") is not None, 30)
+            app.screen.view.move_to(row("here").key)
+            await pilot.press("m")
+            await fill_form(pilot, {"to": "peer", "via": MIGRATE_URI})
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 60)
+            assert f"Migrate VM {name} live from here to peer?" in text_of(app.screen.query_one(".question"))
+            await pilot.press("y")
+
+            def ended() -> bool:
+                if app.view.migration:
+                    progress.append(app.view.migration)
+                return any(t.ended for t in app.tasks.tasks)
+
+            await wait_until(pilot, ended, 180)
+            (task,) = app.tasks.tasks
+            assert task.label == f"migrate {name} here → peer" and not task.error, task.error
+            moved = fleet.manager("peer").conn.lookupByName(name)
+            assert moved.isActive() and moved.isPersistent()
+            await wait_until(pilot, lambda: row("peer") is not None and row("here") is None, 30)
+            assert any("ctrl+x aborts" in line for line in progress), progress
+    finally:
+        fleet.close()
