@@ -332,8 +332,9 @@ def test_a_stopped_daemon_delays_no_other_host(libvirtd, peer, tiny_vm):
 
 async def test_a_running_vm_migrates_by_keyboard_in_the_console(libvirtd, peer, tiny_vm):
     """The console over both daemons: the VM's row on `here`, `m`, the target and the migration
-    address in the form, `y` to the question; the VM then runs on the peer, its row is there, the
-    task log has the migration, and the status bar showed the job's progress."""
+    address in the form, `y` to the question. Braked to 1 MiB/s, the status bar follows the job
+    and ctrl+x aborts it (the VM keeps running here); unbraked, it then runs on the peer, its row
+    is there and the task log has both attempts."""
     from hyperconsole.app import HyperconsoleApp
     from hyperconsole.config import Config
     from hyperconsole.hosts import HostSpec
@@ -341,34 +342,45 @@ async def test_a_running_vm_migrates_by_keyboard_in_the_console(libvirtd, peer, 
     from hyperconsole.widgets.confirm import ConfirmDialog
     from tests.ui.conftest import fill_form, text_of, wait_until
 
-    name = tiny_vm(start=True)
+    name = tiny_vm(start=True, memory_mib=768)
     fleet = Fleet([HostSpec("here", libvirtd.uri, "/etc/nixos"), HostSpec("peer", peer.uri, "/x")])
     fleet.open_all(deadline=30, retry=False)
+    here = fleet.manager("here").conn
+    here.lookupByName(name).migrateSetMaxSpeed(1, 0)  # 1 MiB/s: still running when ctrl+x comes
     app = HyperconsoleApp(fleet.manager("here"), Config(refresh=1.0), fleet=fleet)
-    progress: list[str] = []
     try:
         async with app.run_test(size=(160, 45)) as pilot:
             row = lambda host: next((d for d in app.view.domains.values()  # noqa: E731
                                      if d.name == name and d.host == host), None)
-            await wait_until(pilot, lambda: row("here") is not None, 30)
-            app.screen.view.move_to(row("here").key)
-            await pilot.press("m")
-            await fill_form(pilot, {"to": "peer", "via": MIGRATE_URI})
-            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 60)
-            assert f"Migrate VM {name} live from here to peer?" in text_of(app.screen.query_one(".question"))
-            await pilot.press("y")
 
-            def ended() -> bool:
-                if app.view.migration:
-                    progress.append(app.view.migration)
-                return any(t.ended for t in app.tasks.tasks)
+            async def migrate_by_keyboard() -> None:
+                await wait_until(pilot, lambda: row("here") is not None, 30)
+                app.screen.view.move_to(row("here").key)
+                await pilot.press("m")
+                await fill_form(pilot, {"to": "peer", "via": MIGRATE_URI})
+                await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), 60)
+                assert f"Migrate VM {name} live from here to peer?" in text_of(app.screen.query_one(".question"))
+                await pilot.press("y")
 
-            await wait_until(pilot, ended, 180)
-            (task,) = app.tasks.tasks
-            assert task.label == f"migrate {name} here → peer" and not task.error, task.error
+            await migrate_by_keyboard()
+            deadline = time.monotonic() + 60  # not wait_until: it waits for the migration's own worker
+            while " left at " not in app.view.migration and time.monotonic() < deadline:
+                await pilot.pause(0.1)
+            assert app.view.migration.startswith(f"migrate {name} here → peer: running")
+            assert app.view.migration.endswith("ctrl+x aborts")
+            await pilot.press("ctrl+x")
+            await wait_until(pilot, lambda: any(t.ended for t in app.tasks.tasks), 120)
+            (aborted,) = app.tasks.tasks
+            assert f"migration of {name} aborted; it keeps running on the source" in aborted.error
+            assert here.lookupByName(name).isActive() and app.migration is None and not app.view.migration
+
+            here.lookupByName(name).migrateSetMaxSpeed(10000, 0)
+            await migrate_by_keyboard()
+            await wait_until(pilot, lambda: len([t for t in app.tasks.tasks if t.ended]) == 2, 180)
+            done = next(t for t in app.tasks.tasks if t is not aborted)
+            assert done.label == f"migrate {name} here → peer" and not done.error, done.error
             moved = fleet.manager("peer").conn.lookupByName(name)
             assert moved.isActive() and moved.isPersistent()
             await wait_until(pilot, lambda: row("peer") is not None and row("here") is None, 30)
-            assert any("ctrl+x aborts" in line for line in progress), progress
     finally:
         fleet.close()
