@@ -12,7 +12,8 @@ The console (`hyperconsole --hosts FILE`), measured:
 - one tick per host: a host's own tick (collect + merge + table update) as the app measures it,
   median / p95 over every host and several rounds (Textual's headless driver);
 - UI update with every host ticking: all hosts asked at once, until every tick is on screen;
-- idle CPU at a 2 s refresh (% of one core) and peak RSS of the real process;
+- idle CPU at a 2 s refresh (% of one core) and the resident RSS of the idle real process (judged
+  against the target), its peak beside;
 - a hung host: the same figures with one more host that never answers. In process, a host whose
   libvirt calls block (the sampler's call thread gives up at its deadline); for the real process,
   a host whose "daemon" accepts the connection and is then stopped with SIGSTOP (a listening
@@ -101,12 +102,13 @@ def measure_process(hosts: Path, cpu_seconds: float) -> dict:
     drain(master, None, cpu_seconds)
     after = ps.cpu_times()
     cpu = ((after.user + after.system) - (before.user + before.system)) / (time.perf_counter() - t0) * 100
-    rss = float("nan")
+    memory = {}
     for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            rss = int(line.split()[1]) / 1024
+        if line.startswith(("VmHWM:", "VmRSS:")):
+            memory[line[:5]] = int(line.split()[1]) / 1024
     stop(proc, master)
-    return {"first rows (s)": first, "idle CPU (%)": cpu, "RSS (MiB)": rss}
+    return {"first rows (s)": first, "idle CPU (%)": cpu, "RSS (MiB)": memory.get("VmRSS", float("nan")),
+            "peak RSS (MiB)": memory.get("VmHWM", float("nan"))}
 
 
 async def measure_ticks(uris: list[str], rounds: int, hang: str | None) -> dict:
@@ -187,7 +189,7 @@ def ui_figures(args, uris: list[str], tmp: Path) -> None:
         daemon.wait()
     print(f"{'figure':<26}{'all answer':>16}{'one hung':>16}   target")
     for key in ("first rows (s)", "host tick (ms)", "host tick p95 (ms)", "all hosts ticking (ms)", "idle CPU (%)",
-                "RSS (MiB)"):
+                "RSS (MiB)", "peak RSS (MiB)"):
         ours = {**ticks, **proc}[key]
         hung = {**hung_ticks, **hung_proc}[key]
         target = TARGETS.get(key.replace(" p95", ""))
