@@ -173,7 +173,7 @@ def fmt(key: str, value: float) -> str:
     return f"{value:8.2f}{mark}"
 
 
-def ui_figures(args, uris: list[str], tmp: Path) -> None:
+def ui_figures(args, uris: list[str], tmp: Path, floors: dict) -> None:
     print(f"\nthe console over {len(uris)} hosts x {args.vms} VMs (target beside each; a hung host must change none)")
     ticks = asyncio.run(measure_ticks(uris, args.rounds, None))
     hung_path = tmp / "hung.xml"
@@ -187,13 +187,18 @@ def ui_figures(args, uris: list[str], tmp: Path) -> None:
     finally:
         os.kill(daemon.pid, signal.SIGKILL)
         daemon.wait()
-    print(f"{'figure':<26}{'all answer':>16}{'one hung':>16}   target")
+    print(f"{'figure':<26}{'all answer':>16}{'one hung':>16}{'floor':>10}   target")
     for key in ("first rows (s)", "host tick (ms)", "host tick p95 (ms)", "all hosts ticking (ms)", "idle CPU (%)",
                 "RSS (MiB)", "peak RSS (MiB)"):
         ours = {**ticks, **proc}[key]
         hung = {**hung_ticks, **hung_proc}[key]
         target = TARGETS.get(key.replace(" p95", ""))
-        print(f"{key:<26}{fmt(key, ours):>16}{fmt(key, hung):>16}   {'' if target is None else target}")
+        floor = floors.get(key)
+        print(f"{key:<26}{fmt(key, ours):>16}{fmt(key, hung):>16}{'' if floor is None else f'{floor:.2f}':>10}   "
+              f"{'' if target is None else target}")
+    print("floors, bare libvirt in this process: first rows = one host's open; host tick = one host's bulk\n"
+          "stats call; all hosts = every host's call in turn; idle CPU = every host's call each 2 s; RSS = the\n"
+          "process after opening every host and one call each")
 
 
 def main() -> None:
@@ -245,7 +250,10 @@ def main() -> None:
             paths = [Path(tmp) / f"host{i}.xml" for i in range(args.hosts)]
             for path in paths:
                 path.write_text(xml)
-            ui_figures(args, [f"test://{p}" for p in paths], Path(tmp))
+            floors = {"first rows (s)": floor_open / args.hosts, "host tick (ms)": floor_stats / args.hosts * 1000,
+                      "all hosts ticking (ms)": floor_stats * 1000, "idle CPU (%)": floor_stats / 2.0 * 100,
+                      "RSS (MiB)": rss_floor}
+            ui_figures(args, [f"test://{p}" for p in paths], Path(tmp), floors)
 
 
 if __name__ == "__main__":

@@ -384,6 +384,8 @@ class HyperconsoleApp(App):
             return
         poll.last_good, poll.error, poll.stuck = time.time(), "", tick.stuck
         if poll.name:
+            if self.fleet is not None:
+                self.fleet.note_sample(poll.name, poll.last_good)
             self._merge(poll, tick)
             self._poll_succeeded(f"{POLL_WORKERS['poll-domains']} {poll.name}")
             self.view.host_notes = self.host_notes()
