@@ -256,6 +256,11 @@ class HyperconsoleApp(App):
         self.refresh_pending(announce=False)
         self._notify_screen("change-host")
 
+    def host_opened(self, host: str) -> None:
+        """A fleet host answered its first open (called from its own thread): its rows now."""
+        if self.is_running:
+            self.call_from_thread(self.poll_domains, host)
+
     def manager_of(self, host: str = "") -> ConnectionManager:
         """The connection of a row's host ("" or unknown: the console's own)."""
         poll = self.polls.get(host)

@@ -240,8 +240,7 @@ def run_fleet_tui(args: argparse.Namespace, config: Config) -> int:
             from hyperconsole.demo import libvirt as demo
 
             demo.prepare(fleet.manager(name))
-        if app.is_running:
-            app.call_from_thread(app.poll_domains, name)
+        app.host_opened(name)
 
     threading.Thread(target=fleet.open_all, kwargs={"on_open": opened}, name="fleet-open", daemon=True).start()
     try:

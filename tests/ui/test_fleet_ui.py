@@ -250,3 +250,52 @@ async def test_host_change_panes_say_which_host_they_act_on(make_fleet, tmp_path
         await h.pilot.press("h")
         await h.settle()
         assert "Host changes act on alpha" in text_of(h.app.screen.query_one("#acting-host"))
+
+
+async def test_the_console_starts_before_its_hosts_answer(tmp_path):
+    """As `--hosts FILE` starts it: the app is up while the hosts open on their own threads; each
+    host's rows appear when it answers, and one that cannot be opened is named in the status bar
+    while the others' rows are shown."""
+    specs = [HostSpec(name, test_uri(tmp_path, xml, f"{name}.xml"), str(tmp_path / name)) for name, xml in TWO.items()]
+    specs.append(HostSpec("gone", "test://" + str(tmp_path / "missing.xml"), str(tmp_path / "gone")))
+    fleet = Fleet(specs)
+    app = HyperconsoleApp(fleet.manager("alpha"), Config(refresh=30.0), fleet=fleet)
+    release = threading.Event()
+
+    def open_all() -> None:
+        release.wait(10)
+        fleet.open_all(on_open=app.host_opened)
+
+    threading.Thread(target=open_all, daemon=True).start()
+    try:
+        async with app.run_test(size=(160, 45)) as pilot:
+            await pilot.pause(0.2)
+            assert app.is_running and not app.view.domains
+            release.set()
+            await wait_until(pilot, lambda: {d.host for d in app.view.domains.values()} == {"alpha", "beta"}, 20)
+            await wait_until(pilot, lambda: "gone disconnected (no sample yet)"
+                             in app.screen.query_one(StatusBar).message, 20)
+            assert "3 hosts" in app.screen.query_one(StatusBar).render().plain
+    finally:
+        fleet.close()
+
+
+def test_several_connects_and_demo_hosts_open_a_fleet(tmp_path, monkeypatch):
+    from hyperconsole import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "run_fleet_tui", lambda args, config: seen.append(config) or 0)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    a, b = (test_uri(tmp_path, xml, f"{name}.xml") for name, xml in TWO.items())
+    assert cli.main(["--connect", a, "--connect", b]) == 0
+    assert [(h.name, h.uri) for h in seen[-1].fleet] == [("local", a), ("local-2", b)]
+    assert cli.main(["--demo", "--demo-hosts", "3"]) == 0
+    demo = seen[-1].fleet
+    assert [h.name for h in demo] == ["demo", "demo-b", "demo-c"] and len({h.uri for h in demo}) == 3
+    names = []
+    for host in demo:
+        conn = libvirt.open(host.uri)
+        names.append({d.name() for d in conn.listAllDomains()})
+        conn.close()
+    assert not names[0] & names[1] and sum(map(len, names)) == 17  # the demo's VMs, dealt out
