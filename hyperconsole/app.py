@@ -34,7 +34,7 @@ from hyperconsole.screens.help import HelpScreen
 from hyperconsole.screens.vms import VmsScreen
 from hyperconsole.viewstate import ViewState
 from hyperconsole.virt.connection import ConnectionManager, LifecycleEvent, StateChanged
-from hyperconsole.virt.models import ConnectionState, InventoryDiff, row_key
+from hyperconsole.virt.models import ConnectionState, InventoryDiff, row_key, split_key
 from hyperconsole.virt.sampler import DomainSampler, StuckCall, Tick
 from hyperconsole.widgets.confirm import ConfirmDialog
 
@@ -387,11 +387,12 @@ class HyperconsoleApp(App):
         poll = self.polls.get(message.host)
         if poll is None:
             return
+        was_stale = bool(poll.error)
         poll.last_good, poll.error, poll.stuck = time.time(), "", tick.stuck
         if poll.name:
             if self.fleet is not None:
                 self.fleet.note_sample(poll.name, poll.last_good)
-            self._merge(poll, tick)
+            self._merge(poll, tick, every_row=was_stale)
             self._poll_succeeded(f"{POLL_WORKERS['poll-domains']} {poll.name}")
             self.view.host_notes = self.host_notes()
         else:
@@ -409,11 +410,14 @@ class HyperconsoleApp(App):
         if not self._background_started:
             self.call_after_refresh(self._start_background)
 
-    def _merge(self, poll: HostPoll, tick: Tick) -> None:
+    def _merge(self, poll: HostPoll, tick: Tick, *, every_row: bool = False) -> None:
         """One host's tick into the fleet's VM list: its rows by host-qualified key, the others
-        untouched."""
+        untouched. `every_row`: its rows were marked stale here, so all of them are taken anew."""
         domains, host = self.view.domains, poll.name
         diff = tick.diff
+        if every_row:
+            gone = {split_key(k)[1] for k in poll.keys} - tick.domains.keys()
+            diff = InventoryDiff(diff.removed | gone, diff.added, frozenset(tick.domains) - diff.added)
         for uuid in diff.removed:
             domains.pop(row_key(host, uuid), None)
         for uuid in diff.added | diff.changed:

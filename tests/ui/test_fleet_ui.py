@@ -299,3 +299,25 @@ def test_several_connects_and_demo_hosts_open_a_fleet(tmp_path, monkeypatch):
         names.append({d.name() for d in conn.listAllDomains()})
         conn.close()
     assert not names[0] & names[1] and sum(map(len, names)) == 17  # the demo's VMs, dealt out
+
+
+async def test_a_host_that_goes_away_is_stale_then_reconnects_alone(make_fleet, tmp_path):
+    """beta's connection drops and its host file is gone: its rows stay, marked stale, the status
+    bar names it with its last sample; alpha goes on. When beta can be opened again it reconnects
+    by itself and its rows are fresh."""
+    async with make_fleet(TWO) as h:
+        beta = h.app.manager_of("beta")
+        path = tmp_path / "beta.xml"
+        path.rename(tmp_path / "beta.away")
+        beta.connection_lost("the host went away")
+        h.app.poll_domains("beta")
+        bar = lambda: h.app.screen.query_one(StatusBar).message  # noqa: E731
+        await wait_until(h.pilot, lambda: "beta disconnected (last sample " in bar()
+                         or "beta connecting (last sample " in bar(), 20)
+        await wait_until(h.pilot, lambda: h.row("beta", "cache").stale_seconds is not None, 20)
+        assert "s old" in h.app.screen.view.table.get_cell(h.row("beta", "cache").key, "state").plain
+        h.conn("alpha").lookupByName("web").create()
+        h.app.poll_domains("alpha")
+        await wait_until(h.pilot, lambda: h.row("alpha", "web").state is DomainState.RUNNING, 10)
+        (tmp_path / "beta.away").rename(path)
+        await wait_until(h.pilot, lambda: h.row("beta", "cache").stale_seconds is None and "beta" not in bar(), 30)
