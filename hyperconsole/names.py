@@ -261,3 +261,21 @@ def cidr(text: object, role: Role, *, family: int | None = None, max_prefix: int
         if iface.ip == net.broadcast_address:
             raise ValidationError(f"{iface.ip} is the broadcast address of {net}, not a usable {role.value}")
     return iface
+
+
+def migrate_uri(text: str) -> str | None:
+    """Where a migration's data goes (libvirt's migrate URI: `tcp://10.0.0.2[:port]`), or None
+    when empty (the target's own host name)."""
+    from urllib.parse import urlsplit
+
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  (a bad port raises here)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("tcp", "rdma", "unix") or not (parts.hostname or parts.path):
+        raise ValidationError(f"not a migration address: {text!r}", hint="like tcp://10.0.0.2 or tcp://10.0.0.2:49152")
+    return text

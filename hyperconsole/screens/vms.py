@@ -12,33 +12,13 @@ from textual import work
 from textual.app import ComposeResult
 
 from hyperconsole import presenters, resources
-from hyperconsole.names import vm_name
+from hyperconsole.names import migrate_uri, vm_name
 from hyperconsole.resources import Targets, on_host
 from hyperconsole.screens.base import PaneScreen, one_line
 from hyperconsole.virt.models import ConnectionState, DomainInfo, DomainState, split_key
 from hyperconsole.widgets.confirm import ConfirmDialog
 from hyperconsole.widgets.form import Field, choice
 from hyperconsole.widgets.resource_view import ResourceView
-
-
-def migration_address(text: str) -> str | None:
-    """Where the target's QEMU takes the migration data (libvirt's migrate URI), or None: the
-    target's own host name."""
-    from urllib.parse import urlsplit
-
-    from hyperconsole.errors import ValidationError
-
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018  (a bad port raises here)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("tcp", "rdma", "unix") or not (parts.hostname or parts.path):
-        raise ValidationError(f"not a migration address: {text!r}", hint="like tcp://10.0.0.2 or tcp://10.0.0.2:49152")
-    return text
 
 
 def virt(module: str):
@@ -66,11 +46,6 @@ class VmsScreen(PaneScreen):
         than at the next refresh. The last viewport stays in force while other panes are shown:
         they need the counts, which lifecycle events keep exact."""
         if message.view is not self.view:
-            return
-        if message.keys is None:
-            for poll in self.hc.polls.values():
-                poll.sampler.set_interest(None, message.sort_column)
-            self.hc.poll_domains()
             return
         by_host: dict[str, list[str]] = {name: [] for name in self.hc.polls}
         for key in message.keys:  # each host's sampler hears of its own rows
@@ -254,7 +229,7 @@ class VmsScreen(PaneScreen):
         how = "offline: it is shut off" if offline else "live: it keeps running"
         fields = [choice("to", "Target host", [(n, n) for n in others])]
         if not offline:
-            fields.append(Field("via", "Migration address (optional, e.g. tcp://10.0.0.2)", "", parse=migration_address))
+            fields.append(Field("via", "Migration address (optional, e.g. tcp://10.0.0.2)", "", parse=migrate_uri))
         self.ask_form(f"Migrate {on_host(info)} ({how})", fields,
                       lambda values: self._preflight(info, values["to"], offline, values.get("via")), submit="check")
 

@@ -321,3 +321,15 @@ async def test_a_host_that_goes_away_is_stale_then_reconnects_alone(make_fleet, 
         await wait_until(h.pilot, lambda: h.row("alpha", "web").state is DomainState.RUNNING, 10)
         (tmp_path / "beta.away").rename(path)
         await wait_until(h.pilot, lambda: h.row("beta", "cache").stale_seconds is None and "beta" not in bar(), 30)
+
+
+async def test_a_bad_migration_address_keeps_the_form_open(make_fleet):
+    from tests.ui.conftest import form_errors
+
+    async with make_fleet(TWO) as h:
+        await h.cursor_on("alpha", "db")
+        await h.pilot.press("m")
+        await fill_form(h.pilot, {"to": "beta", "via": "http://beta"})
+        assert form_errors(h.app.screen) == {"via": "not a migration address: 'http://beta' (like tcp://10.0.0.2 or "
+                                                    "tcp://10.0.0.2:49152)"}
+        assert not any("Migration refused" in n for n in h.notes())
