@@ -258,6 +258,7 @@ class HyperconsoleApp(App):
 
     def host_opened(self, host: str) -> None:
         """A fleet host answered its first open (called from its own thread): its rows now."""
+        _return_free_memory()  # what its open freed (a test-driver host: the parse of its file)
         if self.is_running:
             self.call_from_thread(self.poll_domains, host)
 
