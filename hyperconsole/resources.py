@@ -186,17 +186,17 @@ def _checks(manager: Any, config: Any, checks: Any) -> Any:
         ctx.close()
 
 
-def _backup_jobs(_manager: Any, nixos_dir: str) -> Any:
+def _backup_jobs(_manager: Any, nixos_dir: str, records: Any = None) -> Any:
     from hyperconsole.backup import runner
     from hyperconsole.nixos.store import FragmentStore
 
-    return runner.job_statuses(FragmentStore(nixos_dir))
+    return runner.job_statuses(FragmentStore(nixos_dir), records)
 
 
-def _backup_snapshots(_manager: Any, job: Any) -> Any:
+def _backup_snapshots(_manager: Any, job: Any, records: Any = None) -> Any:
     from hyperconsole.backup import runner
 
-    return runner.snapshots_view(job)
+    return runner.snapshots_view(job, records)
 
 
 T, C, N = Scope.TARGETS, Scope.CURSOR, Scope.NONE

@@ -19,6 +19,7 @@ let
   canImportFragments = builtins ? currentSystem && builtins.pathExists (fragmentsDir + "/default.nix");
   hc = "${cfg.package}/bin/hyperconsole";
   spoolDir = "/var/lib/hyperconsole/requests";
+  backupsDir = "/var/lib/hyperconsole/backups";
 in
 {
   imports = lib.optional canImportFragments fragmentsDir;
@@ -63,6 +64,9 @@ in
       # Operators create request files here (each owned by its writer) but cannot list the
       # directory, nor remove or replace another's file (sticky).
       "d ${spoolDir} 1730 root ${cfg.operatorsGroup} -"
+      # Backup run and restore-test records: written by the root backup units, read by operators'
+      # consoles and the doctor (setgid: every record file gets the group).
+      "d ${backupsDir} 2750 root ${cfg.operatorsGroup} -"
     ];
 
     # One fixed root unit per request; the instance name is the request id.

@@ -20,6 +20,8 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(base / "cache"))
+    # the host-wide backup run records (root's, read by operators) stay out of the test host's /var/lib
+    monkeypatch.setattr("hyperconsole.backup.runner.SHARED_DIR", base / "var-lib-backups")
 
 
 def write_script(path: Path, body: str) -> Path:

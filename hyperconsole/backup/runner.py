@@ -10,7 +10,9 @@ Whatever happens half-way (restic or the console killed, the VM stopping), a run
 behind: open_vm's context ends the libvirt job and the NBD export, the scratch directory is
 removed, restic's own lock is stale once its process is gone and the next run clears it with
 `restic unlock` (which removes stale locks only). Runs of one job never overlap (a lock file).
-Each run's result is recorded in the state dir (0600), for the pane's "last run" and sizes.
+Each run's result is recorded for the pane's "last run" and sizes, in one place every reader finds:
+/var/lib/hyperconsole/backups (written by root, who runs the timer units; group-readable by the
+operators group where the NixOS module made it), or a user's own state dir where that does not exist.
 """
 
 from __future__ import annotations
@@ -40,7 +42,15 @@ BOOT_TIMEOUT = 300.0
 OpenVm = Callable[..., AbstractContextManager[Any]]
 
 
+SHARED_DIR = Path("/var/lib/hyperconsole/backups")
+SHARED_FILE_MODE = 0o640  # the module makes the dir setgid to the operators group: they read it
+
+
 def state_dir() -> Path:
+    """Where run records and job locks live: the shared dir for root and wherever it exists (the
+    console of an operator reads what the root timer units wrote), else the user's own state dir."""
+    if os.geteuid() == 0 or SHARED_DIR.is_dir():
+        return SHARED_DIR
     return paths.state_dir() / "backups"
 
 
@@ -98,27 +108,38 @@ class TestResult:
 
 class Records:
     """The state file of past runs: last run per job, figures per snapshot, last restore test
-    per VM. 0600 in a 0700 dir; updates hold a lock so parallel jobs do not lose each other's."""
+    per VM. In the shared dir 0640 (the dir's group: operators); elsewhere 0600 in a 0700 dir.
+    Written atomically; updates hold a lock so parallel jobs do not lose each other's."""
 
     def __init__(self, directory: Path | None = None) -> None:
         self.dir = directory or state_dir()
+        self.shared = self.dir == SHARED_DIR
 
     def read(self) -> dict:
-        data = safefs.read_bytes(self.dir / RECORDS) if self.dir.is_dir() else None
+        try:
+            data = safefs.read_bytes(self.dir / RECORDS) if self.dir.is_dir() else None
+        except PermissionError as exc:
+            raise HyperconsoleError(f"cannot read the backup run records in {self.dir}",
+                                    hint="members of the operators group can; `hyperconsole doctor` checks it") from exc
         try:
             value = json.loads(data) if data else {}
         except ValueError:
             value = {}
         return value if isinstance(value, dict) else {}
 
+    def ensure_dir(self) -> Path:
+        if self.shared:  # root's; the module's tmpfiles rule gives it the operators group
+            return safefs.ensure_dir(self.dir, 0o750, parents=True)
+        return safefs.ensure_private_dir(self.dir)
+
     @contextmanager
     def _update(self) -> Iterator[dict]:
-        safefs.ensure_private_dir(self.dir)
+        self.ensure_dir()
         with locking.held(self.dir / ".records.lock", 30, lambda who: HyperconsoleError(f"backup records busy ({who})")):
             data = self.read()
             yield data
             safefs.atomic_write(self.dir / RECORDS, json.dumps(data, indent=1, sort_keys=True).encode(),
-                                safefs.PRIVATE_FILE_MODE)
+                                SHARED_FILE_MODE if self.shared else safefs.PRIVATE_FILE_MODE)
 
     def add_run(self, result: RunResult) -> None:
         with self._update() as data:
@@ -153,10 +174,9 @@ def scratch_root() -> Path:
 
 
 @contextmanager
-def job_lock(job: Job, directory: Path | None = None) -> Iterator[None]:
+def job_lock(job: Job, records: Records) -> Iterator[None]:
     """Held for a whole run: runs of one job never overlap."""
-    base = directory or state_dir()
-    safefs.ensure_private_dir(base)
+    base = records.ensure_dir()
     busy = lambda who: ValidationError(f"backup job {job.name} is already running (pid {who.strip() or '?'})")  # noqa: E731
     with locking.held(base / f"{job.name}.lock", 0, busy, note=f"{os.getpid()}\n"):
         yield
@@ -220,7 +240,7 @@ def run_job(conn, job: Job, *, only_vm: str | None = None, open_vm: OpenVm | Non
     if not selected:
         raise ValidationError(f"backup job {job.name} selects no VM on this host")
     started = time.time()
-    with job_lock(job, records.dir):
+    with job_lock(job, records):
         if real_source:
             from hyperconsole.backup import source
 
@@ -427,12 +447,13 @@ def job_statuses(store, records: Records | None = None) -> list[JobStatus]:
     records = records or Records()
     out = []
     for job in read_jobs(store):
-        size, error = None, ""
+        size, error, last = None, "", None
         try:
+            last = records.last_run(job.name)
             size = stats(job).raw_size
         except HyperconsoleError as exc:
             error = str(exc)
-        out.append(JobStatus(job, next_run(job), records.last_run(job.name), size, error))
+        out.append(JobStatus(job, next_run(job), last, size, error))
     return out
 
 

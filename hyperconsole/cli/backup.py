@@ -65,6 +65,11 @@ def _demo(args: argparse.Namespace, attr: str):
     return getattr(demo_backup, attr)
 
 
+def _records(args: argparse.Namespace) -> runner.Records:
+    make = _demo(args, "records")
+    return make() if make else runner.Records()
+
+
 def _demo_ready(handler):
     """With --demo, the demo's job, repository and first snapshots exist before any command."""
 
@@ -153,7 +158,7 @@ def cmd_job_remove(args: argparse.Namespace, config: Config) -> int:
 @_demo_ready
 def cmd_job_list(args: argparse.Namespace, config: Config) -> int:
     jobs = _jobs(config)
-    records = runner.Records()
+    records = _records(args)
     if args.json:
         print(json.dumps([{**msgspec.to_builtins(j), "last_run": records.last_run(j.name)} for j in jobs], indent=1))
         return 0
@@ -201,7 +206,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     with _connection(args, config) as conn:
         try:
             result = runner.run_job(conn, job, only_vm=args.vm, open_vm=_demo(args, "open_vm"), cancel=cancel,
-                                    on_progress=_Progress())
+                                    on_progress=_Progress(), records=_records(args))
         except KeyboardInterrupt:
             cancel.set()
             raise
@@ -227,7 +232,7 @@ def cmd_snapshots(args: argparse.Namespace, config: Config) -> int:
         jobs = [jobs_mod.find(jobs, args.job)]
     if args.vm is not None:
         names.vm_name(args.vm)
-    rows = [row for job in jobs for row in runner.snapshot_rows(job, vm=args.vm)]
+    rows = [row for job in jobs for row in runner.snapshot_rows(job, vm=args.vm, records=_records(args))]
     if args.json:
         print(json.dumps([{"id": r.snapshot.id, "short_id": r.snapshot.short_id, "time": r.snapshot.time,
                            "job": r.job, "vm": r.vm, "quiesced": r.quiesced, "size": r.size, "added": r.added,
@@ -297,7 +302,8 @@ def cmd_test_restore(args: argparse.Namespace, config: Config) -> int:
     with _connection(args, config) as conn:
         results = runner.restore_test(conn, job, only_vm=args.vm, restorer=_demo(args, "DemoRestorer"),
                                       boot_check=_demo(args, "boot_check"),
-                                      cleanup=_demo(args, "delete_vm") or runner.delete_vm)
+                                      cleanup=_demo(args, "delete_vm") or runner.delete_vm,
+                                      records=_records(args))
     for r in results:
         if r.ok:
             print(visible(f"{r.vm}: restore test passed with snapshot {r.snapshot}: recovered in {r.seconds:.1f}s "

@@ -228,6 +228,11 @@ def delete_vm(conn, name: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def records() -> runner.Records:
+    """The demo's own run records, beside its repository (never the host's shared ones)."""
+    return runner.Records(base_dir() / "records")
+
+
 def demo_job() -> jobs_mod.Job:
     return jobs_mod.Job(name=JOB, repository=str(base_dir() / "repo"), password_file=str(base_dir() / "restic.pw"),
                         vms=DEMO_VMS, schedule="*-*-* 02:30", retention=jobs_mod.Retention(daily=7, weekly=4),
@@ -251,10 +256,10 @@ def ensure(nixos_dir: str, conn) -> None:
         return
     for days_ago in (3, 2, 1):
         when = time.strftime("%Y-%m-%d 02:30:00", time.localtime(time.time() - days_ago * 86400))
-        runner.run_job(conn, job, open_vm=open_vm, when=when, forget=False)
+        runner.run_job(conn, job, open_vm=open_vm, when=when, forget=False, records=records())
 
 
 def parts() -> dict:
     """What the console uses in place of the real VM side in the demo."""
     return {"open_vm": open_vm, "restorer": DemoRestorer, "boot_check": boot_check, "cleanup": delete_vm,
-            "note": NOTE}
+            "records": records(), "note": NOTE}

@@ -116,10 +116,10 @@ class BackupsScreen(HostChangePane):
     def render_data(self, kinds: frozenset[str]) -> None:
         super().render_data(kinds)  # another host: its jobs are read in changed_on_disk
         if kinds & {"all", "connection"}:
-            self.load(resources.BACKUP_JOBS, self.hc.change_config.nixos_dir)
+            self.changed_on_disk()
 
     def changed_on_disk(self) -> None:
-        self.load(resources.BACKUP_JOBS, self.hc.change_config.nixos_dir)
+        self.load(resources.BACKUP_JOBS, self.hc.change_config.nixos_dir, self.hc.backup_parts.get("records"))
 
     def show_bjobs(self, statuses: list[runner.JobStatus], *_: Any) -> None:
         self.jobs_view.set_items(resources.BACKUP_JOBS.rows(statuses))
@@ -140,9 +140,9 @@ class BackupsScreen(HostChangePane):
         self.job_name = name
         status = self.jobs_view.items.get(name)
         if status is not None:
-            self.load(resources.BACKUP_SNAPSHOTS, status.job)
+            self.load(resources.BACKUP_SNAPSHOTS, status.job, self.hc.backup_parts.get("records"))
 
-    def show_bsnaps(self, view: runner.SnapshotsView, job: jobs_mod.Job) -> None:
+    def show_bsnaps(self, view: runner.SnapshotsView, job: jobs_mod.Job, *_: Any) -> None:
         if job.name != self.job_name:
             return
         self.query_one("#bsnaps", ResourceView).set_items(resources.BACKUP_SNAPSHOTS.rows(view.rows))
@@ -225,7 +225,7 @@ class BackupsScreen(HostChangePane):
 
         try:
             result = runner.run_job(self.hc.manager.conn, job, open_vm=parts.get("open_vm"), cancel=cancel,
-                                    on_progress=progress)
+                                    on_progress=progress, records=parts.get("records"))
         except Exception as exc:  # noqa: BLE001 - one line in the task log
             self.app.post_message(ActionDone(label, error=str(exc), task=task))
         else:
@@ -297,7 +297,8 @@ class BackupsScreen(HostChangePane):
         def test(manager) -> str:
             results = runner.restore_test(manager.conn, job, restorer=parts.get("restorer"),
                                           boot_check=parts.get("boot_check"),
-                                          cleanup=parts.get("cleanup") or runner.delete_vm)
+                                          cleanup=parts.get("cleanup") or runner.delete_vm,
+                                          records=parts.get("records"))
             failed = [f"{r.vm}: {r.error}" for r in results if not r.ok]
             if failed:
                 raise HyperconsoleError("restore test failed: " + "; ".join(failed))

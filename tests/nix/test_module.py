@@ -46,6 +46,7 @@ def test_fragments_are_roots_and_the_spool_reaches_only_root_and_the_group(nix):
     rules = config["systemd"]["tmpfiles"]["rules"]
     assert "d /etc/nixos/hyperconsole 0755 root root -" in rules
     assert "d /var/lib/hyperconsole/requests 1730 root ops -" in rules
+    assert "d /var/lib/hyperconsole/backups 2750 root ops -" in rules  # runner.SHARED_DIR
     assert not any("2775" in rule for rule in rules)
     marker = json.loads(config["environment"]["etc"]["hyperconsole/privileged.json"]["text"])
     assert marker == {"spool": "/var/lib/hyperconsole/requests", "group": "ops", "unit": "hyperconsole-request@"}
