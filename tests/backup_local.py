@@ -58,6 +58,7 @@ class FileVm:
     state: str = "shutoff"
     nvram: bytes | None = None
     quiesced: bool = False
+    notes: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.xml:
@@ -176,7 +177,7 @@ class LocalRestorer(DirRestorer):
 
     base: Path = Path("/nonexistent")
 
-    def __init__(self, conn, xml, nvram, *, as_name=None, pool=None, in_place=False, strip_nics=False):
+    def __init__(self, conn, xml, nvram, *, as_name=None, pool=None, in_place=False, strip_nics=False, sizes=None):
         name = as_name or "in-place"
         super().__init__(self.base / name, xml, nvram)
         self.name = name

@@ -1,6 +1,8 @@
 """The archive of one VM: a POSIX (pax) tar stream that any GNU tar can extract.
 
-Members, in order: `domain.xml` (inactive, secure XML), `nvram.fd` when the VM has NVRAM, then one
+Members, in order: `manifest.json` (the disks' targets, virtual sizes, formats and pools, and the
+hyperconsole version: a restore checks the pools before creating anything; archives written before
+it existed start at domain.xml and are checked disk by disk), `domain.xml` (inactive, secure XML), `nvram.fd` when the VM has NVRAM, then one
 member per disk, `<target>.raw`, written as a PAX sparse file (GNU.sparse major 1 minor 0): the
 member's data starts with the map of allocated extents (decimal, NUL-padded to a block), followed
 by those extents only. Holes are neither read nor sent, and `restic dump SNAP /vm.tar | tar -xS`
@@ -12,7 +14,9 @@ the write side makes (bounded sizes, expected names) and drives a VmRestorer (ba
 
 from __future__ import annotations
 
+import json
 import re
+import xml.etree.ElementTree as ET
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Callable, Iterator, Protocol, Sequence
@@ -25,6 +29,8 @@ USTAR_SIZE_MAX = 8**11 - 1
 MAX_XML = 16 * 1024**2
 MAX_NVRAM = 64 * 1024**2
 MAX_MAP_ENTRIES = 4 * 1024**2
+MAX_MANIFEST = 1024**2
+MANIFEST_NAME = "manifest.json"
 XML_NAME = "domain.xml"
 NVRAM_NAME = "nvram.fd"
 _TARGET = re.compile(r"[a-z]{2,3}[a-z0-9]{1,6}\Z")
@@ -141,6 +147,33 @@ def _sparse_map(extents: list[tuple[int, int]], size: int) -> bytes:
     return raw + b"\0" * _pad(len(raw))
 
 
+def manifest(source: VmSourceLike) -> bytes:
+    """The manifest member: per disk its target, virtual size, format and pool (from the XML)."""
+    from hyperconsole import __version__
+
+    described = {}
+    for el in ET.fromstring(source.xml).findall("devices/disk"):
+        target = (el.find("target").get("dev") if el.find("target") is not None else "") or ""
+        src, driver = el.find("source"), el.find("driver")
+        described[target] = {"format": driver.get("type") if driver is not None else None,
+                             "pool": src.get("pool") if src is not None else None}
+    disks = [{"target": d.target, "virtual_size": d.virtual_size, **described.get(d.target, {"format": None, "pool": None})}
+             for d in source.disks]
+    return json.dumps({"hyperconsole": __version__, "vm": source.name, "disks": disks}, sort_keys=True).encode()
+
+
+def sizes_of(manifest_data: bytes) -> dict[str, int]:
+    """target → virtual size from a manifest member (what VmRestorer's `sizes=` takes)."""
+    try:
+        disks = json.loads(manifest_data)["disks"]
+        sizes = {str(d["target"]): int(d["virtual_size"]) for d in disks}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArchiveError(f"damaged archive manifest ({exc})") from exc
+    if any(not _TARGET.match(t) or size < 0 for t, size in sizes.items()):
+        raise ArchiveError("damaged archive manifest (bad disk entry)")
+    return sizes
+
+
 @dataclass(frozen=True)
 class Plan:
     """What the stream of one VM will hold: known before reading, so progress has a total."""
@@ -148,12 +181,15 @@ class Plan:
     disks: tuple[tuple[DiskReaderLike, tuple[tuple[int, int], ...]], ...]
     data_bytes: int  # allocated bytes read from the disks
     stream_bytes: int  # the whole tar stream
+    manifest: bytes = b""
 
 
 def plan(source: VmSourceLike) -> Plan:
     disks = []
     data = 0
     stream = 2 * BLOCK
+    head = manifest(source)
+    stream += BLOCK + len(head) + _pad(len(head))
     xml = source.xml.encode("utf-8")
     stream += 3 * BLOCK + len(xml) + _pad(len(xml))  # pax-free header + data, rounded generously
     if source.nvram is not None:
@@ -166,7 +202,7 @@ def plan(source: VmSourceLike) -> Plan:
         data += size
         stream += 3 * BLOCK + len(_sparse_map(list(extents), disk.virtual_size)) + size + _pad(size)
         disks.append((disk, extents))
-    return Plan(tuple(disks), data, stream)
+    return Plan(tuple(disks), data, stream, head)
 
 
 def write_archive(source: VmSourceLike, out: IO[bytes], *, mtime: int = 0,
@@ -179,6 +215,7 @@ def write_archive(source: VmSourceLike, out: IO[bytes], *, mtime: int = 0,
         if on_bytes is not None:
             on_bytes(len(data))
 
+    emit(_member(MANIFEST_NAME, len(planned.manifest), mtime) + planned.manifest + b"\0" * _pad(len(planned.manifest)))
     xml = source.xml.encode("utf-8")
     emit(_member(XML_NAME, len(xml), mtime) + xml + b"\0" * _pad(len(xml)))
     if source.nvram is not None:
@@ -330,9 +367,14 @@ def _parse_pax(data: bytes) -> dict[str, str]:
     return records
 
 
-def read_head(reader: TarReader) -> tuple[str, bytes | None, Member | None]:
-    """domain.xml, the NVRAM (or None) and the first disk member of an archive."""
+def read_head(reader: TarReader) -> tuple[str, bytes | None, Member | None, dict[str, int]]:
+    """domain.xml, the NVRAM (or None), the first disk member of an archive and the disks'
+    virtual sizes from its manifest (empty for an archive written before manifests)."""
     member = reader.next()
+    sizes: dict[str, int] = {}
+    if member is not None and member.name == MANIFEST_NAME:
+        sizes = sizes_of(reader.read_all(member, MAX_MANIFEST))
+        member = reader.next()
     if member is None or member.name != XML_NAME:
         raise ArchiveError("not a hyperconsole VM archive (domain.xml does not come first)")
     xml = reader.read_all(member, MAX_XML).decode("utf-8")
@@ -341,16 +383,18 @@ def read_head(reader: TarReader) -> tuple[str, bytes | None, Member | None]:
     if member is not None and member.name == NVRAM_NAME:
         nvram = reader.read_all(member, MAX_NVRAM)
         member = reader.next()
-    return xml, nvram, member
+    return xml, nvram, member, sizes
 
 
-def restore_archive(stream: IO[bytes],
-                    make_restorer: Callable[[str, bytes | None], AbstractContextManager[VmRestorerLike]]) -> str:
-    """Read an archive from `stream` into the VmRestorer `make_restorer(xml, nvram)` opens; the
-    restorer's context removes anything unfinished if the stream breaks. Returns the VM's name."""
+def restore_archive(stream: IO[bytes], make_restorer: Callable[[str, bytes | None, dict[str, int]],
+                                                              AbstractContextManager[VmRestorerLike]]) -> str:
+    """Read an archive from `stream` into the VmRestorer `make_restorer(xml, nvram, sizes)` opens
+    (sizes: target → virtual size from the manifest, so pools are checked before anything is
+    created; empty for old archives); the restorer's context removes anything unfinished if the
+    stream breaks. Returns the VM's name."""
     reader = TarReader(stream)
-    xml, nvram, member = read_head(reader)
-    with make_restorer(xml, nvram) as restorer:
+    xml, nvram, member, sizes = read_head(reader)
+    with make_restorer(xml, nvram, sizes) as restorer:
         while member is not None:
             target = member.name.removesuffix(".raw")
             if not member.name.endswith(".raw") or not _TARGET.match(target):

@@ -71,6 +71,7 @@ class VmResult:
     seconds: float = 0.0
     quiesced: bool = False
     error: str = ""
+    notes: tuple[str, ...] = ()  # from the VM source, e.g. why it was not quiesced
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class Records:
             for vm in result.vms:
                 if vm.snapshot:
                     snaps[vm.snapshot[:8]] = {"size": vm.size, "added": vm.added, "seconds": vm.seconds,
-                                              "quiesced": vm.quiesced}
+                                              "quiesced": vm.quiesced, "notes": list(vm.notes)}
 
     def add_test(self, job: str, result: TestResult) -> None:
         with self._update() as data:
@@ -217,7 +218,7 @@ def backup_vm(conn, job: Job, vm: str, *, repo: Repository, scratch: Path, open_
             lambda pipe: archive.write_archive(src, pipe, planned=planned),
             when=when, on_progress=progress, cancel=cancel)
         return VmResult(vm, True, summary.snapshot_id, summary.total_bytes, summary.data_added,
-                        time.monotonic() - started, bool(src.quiesced))
+                        time.monotonic() - started, bool(src.quiesced), notes=tuple(getattr(src, "notes", ())))
 
 
 def run_job(conn, job: Job, *, only_vm: str | None = None, open_vm: OpenVm | None = None,
@@ -279,6 +280,7 @@ class SnapshotRow:
     quiesced: str
     size: int | None
     added: int | None
+    notes: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -293,7 +295,7 @@ def snapshot_rows(job: Job, *, vm: str | None = None, records: Records | None = 
     for snap in repository(job).snapshots(wanted):
         figures = known.get(snap.short_id, {})
         rows.append(SnapshotRow(snap, job.name, snap.tag("hc-vm"), snap.tag("hc-quiesced") or "?",
-                                figures.get("size"), figures.get("added")))
+                                figures.get("size"), figures.get("added"), tuple(figures.get("notes") or ())))
     return rows
 
 
@@ -352,8 +354,9 @@ def restore_snapshot(conn, job: Job, snap: Snapshot, *, as_name: str | None = No
     restored: list[str] = []
 
     def read(stream) -> None:
-        restored.append(archive.restore_archive(stream, lambda xml, nvram: make(
-            conn, xml, nvram, as_name=as_name, pool=pool, in_place=in_place, strip_nics=strip_nics)))
+        restored.append(archive.restore_archive(stream, lambda xml, nvram, sizes: make(
+            conn, xml, nvram, as_name=as_name, pool=pool, in_place=in_place, strip_nics=strip_nics,
+            sizes=sizes or None)))
 
     repository(job).dump(snap.id, snap.paths[0] if snap.paths else f"/{snap.tag('hc-vm')}.tar", read, cancel=cancel)
     if not restored:

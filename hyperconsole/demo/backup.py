@@ -148,7 +148,7 @@ class DemoRestorer:
     domain is defined in the test driver with a new name, UUID and MACs (or replaces its XML)."""
 
     def __init__(self, conn, xml: str, nvram: bytes | None, *, as_name: str | None, pool: str | None,
-                 in_place: bool, strip_nics: bool = False) -> None:
+                 in_place: bool, strip_nics: bool = False, sizes: dict[str, int] | None = None) -> None:
         self.conn, self.xml, self.in_place, self.strip_nics = conn, xml, in_place, strip_nics
         root = ET.fromstring(xml)
         self.name = root.findtext("name", "") if in_place else (as_name or "")

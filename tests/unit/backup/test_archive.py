@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 
 import pytest
@@ -49,7 +50,7 @@ def test_round_trip_is_byte_identical_and_reads_only_data(vm, tmp_path):
     assert read_bytes == planned.data_bytes < 8 * MiB  # 64+8+5 MiB of disks, ~3 MiB allocated
     assert len(out.getvalue()) <= planned.stream_bytes
     target = tmp_path / "restored"
-    name = archive.restore_archive(io.BytesIO(out.getvalue()), lambda xml, nvram: DirRestorer(target, xml, nvram))
+    name = archive.restore_archive(io.BytesIO(out.getvalue()), lambda xml, nvram, _sizes: DirRestorer(target, xml, nvram))
     assert name == "restored"
     for t, image in images.items():
         assert (target / f"{t}.raw").read_bytes() == image.read_bytes()
@@ -80,7 +81,7 @@ def test_a_truncated_stream_leaves_nothing_restored(vm, tmp_path):
     archive.write_archive(source, out)
     target = tmp_path / "restored"
     with pytest.raises(archive.ArchiveError, match="ends early"):
-        archive.restore_archive(io.BytesIO(out.getvalue()[: 2 * MiB]), lambda x, n: DirRestorer(target, x, n))
+        archive.restore_archive(io.BytesIO(out.getvalue()[: 2 * MiB]), lambda x, n, _s: DirRestorer(target, x, n))
     assert list(target.iterdir()) == []
 
 
@@ -90,4 +91,28 @@ def test_a_truncated_stream_leaves_nothing_restored(vm, tmp_path):
 ])
 def test_foreign_streams_are_refused(tmp_path, data, words):
     with pytest.raises(archive.ArchiveError, match=words):
-        archive.restore_archive(io.BytesIO(data), lambda x, n: DirRestorer(tmp_path, x, n))
+        archive.restore_archive(io.BytesIO(data), lambda x, n, _s: DirRestorer(tmp_path, x, n))
+
+
+def test_the_manifest_comes_first_and_old_archives_without_it_still_restore(vm, tmp_path):
+    source, images = vm
+    source.xml = ("<domain><name>web-1</name><devices><disk type='volume'><driver type='qcow2'/>"
+                  "<source pool='fast' volume='a.qcow2'/><target dev='vda'/></disk></devices></domain>")
+    out = io.BytesIO()
+    planned = archive.write_archive(source, out)
+    data = out.getvalue()
+    manifest = json.loads(planned.manifest)
+    assert manifest["hyperconsole"] and manifest["vm"] == "web-1"
+    assert manifest["disks"][0] == {"target": "vda", "virtual_size": 64 * MiB, "format": "qcow2", "pool": "fast"}
+    assert [d["target"] for d in manifest["disks"]] == ["vda", "vdb", "sdc"]
+    seen = []
+    archive.restore_archive(io.BytesIO(data), lambda x, n, sizes: seen.append(sizes) or DirRestorer(tmp_path / "new", x, n))
+    assert seen == [{"vda": 64 * MiB, "vdb": 8 * MiB, "sdc": 5 * MiB}]
+    # an archive written before manifests: domain.xml first, the sizes are then checked per disk
+    head = archive._member(archive.MANIFEST_NAME, len(planned.manifest), 0)
+    old = data[len(head) + len(planned.manifest) + archive._pad(len(planned.manifest)):]
+    seen.clear()
+    archive.restore_archive(io.BytesIO(old), lambda x, n, sizes: seen.append(sizes) or DirRestorer(tmp_path / "old", x, n))
+    assert seen == [{}]
+    for t, image in images.items():
+        assert (tmp_path / "old" / f"{t}.raw").read_bytes() == image.read_bytes()

@@ -37,7 +37,7 @@ def test_backup_snapshots_dump_and_progress(repo, tmp_path):
     target = tmp_path / "out"
     names = []
     repo.dump(snaps[0].id, "/web-1.tar",
-              lambda stream: names.append(archive.restore_archive(stream, lambda x, n: DirRestorer(target, x, n))))
+              lambda stream: names.append(archive.restore_archive(stream, lambda x, n, _s: DirRestorer(target, x, n))))
     assert names == ["restored"] and (target / "vda.raw").read_bytes() == image.read_bytes()
     second = repo.backup_stdin("web-1.tar", ["hc-vm=web-1"],
                                lambda pipe: archive.write_archive(FileVm("web-1", [disk]), pipe))

@@ -87,3 +87,25 @@ def test_disks_planned_into_one_pool_are_counted_together(host):
         VmRestorer(conn, xml, None, as_name="web2", pool=None, in_place=False, sizes={"vda": available + 1})
     with VmRestorer(conn, xml, None, as_name="web2", pool=None, in_place=False, sizes={"vda": available}):
         pass
+
+
+def test_a_pool_too_small_for_the_archive_is_refused_before_any_disk_is_read(host, tmp_path):
+    """The archive's manifest gives the sizes up front: the refusal comes before the first volume."""
+    import io
+
+    from hyperconsole.backup import archive
+    from tests.backup_local import FileDisk, FileVm, sparse_image
+
+    conn = host()
+    available = conn.storagePoolLookupByName("default").info()[3]
+    image = sparse_image(tmp_path / "big.img", available + 1, {0: b"boot" * 1024})
+    disk = FileDisk("vda", image)
+    out = io.BytesIO()
+    archive.write_archive(FileVm("web", [disk], xml=_xml(conn, "web")), out)
+    disk.close()
+    stream = io.BytesIO(out.getvalue())
+    with pytest.raises(ValidationError, match=r"needs .* pool 'default' has .* free"):
+        archive.restore_archive(stream, lambda xml, nvram, sizes: VmRestorer(
+            conn, xml, nvram, as_name="web2", pool=None, in_place=False, sizes=sizes))
+    assert stream.tell() < len(out.getvalue()) - 4096  # the disk data was never read
+    assert _volumes(conn) == ["db.qcow2", "web.qcow2"] and "web2" not in conn.listDefinedDomains()

@@ -61,6 +61,26 @@ def test_run_backs_up_selected_vms_with_tags_and_records(host, repo):
     assert len(repo.snapshots(["hc-job=nightly"])) == 4  # keep-last 2 per VM
 
 
+def test_the_sources_notes_are_recorded_with_the_snapshot(host):
+    """Why a VM was not quiesced (the source's notes) lands in the run record and the snapshot row."""
+    from contextlib import contextmanager
+
+    conn, job, images, records, _, scratch = host
+    plain = local_opener(images)
+
+    @contextmanager
+    def noted(*args, **kwargs):
+        with plain(*args, **kwargs) as src:
+            src.notes.append("not quiesced: no guest agent channel")
+            yield src
+
+    result = runner.run_job(conn, job, only_vm="web-1", open_vm=noted, records=records, scratch=scratch)
+    assert result.vms[0].notes == ("not quiesced: no guest agent channel",)
+    assert records.last_run("nightly")["vms"][0]["notes"] == ["not quiesced: no guest agent channel"]
+    [row] = runner.snapshot_rows(job, records=records)
+    assert row.notes == ("not quiesced: no guest agent channel",)
+
+
 def test_only_vm_and_refusals_change_nothing(host, repo, tmp_path):
     conn, job, images, records, _, scratch = host
     with pytest.raises(ValidationError, match="not in backup job"):
