@@ -9,7 +9,8 @@
 # document describing the change as data, never Nix) to the spool directory and starting the fixed
 # root unit hyperconsole-request@<id>.service; the unit re-validates the request against what the
 # applied security profile lets operators change, renders the fragments itself and rebuilds with
-# confirm-or-revert.
+# confirm-or-revert. They may also start a backup job's own root units (run now, restore test now),
+# whose run records land in /var/lib/hyperconsole/backups, readable by the group.
 { config, lib, pkgs, ... }:
 
 let
@@ -91,6 +92,11 @@ in
         // Only the request unit with a well-formed id: a transient unit (systemd-run) or any other
         // unit could run a command as root.
         if (verb == "start" && /^hyperconsole-request@[0-9a-f]{32}\.service$/.test(unit)) {
+          return polkit.Result.YES;
+        }
+        // "Run now" and "restore test now" of a backup job: its own root unit from backups.nix,
+        // the name in exactly the format the job validator enforces.
+        if (verb == "start" && /^hyperconsole-(backup|restore-test)-[a-z0-9][a-z0-9-]{0,39}\.service$/.test(unit)) {
           return polkit.Result.YES;
         }
         return polkit.Result.NOT_HANDLED;

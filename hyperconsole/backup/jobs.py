@@ -6,7 +6,7 @@ store, a log or a process list), a systemd OnCalendar schedule, a retention poli
 and whether to quiesce through the guest agent.
 
 The fragment uses standard NixOS options only: per job a `systemd.services` + `systemd.timers`
-pair (plus a pair for the restore test when it is scheduled) whose ExecStart runs
+pair (plus the restore test's service, with a timer when it is scheduled) whose ExecStart runs
 `hyperconsole backup run JOB`, and every job definition as JSON data in
 `environment.etc."hyperconsole/backup-jobs.json".text`. That JSON, read back from the fragment,
 is the one source of the jobs for the console, the CLI and the runner.
@@ -236,13 +236,16 @@ def fragment_value(jobs: Iterable[Job]) -> dict | None:
     services: dict[str, dict] = {}
     timers: dict[str, dict] = {}
     for job in jobs:
+        # Both services always exist (an operator's "run now" / "restore test now" starts them);
+        # the restore test has a timer only when it is scheduled.
         pairs = [(job.unit, f"hyperconsole backup job {job.name}", f"{HYPERCONSOLE_BIN} backup run {job.name}",
-                  job.schedule)]
-        if job.restore_test:
-            pairs.append((job.test_unit, f"hyperconsole restore test of backup job {job.name}",
-                          f"{HYPERCONSOLE_BIN} backup test-restore {job.name}", job.restore_test))
+                  job.schedule),
+                 (job.test_unit, f"hyperconsole restore test of backup job {job.name}",
+                  f"{HYPERCONSOLE_BIN} backup test-restore {job.name}", job.restore_test)]
         for unit, description, command, schedule in pairs:
-            services[unit], timers[unit] = _unit_pair(unit, description, command, schedule)
+            services[unit], timer = _unit_pair(unit, description, command, schedule or "")
+            if schedule:
+                timers[unit] = timer
     data = json.dumps({"jobs": [msgspec.to_builtins(j) for j in jobs]}, indent=1, sort_keys=True) + "\n"
     return {
         "systemd": {"services": services, "timers": timers},

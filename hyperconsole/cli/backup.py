@@ -21,7 +21,7 @@ import msgspec
 from hyperconsole import names
 from hyperconsole.backup import jobs as jobs_mod
 from hyperconsole.backup import runner
-from hyperconsole.backup import restic
+from hyperconsole.backup import restic, units
 from hyperconsole.backup.restic import Repository
 from hyperconsole.changes import requests
 from hyperconsole.cli.nixos import apply_changeset, ask_to_apply, guarded, make_submitter
@@ -202,6 +202,16 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     job = _job(config, args.job)
     if args.vm is not None:
         names.vm_name(args.vm)
+    if units.mode(demo=getattr(args, "demo", False)) == "unit":
+        units.refuse_vm_choice(args.vm)
+        print(f"running {units.unit_of(job, 'run')} as root and following it", file=sys.stderr)
+        last = units.run_by_unit(job, "run", records=_records(args))
+        for vm in last.get("vms", []):
+            print(visible(f"{vm['vm']}: " + (f"snapshot {vm['snapshot'][:8]}, {names.human_size(vm['added'])} added"
+                                              if vm["ok"] else f"FAILED: {vm['error']}")))
+        if not last["ok"]:
+            print(visible(f"hyperconsole: {last['summary']}"), file=sys.stderr)
+        return 0 if last["ok"] else 1
     cancel = threading.Event()
     with _connection(args, config) as conn:
         try:
@@ -299,11 +309,26 @@ def cmd_test_restore(args: argparse.Namespace, config: Config) -> int:
     job = _job(config, args.job)
     if args.vm is not None:
         names.vm_name(args.vm)
+    if units.mode(demo=getattr(args, "demo", False)) == "unit":
+        units.refuse_vm_choice(args.vm)
+        print(f"running {units.unit_of(job, 'test')} as root and following it", file=sys.stderr)
+        tests = units.run_by_unit(job, "test", records=_records(args))["tests"]
+        results = [runner.TestResult(**t) for _, t in sorted(tests.items())]
+    else:
+        results = _test_in_process(args, config, job)
+    return _print_tests(results)
+
+
+def _test_in_process(args: argparse.Namespace, config: Config, job: jobs_mod.Job) -> list[runner.TestResult]:
     with _connection(args, config) as conn:
         results = runner.restore_test(conn, job, only_vm=args.vm, restorer=_demo(args, "DemoRestorer"),
                                       boot_check=_demo(args, "boot_check"),
                                       cleanup=_demo(args, "delete_vm") or runner.delete_vm,
                                       records=_records(args))
+    return results
+
+
+def _print_tests(results: list[runner.TestResult]) -> int:
     for r in results:
         if r.ok:
             print(visible(f"{r.vm}: restore test passed with snapshot {r.snapshot}: recovered in {r.seconds:.1f}s "

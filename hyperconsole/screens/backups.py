@@ -21,7 +21,7 @@ from textual.widgets import Log, ProgressBar, Static
 
 from hyperconsole import names, presenters, resources
 from hyperconsole.backup import jobs as jobs_mod
-from hyperconsole.backup import restic, runner
+from hyperconsole.backup import restic, runner, units
 from hyperconsole.changes import requests
 from hyperconsole.errors import HyperconsoleError
 from hyperconsole.messages import ActionDone
@@ -95,6 +95,7 @@ class BackupsScreen(HostChangePane):
         yield jobs
         yield ProgressBar(id="backup-progress", total=100, show_eta=True, classes="hidden")
         yield resources.BACKUP_SNAPSHOTS.view()
+        yield Static("", id="backup-snapshot", classes="dim")
         yield Static("", id="backup-figures")
         yield Log(id="rebuild-log", highlight=False)
 
@@ -133,6 +134,15 @@ class BackupsScreen(HostChangePane):
     def _job_highlighted(self, event: ResourceView.Highlighted) -> None:
         if event.key is not None:
             self._select(event.key)
+
+    @on(ResourceView.Highlighted, "#bsnaps")
+    def _snapshot_highlighted(self, event: ResourceView.Highlighted) -> None:
+        row = self.query_one("#bsnaps", ResourceView).items.get(event.key or "")
+        text = ""
+        if row is not None:
+            text = f"{row.snapshot.short_id} of {row.vm}: quiesced {row.quiesced}"
+            text += "".join(f"; {note}" for note in row.notes)
+        self.query_one("#backup-snapshot", Static).update(presenters.plain(text, "dim", wrap=True))
 
     def _select(self, name: str, force: bool = False) -> None:
         if name == self.job_name and not force:
@@ -224,20 +234,23 @@ class BackupsScreen(HostChangePane):
             self.app.call_from_thread(self._progress, vm, done, total)
 
         try:
-            result = runner.run_job(self.hc.manager.conn, job, open_vm=parts.get("open_vm"), cancel=cancel,
-                                    on_progress=progress, records=parts.get("records"))
+            if units.mode(demo=bool(parts)) == "unit":  # an operator: the job's root unit runs it
+                self.app.call_from_thread(self._progress, units.unit_of(job, "run"), 0, 0)
+                last = units.run_by_unit(job, "run", records=parts.get("records"), cancel=cancel)
+                ok, summary = bool(last.get("ok")), str(last.get("summary", ""))
+            else:
+                result = runner.run_job(self.hc.manager.conn, job, open_vm=parts.get("open_vm"), cancel=cancel,
+                                        on_progress=progress, records=parts.get("records"))
+                ok, summary = result.ok, result.summary()
         except Exception as exc:  # noqa: BLE001 - one line in the task log
             self.app.post_message(ActionDone(label, error=str(exc), task=task))
         else:
-            if result.ok:
-                self.app.post_message(ActionDone(label, detail=result.summary(), task=task))
-            else:
-                self.app.post_message(ActionDone(label, error=result.summary(), task=task))
+            self.app.post_message(ActionDone(label, **({"detail": summary} if ok else {"error": summary}), task=task))
         self.app.call_from_thread(self._run_ended)
 
     def _progress(self, vm: str, done: int, total: int) -> None:
         bar = self.query_one("#backup-progress", ProgressBar)
-        bar.update(total=max(total, 1), progress=done)
+        bar.update(total=total or None, progress=done)  # no total: a root unit runs it, no figures
         bar.tooltip = vm
 
     def _run_ended(self) -> None:
@@ -295,10 +308,14 @@ class BackupsScreen(HostChangePane):
         parts = self.hc.backup_parts
 
         def test(manager) -> str:
-            results = runner.restore_test(manager.conn, job, restorer=parts.get("restorer"),
-                                          boot_check=parts.get("boot_check"),
-                                          cleanup=parts.get("cleanup") or runner.delete_vm,
-                                          records=parts.get("records"))
+            if units.mode(demo=bool(parts)) == "unit":
+                tests = units.run_by_unit(job, "test", records=parts.get("records"))["tests"]
+                results = [runner.TestResult(**t) for _, t in sorted(tests.items())]
+            else:
+                results = runner.restore_test(manager.conn, job, restorer=parts.get("restorer"),
+                                              boot_check=parts.get("boot_check"),
+                                              cleanup=parts.get("cleanup") or runner.delete_vm,
+                                              records=parts.get("records"))
             failed = [f"{r.vm}: {r.error}" for r in results if not r.ok]
             if failed:
                 raise HyperconsoleError("restore test failed: " + "; ".join(failed))

@@ -10,6 +10,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 MODULE = Path(__file__).resolve().parents[2] / "nix" / "module.nix"
 
 EXPR = """
@@ -64,4 +66,26 @@ def test_polkit_starts_only_the_request_unit_with_a_well_formed_id(nix):
     for unit in ("hyperconsole-request@x.service", "hyperconsole-request@" + "a" * 31 + ".service",
                  "hyperconsole-request@../../x.service", "hyperconsole-rebuild@switch.service",
                  "run-u42.service", "hyperconsole-request@" + "A" * 32 + ".service"):
+        assert not accepts(unit), unit
+
+
+def test_polkit_starts_exactly_the_backup_jobs_units(nix):
+    """Operators' "run now" / "restore test now": the units backups.nix declares for a job, with a
+    name in the job validator's format, and nothing that merely starts the same way."""
+    from hyperconsole.backup import jobs as J
+    from hyperconsole.backup import units
+    from hyperconsole.errors import ValidationError
+
+    rule = _evaluate(nix)["security"]["polkit"]["extraConfig"]
+    pattern = re.search(r"/(\^hyperconsole-\(backup.*?\$)/\.test\(unit\)", rule).group(1)
+    accepts = re.compile(pattern.replace("\\\\", "\\")).fullmatch
+    for name in ("a", "nightly", "web-01", "0" + "x" * 39):
+        job = J.Job(name=J.job_name(name), repository="/srv/r", password_file="/etc/pw")
+        assert accepts(units.unit_of(job, "run")) and accepts(units.unit_of(job, "test")), name
+    for name in ("-x", "Nightly", "a" * 41, "a.b", "a/../b", "a b", ""):
+        with pytest.raises(ValidationError):
+            J.job_name(name)
+        assert not accepts(f"hyperconsole-backup-{name}.service"), name
+    for unit in ("hyperconsole-backup-x.timer", "hyperconsole-backup-x.service.d", "hyperconsole-backupx.service",
+                 "hyperconsole-restore-x.service", "run-u42.service", "hyperconsole-backup-x@y.service"):
         assert not accepts(unit), unit
