@@ -174,12 +174,14 @@ def _snapshots(manager: Any, uuid: str) -> Any:
     return snapshots.list_snapshots(manager, uuid)
 
 
-def _checks(manager: Any, config: Any, checks: Any) -> Any:
+def _checks(manager: Any, config: Any, checks: Any, backup_records: Any = None) -> Any:
     """Every check of `checks` (the doctor's registry, or a subset), libvirt ones on the app's own
-    connection; each under its own deadline, so this returns within the longest timeout."""
+    connection; each under its own deadline, so this returns within the longest timeout.
+    `backup_records`: the dir of the backup run records where they are not the host's (the demo)."""
     from hyperconsole import doctor
 
     ctx = doctor.Context(config, manager=manager)
+    ctx.backup_records = backup_records
     try:
         return doctor.run_checks(checks, ctx)
     finally:

@@ -19,7 +19,8 @@ import json
 import re
 import shutil
 import subprocess
-from typing import Iterable, Literal
+from datetime import datetime
+from typing import Callable, Iterable, Literal
 
 import msgspec
 
@@ -187,26 +188,65 @@ def next_elapse(schedule: str) -> str:
     return ""
 
 
-def validate(job: Job) -> Job:
-    """Every field checked; raises ValidationError with one line for the first problem."""
-    job_name(job.name)
-    repository(job.repository)
-    names.absolute_path(job.password_file, "password file")
+ITERATIONS = 5
+_ELAPSE = re.compile(r"(?:Next elapse|Iter(?:ation|\.) #\d+): +\w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
+_PERIODS = {"minutely": 60, "hourly": 3600, "daily": 86400, "weekly": 7 * 86400, "monthly": 31 * 86400,
+            "quarterly": 92 * 86400, "semiannually": 183 * 86400, "yearly": 366 * 86400, "annually": 366 * 86400}
+
+
+def period(schedule: str, analyzed: str = "") -> float:
+    """The longest gap (seconds) between the schedule's next firings: from `analyzed`, the output
+    of `systemd-analyze calendar --iterations=5 SCHEDULE`, where there is one; else from the
+    shorthand (`weekly` …) or the form (a weekday: weekly, else daily)."""
+    times = [datetime.strptime(t, "%Y-%m-%d %H:%M:%S").timestamp() for t in _ELAPSE.findall(analyzed)]
+    gaps = [b - a for a, b in zip(times, times[1:]) if b > a]
+    if gaps:
+        return max(gaps)
+    word = schedule.strip().lower()
+    if word in _PERIODS:
+        return float(_PERIODS[word])
+    return 7 * 86400.0 if schedule.split() and _DOW_PART.match(schedule.split()[0]) else 86400.0
+
+
+def _vms(job: Job) -> None:
     if not job.vms:
         raise ValidationError(f"job {job.name}: no VMs selected", hint="give names, a glob such as web-*, or *")
     for pattern in job.vms:
         vm_pattern(pattern)
-    calendar(job.schedule)
-    if job.restore_test is not None:
-        calendar(job.restore_test, "restore-test schedule")
+
+
+def _retention(job: Job) -> None:
     for rule, count in job.retention.rules():
         if not 0 <= count <= MAX_KEEP:
             raise ValidationError(f"keep-{rule} must be between 0 and {MAX_KEEP}")
     if not any(count for _, count in job.retention.rules()):
         raise ValidationError(f"job {job.name}: the retention keeps nothing",
                               hint="set at least one of keep-last/daily/weekly/monthly/yearly")
-    if job.compression not in COMPRESSION:
-        raise ValidationError(f"compression must be one of {', '.join(COMPRESSION)}")
+
+
+def checks(job: Job) -> list[tuple[str, Callable[[], object]]]:
+    """Every check of a job, each with the field it is about (the setup wizard names the key)."""
+    return [
+        ("name", lambda: job_name(job.name)),
+        ("repository", lambda: repository(job.repository)),
+        ("password_file", lambda: names.absolute_path(job.password_file, "password file")),
+        ("vms", lambda: _vms(job)),
+        ("schedule", lambda: calendar(job.schedule)),
+        ("restore_test", lambda: job.restore_test is None or calendar(job.restore_test, "restore-test schedule")),
+        ("retention", lambda: _retention(job)),
+        ("compression", lambda: job.compression in COMPRESSION or _raise(
+            ValidationError(f"compression must be one of {', '.join(COMPRESSION)}"))),
+    ]
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+def validate(job: Job) -> Job:
+    """Every field checked; raises ValidationError with one line for the first problem."""
+    for _field, check in checks(job):
+        check()
     return job
 
 

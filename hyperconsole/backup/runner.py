@@ -144,7 +144,9 @@ class Records:
 
     def add_run(self, result: RunResult) -> None:
         with self._update() as data:
-            data.setdefault("runs", {})[result.job] = {**asdict(result), "ok": result.ok, "summary": result.summary()}
+            runs = data.setdefault("runs", {})
+            good = result.finished if result.ok else (runs.get(result.job) or {}).get("last_good")
+            runs[result.job] = {**asdict(result), "ok": result.ok, "summary": result.summary(), "last_good": good}
             snaps = data.setdefault("snapshots", {})
             for vm in result.vms:
                 if vm.snapshot:

@@ -28,6 +28,10 @@ def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
             print(f"{check.id:<{width}}  {check.what}" + (f" (needs root: {check.needs_root})" if check.needs_root else ""))
         return 0
     ctx = doctor.Context(config, readonly=bool(getattr(args, "readonly", False)))
+    if getattr(args, "demo", False):
+        from hyperconsole.demo import backup as demo_backup
+
+        ctx.backup_records = demo_backup.records().dir
     try:
         results = doctor.run_checks(checks, ctx)
     finally:

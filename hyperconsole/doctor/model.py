@@ -130,6 +130,7 @@ class Context:
         self.dev = Path("/dev")
         self.etc = Path("/etc")
         self.netns: str | None = None  # the network namespace whose interfaces count as the host's
+        self.backup_records: Path | None = None  # the backup run records; None: where the runner keeps them
         self.systemd: bool | None = None  # whether systemd runs; None: look (/run/systemd/system)
         self.euid = os.geteuid()
         self._manager = manager

@@ -45,7 +45,8 @@ class DoctorScreen(PaneScreen):
     def rerun(self) -> None:
         self.view.note = f"running {len(self.checks)} checks…"
         self._show_detail()
-        self.load(resources.CHECKS, self.hc.config, self.checks)
+        records = self.hc.backup_parts.get("records")
+        self.load(resources.CHECKS, self.hc.config, self.checks, records.dir if records is not None else None)
 
     def show_checks(self, results: list[Any], *_args: Any) -> None:
         from hyperconsole import doctor
