@@ -213,6 +213,36 @@ def _security_apply(answers: A.Answers, v: dict[str, Any]) -> A.Answers:
     return _replace(answers, "security", profile=v["profile"], toggles=toggles)
 
 
+def _backup_fields(answers: A.Answers, facts: HostFacts) -> list[Field]:
+    from hyperconsole.backup.jobs import Job
+
+    ans = answers.backups
+    job = ans.job or Job(name="nightly", repository="/srv/backup/restic",
+                         password_file="/etc/hyperconsole/restic-nightly.pw", schedule="*-*-* 02:30")
+    keep = lambda t: names.whole_number(t or "0", "keep count", 0, 100_000)  # noqa: E731
+    return [
+        Field("skip", "First backup job", ans.skip, choices=(("skip for now", True), ("create a job", False))),
+        Field("name", "Job name", job.name),
+        Field("repository", "Repository (path or restic URL)", job.repository),
+        Field("password_file", "Password file", job.password_file),
+        yes_no("create_password", "Create password file (0600) and repository", ans.create_password or ans.job is None),
+        Field("schedule", "Schedule (OnCalendar)", job.schedule),
+        *(Field(f"keep_{rule}", f"Keep {rule}", str(getattr(job.retention, rule)), keep)
+          for rule in ("daily", "weekly", "monthly")),
+    ]
+
+
+def _backup_apply(answers: A.Answers, v: dict[str, Any]) -> A.Answers:
+    from hyperconsole.backup.jobs import Job, Retention
+
+    if v["skip"]:
+        return _replace(answers, "backups", skip=True, job=None, create_password=False)
+    job = Job(name=v["name"].strip(), repository=v["repository"].strip(), password_file=v["password_file"].strip(),
+              schedule=v["schedule"].strip(),
+              retention=Retention(daily=v["keep_daily"], weekly=v["keep_weekly"], monthly=v["keep_monthly"]))
+    return _replace(answers, "backups", skip=False, job=job, create_password=v["create_password"])
+
+
 STEPS: dict[str, Step] = {
     "preflight": Step("preflight", lambda a, f: [yes_no("add_import", "Add the import", a.preflight.add_import)],
                       lambda a, v: _replace(a, "preflight", add_import=v["add_import"]), {}, _preflight_intro),
@@ -231,10 +261,12 @@ STEPS: dict[str, Step] = {
     "virtualisation": Step("virtualisation", _virt_fields, _virt_apply, {
         "$.virtualisation.nested": "nested", "$.virtualisation.default_network": "default_network"}, _virt_intro),
     "security": Step("security", _security_fields, _security_apply, {"$.security.profile": "profile"}, _security_intro),
-    "backups": Step("backups", lambda a, f: [Field("skip", "First backup job", True, choices=(("skip for now", True),))],
-                    lambda a, v: _replace(a, "backups", skip=True, job=None), {},
-                    lambda a, f, e: Text("Backup jobs plug in here once the host has them; add one later from "
-                                         "hyperconsole.", "dim")),
+    "backups": Step("backups", _backup_fields, _backup_apply, {
+        "$.backups.job": "name", "$.backups.skip": "skip",
+        **{f"$.backups.job.{k}": k for k in ("name", "repository", "password_file", "schedule")},
+        "$.backups.job.retention": "keep_daily"},
+        lambda a, f, e: Text("A first backup job (restic: encrypted, deduplicated), written to backups.nix like "
+                             "`backup job add`; every VM, on the schedule. Skip to add one later (pane 5).", "dim")),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 import msgspec
 
 from hyperconsole import paths, safefs, schema
+from hyperconsole.backup.jobs import Job
 from hyperconsole.errors import ConfigError
 
 STEPS = ("preflight", "identity", "network", "storage", "virtualisation", "security", "backups", "review", "apply")
@@ -77,7 +78,8 @@ class Security(_Struct):
 
 class Backups(_Struct):
     skip: bool = True
-    job: dict | None = None  # a first backup job, once the host's backup jobs exist
+    job: Job | None = None  # a first backup job: the model `backup job add` writes to backups.nix
+    create_password: bool = False  # create the job's password file (0600, random) and its repository
 
 
 class Answers(_Struct):

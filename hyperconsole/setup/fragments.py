@@ -13,6 +13,7 @@ tests/nix/test_setup_fragments.py):
                       boot.extraModprobeConfig (nested), environment.etc (the NAT network XML from
                       virt/networks.py), systemd.services.hyperconsole-default-network
   security-profile.nix  profiles.py, as `profile apply` writes it
+  backups.nix         backup/jobs.py, as `backup job add` writes it (when a first job is given)
 The unit scripts are fixed text: everything the operator typed reaches them only inside XML
 files rendered from models. UEFI guests need no option: current NixOS ships QEMU's OVMF images
 (the old virtualisation.libvirtd.qemu.ovmf submodule is gone).
@@ -167,6 +168,7 @@ class Plan:
     impact: tuple[str, ...]
     trial_required: bool
     password: tuple[Path, str] | None  # the hashedPasswordFile and the hash it will hold
+    backup_job: Any = None  # a backups.Job whose password file and repository apply creates
 
 
 def _paths(changeset: ChangeSet) -> tuple[str, ...]:
@@ -210,6 +212,11 @@ def impact_lines(answers: A.Answers, facts: HostFacts) -> list[str]:
 def plan(answers: A.Answers, facts: HostFacts, store: FragmentStore, secrets_dir: Path) -> Plan:
     """The change the answers make (answers already validated), checked by the lock-out guard."""
     trees = option_trees(answers, facts, secrets_dir)
+    if not answers.backups.skip and answers.backups.job is not None:
+        from hyperconsole.backup import jobs
+
+        job = answers.backups.job
+        trees[jobs.FRAGMENT] = jobs.fragment_value([*(j for j in jobs.read_jobs(store) if j.name != job.name), job])
     meta = {"identity": {"admin": answers.identity.admin.name},
             profiles.FRAGMENT_NAME: profiles.profile_meta(answers.security.profile,
                                                           profiles.normalise_toggles(facts.catalog or profiles.load_catalog(),
@@ -227,5 +234,9 @@ def plan(answers: A.Answers, facts: HostFacts, store: FragmentStore, secrets_dir
         if lost:
             impact.append(f"{session.ssh_user} loses SSH login ({lost}): confirm from a new SSH login as {admin} "
                           "with its key; if that login fails, nothing confirms and the change reverts by itself")
+    create = answers.backups.job if answers.backups.create_password and not answers.backups.skip else None
+    if answers.backups.job is not None and not answers.backups.skip:
+        impact.append(f"backup job {answers.backups.job.name}: {answers.backups.job.schedule} into "
+                      f"{answers.backups.job.repository}" + (" (password file and repository created)" if create else ""))
     return Plan(changeset, _paths(changeset), tuple(impact),
-                default_confirm_timeout(changeset, 1) > 0, password)
+                default_confirm_timeout(changeset, 1) > 0, password, create)

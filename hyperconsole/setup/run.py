@@ -1,6 +1,7 @@
 """Applying a setup plan: the fragments import, a dry-build, then activation on trial.
 
-1. The password hash goes to its root-only file (hashedPasswordFile).
+1. The password hash goes to its root-only file (hashedPasswordFile); a first backup job's
+   password file (0600, random) and restic repository are created when asked and missing.
 2. When the configuration does not import the fragments yet (and the answers allow it), the
    import is added to configuration.nix (nixos/imports.py: checked by nix-instantiate first);
    a failed dry-build takes it out again.
@@ -59,6 +60,18 @@ def confirm_command(nixos_dir: Path, *, demo: bool = False) -> str:
     return "hyperconsole confirm" + ("" if str(nixos_dir) == "/etc/nixos" else f" --nixos-dir {nixos_dir}")
 
 
+def create_repository(job) -> None:
+    """The first backup job's password file (0600, random) when missing, and its restic repository
+    when there is none: as `backup job add --create-password --init` makes them."""
+    from hyperconsole.backup import restic, runner
+
+    if not os.path.exists(job.password_file):
+        restic.create_password_file(job.password_file)
+    repo = runner.repository(job)
+    if not repo.exists():
+        repo.init()
+
+
 def apply(plan: Plan, controller: ConfirmOrRevert, *, timeout: int, add_import: bool = True,
           on_line: Callable[[RebuildLine], None] | None = None) -> SetupOutcome:
     store = controller.store
@@ -75,6 +88,8 @@ def apply(plan: Plan, controller: ConfirmOrRevert, *, timeout: int, add_import: 
         except OSError as exc:
             raise HyperconsoleError(f"cannot write the password hash to {path}: {exc.strerror or exc}; nothing "
                                     "else was changed", hint="run setup as root, or --secrets-dir DIR") from None
+    if plan.backup_job is not None:
+        create_repository(plan.backup_job)
     added, configuration = None, store.nixos_dir / "configuration.nix"
     before = safefs.read_bytes(configuration)
     flake = (store.nixos_dir / "flake.nix").exists()  # never edited: the operator adds the module

@@ -285,8 +285,21 @@ def check_security(ans: A.Security, facts: HostFacts) -> Problems:
 
 
 def check_backups(ans: A.Backups, facts: HostFacts) -> Problems:
-    if not ans.skip or ans.job is not None:
-        yield "$.backups", "backup jobs are not available on this host yet; use skip: true and add a job later"
+    """The first backup job: the same checks as `backup job add`, each under its key."""
+    from hyperconsole.backup import jobs
+
+    if ans.skip:
+        if ans.job is not None:
+            yield "$.backups.skip", "a job is given but skip is true: set skip: false to create it, or drop the job"
+        return
+    if ans.job is None:
+        yield "$.backups.job", "no job given: give name, repository, password_file and schedule, or skip: true"
+        return
+    for key, check in jobs.checks(ans.job):
+        yield from _try(f"$.backups.job.{key}", check)
+    if not ans.create_password and not Path(ans.job.password_file).is_file():
+        yield "$.backups.job.password_file", (f"password file {ans.job.password_file} does not exist; "
+                                              "set create_password: true to create it (0600, random)")
 
 
 STEP_CHECKS = {

@@ -55,7 +55,7 @@ async def _next(pilot) -> None:
         await workers_done(pilot.app)
 
 
-async def walk_to_review(pilot, key: str) -> None:
+async def walk_to_review(pilot, key: str, backup=None) -> None:
     form = await _at(pilot, "preflight")
     intro = text_of(form.query_one("#form-intro"))
     assert "PASS  the CPU has hardware virtualisation (Intel VT-x, vmx)" in intro
@@ -67,9 +67,14 @@ async def walk_to_review(pilot, key: str) -> None:
     form = await _at(pilot, "network")
     await fill_form(pilot, {"uplink": "eno1", "mode": "static", "address": "192.0.2.10/24", "gateway": "192.0.2.1",
                             "dns": "192.0.2.53"})
-    for step in ("storage", "virtualisation", "security", "backups"):
+    for step in ("storage", "virtualisation", "security"):
         await _at(pilot, step)
         await _next(pilot)
+    await _at(pilot, "backups")
+    if backup is None:
+        await _next(pilot)
+    else:
+        await backup(pilot)
     await wait_until(pilot, lambda: isinstance(pilot.app.screen, ReviewScreen) and pilot.app.screen.plan is not None, 20)
 
 
@@ -158,3 +163,35 @@ async def test_timezone_field_completes_from_the_zoneinfo_list(wizard):
         await pilot.pause()
         assert form.widget("timezone").value == "Europe/Berlin"
         assert "Setup 2/9: Identity" in screen_text(app)
+
+
+async def test_a_first_backup_job_from_the_backups_step(wizard, public_key, nixos_dir, tmp_path):  # noqa: F811
+    """Step 7: a bad schedule stays under its field; a good job is in the review's diff and, once
+    applied, in backups.nix with its password file created 0600."""
+    import stat
+
+    from hyperconsole.backup import jobs as J
+
+    app = wizard()
+    password = tmp_path / "restic.pw"
+
+    async def backup(pilot) -> None:
+        form = pilot.app.screen
+        await fill_form(pilot, {"skip": False, "name": "nightly", "repository": str(tmp_path / "repo"),
+                                "password_file": str(password), "create_password": True, "schedule": "sometimes"})
+        assert form_errors(form)["schedule"].startswith("schedule 'sometimes' is not a systemd calendar expression")
+        assert pilot.app.screen is form
+        await fill_form(pilot, {"schedule": "Sun 03:00", "keep_monthly": "12"})
+
+    async with app.run_test(size=(100, 30)) as pilot:
+        await walk_to_review(pilot, public_key, backup)
+        body = text_of(pilot.app.screen.query_one("#review-body"))
+        assert "hyperconsole/backups.nix" in body and "hyperconsole-backup-nightly" in body
+        assert not password.exists()
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, ApplyScreen) and app.screen.state == "trial", 30)
+        await pilot.press("k")
+        await wait_until(pilot, lambda: app.screen.state == "kept", 30)
+    [job] = J.read_jobs(FragmentStore(nixos_dir))
+    assert (job.name, job.schedule, job.retention.monthly) == ("nightly", "Sun 03:00", 12)
+    assert stat.S_IMODE(password.stat().st_mode) == 0o600

@@ -14,6 +14,7 @@ from hyperconsole.nixos.rebuild import RebuildRunner
 from hyperconsole.nixos.revert import ConfirmOrRevert
 from hyperconsole.nixos.store import FragmentStore
 from hyperconsole.setup import fragments, run, secrets
+from tests.unit.backup.conftest import restic_bin  # noqa: F401
 from tests.unit.setup.conftest import facts, good_answers
 
 
@@ -133,3 +134,27 @@ def test_a_rebuild_command_that_cannot_run_leaves_configuration_as_it_was(nixos_
     with pytest.raises(Exception):
         run.apply(_plan(store, tmp_path, public_key), controller, timeout=30)
     assert (nixos_dir / "configuration.nix").read_bytes() == before and store.names() == []
+
+
+def test_a_first_backup_job_is_in_the_review_and_applied_with_the_rest(rig, tmp_path, public_key, restic_bin):
+    """backups.nix as `backup job add` writes it, in the review's diff; apply creates the password
+    file (0600) and the repository, and the job reads back from the store."""
+    from hyperconsole.backup import jobs as J
+    from hyperconsole.setup import answers as A
+    from hyperconsole.setup import validate
+
+    store, controller, calls, *_ = rig
+    job = J.Job(name="nightly", repository=str(tmp_path / "repo"), password_file=str(tmp_path / "pw" / "restic.pw"),
+                schedule="*-*-* 02:30", retention=J.Retention(daily=7, weekly=4, monthly=6))
+    (tmp_path / "pw").mkdir(mode=0o700)
+    answers = good_answers(public_key, backups=A.Backups(skip=False, job=job, create_password=True))
+    assert validate.check_all(answers, facts()) == []
+    plan = fragments.plan(answers, facts(), store, tmp_path / "secrets")
+    assert "hyperconsole/backups.nix" in plan.changeset.diff()
+    assert "systemd.timers" in " ".join(plan.changed_paths) and any("nightly" in line for line in plan.impact)
+    assert not (tmp_path / "pw" / "restic.pw").exists()  # nothing before apply
+    run.apply(plan, controller, timeout=30)
+    assert controller.confirm().ok
+    assert J.read_jobs(store) == [job]
+    assert stat.S_IMODE((tmp_path / "pw" / "restic.pw").stat().st_mode) == 0o600
+    assert (tmp_path / "repo" / "config").is_file()
