@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from hyperconsole.backup.restore import VmRestorer  # noqa: E402
 from hyperconsole.backup.source import open_vm  # noqa: E402
-from tests.integration.conftest import Libvirtd, _remove_domain, _remove_pool, tiny_domain_xml  # noqa: E402
+from tests.libvirtd_daemon import remove_domain as _remove_domain, remove_pool as _remove_pool  # noqa: E402
+from tests.libvirtd_daemon import start_daemon, stop_daemon, tiny_domain_xml  # noqa: E402
 
 MiB = 1024**2
 CHUNK = 32 * MiB
@@ -42,8 +43,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="hcit-bench-", dir="/var/tmp"))
     base.chmod(0o755)
     (base / "pool").mkdir(mode=0o755)
-    daemon = Libvirtd(Path(tempfile.mkdtemp(prefix="hcit-bench-libvirtd-")))
-    daemon.start()
+    daemon = start_daemon(Path(tempfile.mkdtemp(prefix="hcit-bench-libvirtd-")))
     conn = daemon.connect()
     name = "hcit-bench-vm"
     try:
@@ -104,7 +104,7 @@ def main() -> None:
             if p.name() == "hcit-bench":
                 _remove_pool(p)
         conn.close()
-        daemon.stop()
+        stop_daemon(daemon)
         subprocess.run(["rm", "-rf", str(base)])
 
 

@@ -15,11 +15,13 @@ the write side makes (bounded sizes, expected names) and drives a VmRestorer (ba
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
 import xml.etree.ElementTree as ET
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import IO, Callable, Iterator, Protocol, Sequence
+from typing import IO, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from hyperconsole.errors import HyperconsoleError
 
@@ -33,7 +35,9 @@ MAX_MANIFEST = 1024**2
 MANIFEST_NAME = "manifest.json"
 XML_NAME = "domain.xml"
 NVRAM_NAME = "nvram.fd"
+AHEAD = 4  # chunks a reader thread may hold ahead of its consumer (4 × READ_CHUNK = 16 MiB)
 _TARGET = re.compile(r"[a-z]{2,3}[a-z0-9]{1,6}\Z")
+T = TypeVar("T")
 
 
 class ArchiveError(HyperconsoleError):
@@ -72,6 +76,84 @@ class DiskWriterLike(Protocol):
 class VmRestorerLike(Protocol):
     def disk(self, target: str, virtual_size: int) -> DiskWriterLike: ...
     def finish(self) -> str: ...
+
+
+# -- reading ahead ----------------------------------------------------------------------------------
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def read_ahead(items: Iterator[T], depth: int = AHEAD) -> Iterator[T]:
+    """The items of `items`, produced by a thread at most `depth` ahead of the consumer: reading
+    (the NBD export, `restic dump`) goes on while the consumer writes (into restic, onto a volume).
+    An error of the producer is raised here; leaving early stops the producer."""
+    slots: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(_Failed(exc))
+
+    thread = threading.Thread(target=produce, name="hc-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def _disk_chunks(disk: DiskReaderLike, extents: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+    for offset, length in extents:
+        for done in range(0, length, READ_CHUNK):
+            want = min(READ_CHUNK, length - done)
+            chunk = disk.read(offset + done, want)
+            if len(chunk) != want:
+                raise ArchiveError(f"disk {disk.target}: read {len(chunk)} bytes at {offset + done}, expected {want}")
+            yield chunk
+
+
+class ReadAheadStream:
+    """A readable stream over `stream` that a thread reads ahead (see read_ahead)."""
+
+    def __init__(self, stream: IO[bytes], chunk: int = READ_CHUNK, depth: int = AHEAD) -> None:
+        self._chunks = read_ahead(iter(lambda: stream.read(chunk), b""), depth)
+        self._buf = memoryview(b"")
+
+    def read(self, n: int) -> bytes | memoryview:
+        if not self._buf:
+            self._buf = memoryview(next(self._chunks, b""))
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def close(self) -> None:
+        self._chunks.close()  # type: ignore[attr-defined]
 
 
 # -- writing ----------------------------------------------------------------------------------------
@@ -227,15 +309,8 @@ def write_archive(source: VmSourceLike, out: IO[bytes], *, mtime: int = 0,
         records = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": name,
                    "GNU.sparse.realsize": str(disk.virtual_size)}
         emit(_member(name, size, mtime, records, header_name=f"GNUSparseFile.0/{name}") + sparse_map)
-        for offset, length in extents:
-            done = 0
-            while done < length:
-                want = min(READ_CHUNK, length - done)
-                chunk = disk.read(offset + done, want)
-                if len(chunk) != want:
-                    raise ArchiveError(f"disk {disk.target}: read {len(chunk)} bytes at {offset + done}, expected {want}")
-                emit(chunk)
-                done += want
+        for chunk in read_ahead(_disk_chunks(disk, extents)):
+            emit(chunk)
         emit(b"\0" * _pad(size))
     emit(b"\0" * (2 * BLOCK))
     return planned
@@ -267,7 +342,7 @@ class TarReader:
                 raise ArchiveError("the archive ends early (truncated snapshot or restic stopped)")
             parts.append(chunk)
             got += len(chunk)
-        return b"".join(parts)
+        return b"".join(parts)  # one copy, also of a read-ahead view: the bytes the restorer keeps
 
     def _skip_rest(self) -> None:
         while self._left:
@@ -392,7 +467,14 @@ def restore_archive(stream: IO[bytes], make_restorer: Callable[[str, bytes | Non
     (sizes: target → virtual size from the manifest, so pools are checked before anything is
     created; empty for old archives); the restorer's context removes anything unfinished if the
     stream breaks. Returns the VM's name."""
-    reader = TarReader(stream)
+    ahead = ReadAheadStream(stream)
+    try:
+        return _restore(TarReader(ahead), make_restorer)  # type: ignore[arg-type]
+    finally:
+        ahead.close()
+
+
+def _restore(reader: TarReader, make_restorer) -> str:
     xml, nvram, member, sizes = read_head(reader)
     with make_restorer(xml, nvram, sizes) as restorer:
         while member is not None:

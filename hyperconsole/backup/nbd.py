@@ -99,7 +99,7 @@ class NbdClient:
             if k == 0:
                 raise NbdError(f"NBD export {self.export!r}: the server closed the connection")
             got += k
-        return bytes(buf)
+        return buf  # type: ignore[return-value]  # bytes-like; no copy
 
     def _send(self, *parts: bytes) -> None:
         try:
@@ -206,8 +206,8 @@ class NbdClient:
                 at = struct.unpack(">Q", payload[:8])[0] - offset
                 if at < 0 or at + len(payload) - 8 > length:
                     raise NbdError(f"NBD read {offset}+{length}: data chunk outside the request")
-                buf[at:at + len(payload) - 8] = payload[8:]
-        return bytes(buf)
+                buf[at:at + len(payload) - 8] = memoryview(payload)[8:]
+        return buf  # type: ignore[return-value]  # bytes-like, not copied again
 
     def write(self, offset: int, data: bytes) -> None:
         self._range(offset, len(data))

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -328,6 +329,8 @@ class Repository:
         self._check_password_file()
         proc = subprocess.Popen(self.argv(*args), stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env())
+        for pipe in (proc.stdin if feed else None, proc.stdout if read_stdout else None):
+            _widen(pipe)
         stderr_chunks: list[bytes] = []
         failure: list[BaseException] = []
 
@@ -396,6 +399,19 @@ class Repository:
             raise failure[0]
         if proc.returncode != 0:
             raise _classify(b"".join(stderr_chunks).decode("utf-8", "replace"), self.location)
+
+
+PIPE_SIZE = 1024**2  # Linux's default pipe-max-size: a MiB in flight instead of 64 KiB
+
+
+def _widen(pipe) -> None:
+    """A larger pipe buffer to restic, so its reading and ours overlap (Linux; elsewhere a no-op)."""
+    if pipe is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    try:
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # above /proc/sys/fs/pipe-max-size for this user: the default stays
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -58,7 +58,7 @@ class VolumeWriter:
     def write(self, offset: int, data: bytes) -> None:
         view = memoryview(data)
         for at in range(0, len(view), MAX_REQUEST):
-            self._client.write(offset + at, bytes(view[at:at + MAX_REQUEST]))
+            self._client.write(offset + at, view[at:at + MAX_REQUEST])  # type: ignore[arg-type]
         self.bytes_written += len(data)
 
     def close(self) -> None:

@@ -8,8 +8,9 @@ UUID, quiesced and state. Then `restic forget` applies the retention (pruning th
 
 Whatever happens half-way (restic or the console killed, the VM stopping), a run leaves nothing
 behind: open_vm's context ends the libvirt job and the NBD export, the scratch directory is
-removed, restic's own lock is stale once its process is gone and the next run clears it with
-`restic unlock` (which removes stale locks only). Runs of one job never overlap (a lock file).
+removed, restic's own lock is stale once its process is gone and the next run's first restic
+command clears it with `restic unlock` (which removes stale locks only). Runs of one job never
+overlap (a lock file).
 Each run's result is recorded for the pane's "last run" and sizes, in one place every reader finds:
 /var/lib/hyperconsole/backups (written by root, who runs the timer units; group-readable by the
 operators group where the NixOS module made it), or a user's own state dir where that does not exist.
@@ -248,8 +249,9 @@ def run_job(conn, job: Job, *, only_vm: str | None = None, open_vm: OpenVm | Non
             from hyperconsole.backup import source
 
             source.cleanup(conn, scratch)  # libvirt jobs and qemu-nbd left by a killed run
-        repo.unlock()  # stale locks only, as restic judges them
-        repo.snapshots(["hc-job=" + job.name])  # wrong password / no repository: one line, before any VM work
+        # Wrong password / no repository: one line, before any VM work. A lock restic calls stale
+        # (a killed run's) is cleared by Repository.run on the way (`restic unlock`, stale only).
+        repo.snapshots(["hc-job=" + job.name])
         results = []
         for vm in selected:
             if cancel is not None and cancel.is_set():

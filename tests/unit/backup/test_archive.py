@@ -116,3 +116,38 @@ def test_the_manifest_comes_first_and_old_archives_without_it_still_restore(vm, 
     assert seen == [{}]
     for t, image in images.items():
         assert (tmp_path / "old" / f"{t}.raw").read_bytes() == image.read_bytes()
+
+
+def test_read_ahead_keeps_order_stays_bounded_and_hands_over_errors():
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    ahead = archive.read_ahead(endless(), depth=3)
+    assert [next(ahead) for _ in range(5)] == [0, 1, 2, 3, 4]
+    ahead.close()  # leaving early stops the producer
+    stopped = len(produced)
+    assert stopped <= 5 + 3 + 2  # at most `depth` items (and the one being put) beyond what was taken
+
+    def failing():
+        yield b"a"
+        raise archive.ArchiveError("disk vda: read 0 bytes at 0, expected 4096")
+
+    with pytest.raises(archive.ArchiveError, match="read 0 bytes"):
+        list(archive.read_ahead(failing()))
+    assert len(produced) == stopped
+
+
+def test_read_ahead_stream_gives_the_bytes_in_any_read_sizes():
+    data = bytes(range(256)) * 5000
+    stream = archive.ReadAheadStream(io.BytesIO(data), chunk=4096)
+    got, sizes = bytearray(), [1, 511, 4096, 70000, 10**6]
+    while chunk := stream.read(sizes[len(got) % len(sizes)]):  # short reads, as from a pipe
+        got += chunk
+    assert bytes(got) == data and stream.read(10) == b""
+    stream.close()
