@@ -78,6 +78,8 @@ async def test_restore_as_new_and_in_place_refused_while_running(app):
         key = next(k for k, r in snaps.items.items() if r.vm == "web-01")
         snaps.move_to(key)
         await pilot.pause()
+        # the snapshot's detail line: quiesced or not, and the run's notes on it
+        assert text_of(screen.query_one("#backup-snapshot")).startswith(f"{key} of web-01: quiesced no")
         await pilot.press("R")
         assert isinstance(app.screen, Form)
         await fill_form(pilot, {"as_name": "web-01-copy"})
