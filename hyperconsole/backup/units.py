@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Callable, Literal
 
+from hyperconsole import proc
 from hyperconsole.backup.jobs import Job
 from hyperconsole.backup.runner import Records
 from hyperconsole.changes import spool
@@ -41,26 +42,26 @@ def unit_of(job: Job, kind: Kind) -> str:
     return f"{job.unit if kind == 'run' else job.test_unit}.service"
 
 
-def _systemctl(*args: str) -> subprocess.CompletedProcess:
+def _systemctl(*args: str) -> tuple[int, str, str]:
     try:
-        return subprocess.run(["systemctl", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=60, check=False)
+        done = proc.run(["systemctl", *args], 60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise HyperconsoleError(f"systemctl {args[0]}: {exc}") from None
+    return done.returncode, proc.text(done.stdout), proc.text(done.stderr)
 
 
 def start(unit: str) -> None:
-    done = _systemctl("start", "--no-block", unit)
-    if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    returncode, _out, err = _systemctl("start", "--no-block", unit)
+    if returncode != 0:
+        detail = (err.strip().splitlines() or [f"exit {returncode}"])[-1]
         raise HyperconsoleError(f"cannot start {unit}: {detail}",
                                 hint="members of the operators group may start a backup job's unit")
 
 
 def unit_state(unit: str) -> str:
     """systemd's ActiveState of `unit` (active, activating, inactive, failed, …)."""
-    done = _systemctl("show", "--property=ActiveState", "--value", unit)
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
+    returncode, out, _err = _systemctl("show", "--property=ActiveState", "--value", unit)
+    return out.strip() if returncode == 0 else "unknown"
 
 
 def _outcome(records: Records, job: Job, kind: Kind, since: float) -> dict | None:
