@@ -24,6 +24,7 @@ from hyperconsole import paths, safefs
 from hyperconsole.backup import jobs as jobs_mod
 from hyperconsole.backup import runner
 from hyperconsole.backup.restic import Repository
+from hyperconsole.backup.source import Extent
 from hyperconsole.errors import HyperconsoleError, ValidationError
 from hyperconsole.nixos.store import FragmentStore
 
@@ -35,13 +36,6 @@ NOTE = "demo: the test driver has no backup API; its VMs are read as shut-off VM
 
 def base_dir() -> Path:
     return paths.demo_dir() / "backup"
-
-
-@dataclass(frozen=True)
-class Extent:
-    offset: int
-    length: int
-    data: bool
 
 
 class ImageDisk:
